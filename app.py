@@ -1,0 +1,32 @@
+"""SynthLab dashboard entry point: ``streamlit run app.py``."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from webui import boot, sidebar
+
+st.set_page_config(page_title="SynthLab", page_icon=":material/science:", layout="wide")
+
+HERE = Path(__file__).resolve().parent
+
+# (file, title, icon) in menu order; a capability appears once its page file exists.
+PAGES = [
+    ("pages/home.py", "Home", ":material/home:"),
+    ("pages/import_data.py", "Import", ":material/upload:"),
+    ("pages/gallery.py", "Gallery", ":material/photo_library:"),
+    ("pages/generate.py", "Generate", ":material/auto_awesome:"),
+    ("pages/preprocess.py", "Preprocess", ":material/crop:"),
+    ("pages/train.py", "Train", ":material/model_training:"),
+    ("pages/results.py", "Results", ":material/monitoring:"),
+    ("pages/explain.py", "Explain", ":material/visibility:"),
+    ("pages/quiz.py", "Quiz", ":material/quiz:"),
+    ("pages/admin.py", "Admin", ":material/admin_panel_settings:"),
+]
+
+settings = boot()
+navigation = st.navigation([st.Page(path, title=title, icon=icon, default=index == 0)
+                            for index, (path, title, icon) in enumerate(PAGES)
+                            if (HERE / path).is_file()])
+sidebar(settings)
+navigation.run()

@@ -1,0 +1,151 @@
+"""Every SynthLab setting in one object, read from ``SYNTHLAB_*`` environment variables.
+
+``Settings.from_env()`` is the only place that reads the environment; everything else
+receives a ``Settings`` (or calls ``get_settings()``), so tests can point the whole app
+at a temporary folder by setting ``SYNTHLAB_HOME``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "SYNTHLAB_"
+
+
+def _env_bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings. Each field ``foo`` can be overridden by ``SYNTHLAB_FOO``."""
+
+    home: Path = Path("./data")
+    db_url: str = ""  # empty: SQLite file inside ``home``
+    # Import safety: images above this many pixels are refused (decompression bombs).
+    max_image_pixels: int = 50_000_000
+    max_upload_mb: int = 2048
+    thumbnail_px: int = 192
+    # Background jobs.
+    worker_poll_seconds: float = 1.0
+    worker_heartbeat_seconds: float = 5.0
+    # A running job whose worker has not beaten for this long is considered dead.
+    worker_stale_seconds: float = 30.0
+    autostart_worker: bool = True
+    # Generation.
+    default_model: str = "stabilityai/sd-turbo"
+    local_models_dir: Path | None = None  # extra folder scanned for local diffusers models
+    safety_checker: bool = False
+    generation_batch_size: int = 4
+    device: str = "auto"  # auto | cuda | mps | cpu
+    # Preprocessing / training.
+    image_size: int = 64
+    preprocess_workers: int = 2
+    # Users.
+    auth_mode: str = "none"  # none | password | oidc
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home).expanduser().resolve()
+
+    @property
+    def images_dir(self) -> Path:
+        return self.home_path / "images"
+
+    @property
+    def thumbs_dir(self) -> Path:
+        return self.home_path / "thumbs"
+
+    @property
+    def tmp_dir(self) -> Path:
+        # Inside ``home`` so that the final ``os.replace`` never crosses a filesystem.
+        return self.home_path / "tmp"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home_path / "cache"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home_path / "runs"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home_path / "logs"
+
+    @property
+    def database_url(self) -> str:
+        if self.db_url:
+            return self.db_url
+        return f"sqlite:///{self.home_path / 'synthlab.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def ensure_dirs(self) -> None:
+        for folder in (self.home_path, self.images_dir, self.thumbs_dir, self.tmp_dir,
+                       self.cache_dir, self.runs_dir, self.logs_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> "Settings":
+        environ = dict(os.environ if environ is None else environ)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "extra":
+                continue
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = _coerce(f.type, raw)
+        values.update(overrides)
+        return cls(**values)
+
+    def to_public_dict(self) -> dict[str, Any]:
+        """Settings as shown to users (the DB password, if any, is masked)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        out["db_url"] = _mask_password(self.database_url)
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in out.items()}
+
+
+def _coerce(type_name: Any, raw: str) -> Any:
+    text = str(type_name)
+    if "bool" in text:
+        return _env_bool(raw)
+    if "int" in text and "float" not in text:
+        return int(raw)
+    if "float" in text:
+        return float(raw)
+    if "Path" in text:
+        return Path(raw) if raw else None
+    return raw
+
+
+def _mask_password(url: str) -> str:
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    if ":" in creds:
+        creds = creds.split(":", 1)[0] + ":***"
+    return f"{scheme}://{creds}@{host}"
+
+
+_cached: Settings | None = None
+_cached_env: tuple | None = None
+
+
+def get_settings() -> Settings:
+    """Settings from the current environment, re-read when ``SYNTHLAB_*`` variables change."""
+    global _cached, _cached_env
+    key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(ENV_PREFIX)))
+    if _cached is None or key != _cached_env:
+        _cached = Settings.from_env()
+        _cached_env = key
+    return _cached

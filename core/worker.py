@@ -1,0 +1,181 @@
+"""The worker process: takes jobs from the queue and runs them, one at a time per device.
+
+``python -m core worker`` runs one in the foreground. The dashboard calls
+``ensure_worker()`` on each page load, which starts a detached worker when none holds the
+device's lock file, so jobs run outside Streamlit's script thread and survive page
+reloads, closed browsers and server restarts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from core.config import Settings, get_settings
+from core.db.engine import init_db
+from core.jobs import (CANCELLED, DONE, FAILED, INTERRUPTED, JobCancelled, JobContext, claim_next,
+                       fail_exhausted, finish, get_job, heartbeat, load_handlers,
+                       mark_stale_jobs, worker_identity)
+
+log = logging.getLogger("synthlab.worker")
+
+
+def _lock_path(settings: Settings, slot: str) -> Path:
+    return settings.home_path / f"worker-{slot}.lock"
+
+
+def pid_path(settings: Settings, slot: str = "default") -> Path:
+    return settings.home_path / f"worker-{slot}.pid"
+
+
+class WorkerLock:
+    """An exclusive ``flock`` held for the worker's life: the OS frees it when the process dies."""
+
+    def __init__(self, settings: Settings, slot: str) -> None:
+        self.path = _lock_path(settings, slot)
+        self.handle = None
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 - held open for the process's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self.handle = handle
+        return True
+
+    def release(self) -> None:
+        if self.handle is not None:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
+
+
+def worker_alive(settings: Settings | None = None, slot: str = "default") -> bool:
+    settings = settings or get_settings()
+    probe = WorkerLock(settings, slot)
+    if probe.acquire():
+        probe.release()
+        return False
+    return True
+
+
+def ensure_worker(settings: Settings | None = None, slot: str = "default") -> bool:
+    """Start a detached worker if none is alive. Returns True when one was started."""
+    settings = settings or get_settings()
+    if not settings.autostart_worker or worker_alive(settings, slot):
+        return False
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    log_file = open(settings.logs_dir / f"worker-{slot}.log", "ab")  # noqa: SIM115
+    env = dict(os.environ, SYNTHLAB_HOME=str(settings.home_path))
+    if settings.db_url:
+        env["SYNTHLAB_DB_URL"] = settings.db_url
+    root = Path(__file__).resolve().parent.parent
+    subprocess.Popen(  # noqa: S603 - our own module
+        [sys.executable, "-m", "core", "worker", "--slot", slot],
+        cwd=root, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True, close_fds=True)
+    log_file.close()
+    return True
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, job_id: int, settings: Settings) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{job_id}")
+        self.job_id = job_id
+        self.settings = settings
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.settings.worker_heartbeat_seconds):
+            with contextlib.suppress(Exception):
+                heartbeat(self.job_id, self.settings)
+
+
+def run_job(job_id: int, settings: Settings, worker_id: str) -> str:
+    """Run one claimed job to its end and record the outcome; returns the final status."""
+    handlers = load_handlers()
+    job = get_job(job_id, settings)
+    assert job is not None
+    handler = handlers.get(job.kind)
+    if handler is None:
+        finish(job_id, FAILED, error=f"no handler for job kind {job.kind!r}", settings=settings)
+        return FAILED
+    ctx = JobContext(job_id=job_id, kind=job.kind, params=dict(job.params or {}),
+                     settings=settings, worker_id=worker_id, created_by=job.created_by)
+    beat = _Heartbeat(job_id, settings)
+    beat.start()
+    try:
+        result = handler(ctx)
+    except JobCancelled:
+        finish(job_id, CANCELLED, settings=settings)
+        return CANCELLED
+    except KeyboardInterrupt:
+        # The worker is being stopped: leave the job to be resumed by the next worker.
+        finish(job_id, INTERRUPTED, settings=settings)
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure is recorded on the job
+        log.exception("job %s failed", job_id)
+        ctx.log(traceback.format_exc(limit=8), level="error")
+        finish(job_id, FAILED, error=f"{type(exc).__name__}: {exc}", settings=settings)
+        return FAILED
+    finally:
+        beat.stop_event.set()
+    finish(job_id, DONE, result=result if isinstance(result, dict) else None, settings=settings)
+    return DONE
+
+
+def run_worker(settings: Settings | None = None, *, slot: str = "default",
+               kinds: list[str] | None = None, once: bool = False,
+               idle_exit_seconds: float | None = None) -> int:
+    """The worker loop. ``once``: run queued jobs until the queue is empty, then return."""
+    settings = settings or get_settings()
+    init_db(settings)
+    lock = WorkerLock(settings, slot)
+    if not lock.acquire():
+        print(f"another worker already holds {lock.path}; exiting", file=sys.stderr)
+        return 1
+    worker_id = worker_identity()
+    pid_file = pid_path(settings, slot)
+    pid_file.write_text(str(os.getpid()))
+    stopping = threading.Event()
+
+    def _stop(signum, _frame):  # noqa: ANN001
+        stopping.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _stop)
+    idle_since = time.monotonic()
+    try:
+        while not stopping.is_set():
+            mark_stale_jobs(settings)
+            fail_exhausted(settings)
+            job_id = claim_next(worker_id, kinds, settings)
+            if job_id is None:
+                if once:
+                    break
+                if idle_exit_seconds is not None and time.monotonic() - idle_since > idle_exit_seconds:
+                    break
+                time.sleep(settings.worker_poll_seconds)
+                continue
+            run_job(job_id, settings, worker_id)
+            idle_since = time.monotonic()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        with contextlib.suppress(OSError):
+            pid_file.unlink()
+        lock.release()
+    return 0
