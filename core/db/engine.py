@@ -96,8 +96,7 @@ def session_scope(settings: Settings | None = None, *, write: bool = False) -> I
         yield session
         if write:
             session.commit()
-        else:
-            session.rollback()
+        # A read session just closes: rollback() would expire the loaded objects.
     except BaseException:
         session.rollback()
         raise

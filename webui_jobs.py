@@ -1,0 +1,66 @@
+"""The live job list shown on Home, Generate and Train: progress, rate, time left, log, cancel.
+
+Rendered in a fragment that reruns itself every few seconds, so every user sees the
+worker's progress without reloading the page and without rerunning the whole page.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import streamlit as st
+
+from core import jobs
+
+
+def _format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return str(dt.timedelta(seconds=int(seconds)))
+
+
+def _job_line(job) -> str:  # noqa: ANN001
+    parts = [f"**#{job.id} {job.title or job.kind}**", f"`{job.status}`"]
+    if job.progress_total:
+        parts.append(f"{job.progress_done}/{job.progress_total}")
+    if job.rate and job.status == jobs.RUNNING:
+        parts.append(f"{job.rate:.2f}/s, {_format_seconds(jobs.eta_seconds(job))} left")
+    parts.append(f"by {job.created_by or 'anonymous'}")
+    return " · ".join(parts)
+
+
+def render_job_list(kinds: tuple[str, ...] | None = None, *, user: str | None = None,
+                    limit: int = 10, key: str = "jobs", refresh_seconds: float = 2.0,
+                    can_cancel=None) -> None:  # noqa: ANN001 - callable(job) -> bool
+    """Show the newest jobs (of ``kinds``); active ones update live."""
+
+    @st.fragment(run_every=refresh_seconds)
+    def _panel() -> None:
+        rows = []
+        for kind in kinds or (None,):
+            rows.extend(jobs.list_jobs(kind=kind, limit=limit))
+        rows = sorted(rows, key=lambda j: j.id, reverse=True)[:limit]
+        if not rows:
+            st.caption("No jobs yet.")
+            return
+        for job in rows:
+            with st.container(border=True):
+                st.markdown(_job_line(job))
+                if job.progress_total:
+                    st.progress(min(1.0, job.progress_done / max(1, job.progress_total)),
+                                text=job.message or None)
+                elif job.message:
+                    st.caption(job.message)
+                if job.error:
+                    st.error(job.error)
+                cols = st.columns([1, 5])
+                if job.status in jobs.ACTIVE_STATUSES and (can_cancel is None or can_cancel(job)):
+                    if cols[0].button("Cancel", key=f"{key}-cancel-{job.id}"):
+                        jobs.request_cancel(job.id, by=user)
+                        st.rerun(scope="fragment")
+                with cols[1].expander("Log"):
+                    events = jobs.job_events(job.id, limit=50)
+                    st.code("\n".join(f"{e.at:%H:%M:%S} {e.level:<7} {e.message}" for e in events)
+                            or "(empty)", language=None)
+
+    _panel()
