@@ -1,0 +1,1 @@
+"""Training and evaluation of classifiers on real, synthetic and mixed image sets (issue 5)."""
