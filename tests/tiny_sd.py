@@ -15,6 +15,8 @@ identical, so pixel hashes are comparable across test runs.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 # Words of the default prompts, merged into single tokens so prompts stay short; any
@@ -77,7 +79,8 @@ def build_tiny_sd(path: Path | str) -> Path:
     path = Path(path)
     if (path / "model_index.json").is_file():
         return path
-    staging = path.with_name(path.name + ".building")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     tokenizer_dir = staging / "tokenizer-src"
     vocab_size = write_tokenizer_files(tokenizer_dir)
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir, model_max_length=77)
@@ -104,11 +107,14 @@ def build_tiny_sd(path: Path | str) -> Path:
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipeline.save_pretrained(staging / "pipeline")
-    # Publish atomically: a half-built folder never looks like a model to a concurrent test.
-    (staging / "pipeline").rename(path) if not path.exists() else None
-    import shutil
-
-    shutil.rmtree(staging, ignore_errors=True)
+    # Publish with one rename: a half-built folder never looks like a model to another test.
+    try:
+        (staging / "pipeline").rename(path)
+    except OSError:
+        if not (path / "model_index.json").is_file():
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return path
 
 
