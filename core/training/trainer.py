@@ -1,0 +1,323 @@
+"""An estimator-like image classifier: ``Classifier(config).fit(X, y).predict(X)``.
+
+``X`` is uint8 RGB pixels ``(N, H, W, 3)`` (what the preprocessing cache returns), or a
+callable ``epoch -> pixels`` when every epoch sees a fresh augmentation of the same
+images in the same order. The model is fed through ``core.training.model.to_input``.
+
+Reproducible on the CPU: a fixed ``TrainConfig.seed`` fixes the initial weights, the batch
+order and dropout. With a ``checkpoint_dir`` the classifier writes ``last.safetensors``
+after every epoch (model, optimizer, RNG states, history) and ``best.safetensors`` when the
+validation loss improves; ``fit`` finds them and resumes where a killed process stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from core.training.checkpoint import (BEST_FILE, LAST_FILE, Checkpoint, load_checkpoint,
+                                      save_checkpoint)
+from core.training.model import ModelSpec, build_from_spec, to_input
+
+PixelSource = np.ndarray | Callable[[int], np.ndarray]
+EpochCallback = Callable[[dict[str, Any], list[dict[str, Any]]], None]
+BatchCallback = Callable[[int, int], None]
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run; stored with the run and its checkpoints."""
+
+    model: str = "small"  # small (the reference CNN) | deep
+    epochs: int = 10
+    lr: float = 1e-3
+    batch_size: int = 32
+    weight_decay: float = 1e-4
+    # Stop when the validation loss has not improved for this many epochs (0: never).
+    patience: int = 3
+    seed: int = 0
+    device: str = "auto"  # auto | cuda | mps | cpu
+    mixed_precision: bool = True  # autocast on CUDA only; the CPU always trains in float32
+    image_size: int = 64
+    widths: dict[str, Any] = field(default_factory=dict)  # passed to build_model
+    # Epochs of the second phase of pretrain-finetune (the first phase uses ``epochs``).
+    finetune_epochs: int | None = None
+    finetune_lr: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError("epochs must be at least 1")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if not self.lr > 0:
+            raise ValueError("lr must be positive")
+        if self.image_size < 8:
+            raise ValueError("image_size must be at least 8")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def resolve_device(wanted: str) -> torch.device:
+    if wanted in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    if wanted in ("auto", "mps") and getattr(torch.backends, "mps", None) \
+            and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state(), "shuffle": generator.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _restore_rng(state: dict[str, torch.Tensor], generator: torch.Generator) -> None:
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    if "shuffle" in state:
+        generator.set_state(state["shuffle"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+class Classifier:
+    """A CNN image classifier with scikit-learn's fit/predict_proba/predict."""
+
+    def __init__(self, config: TrainConfig | None = None, *, class_names: list[str] | None = None,
+                 checkpoint_dir: Path | None = None, info: dict[str, Any] | None = None,
+                 on_epoch: EpochCallback | None = None, on_batch: BatchCallback | None = None,
+                 tmp_dir: Path | None = None) -> None:
+        self.config = config or TrainConfig()
+        self.class_names = list(class_names or [])
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.info = dict(info or {})  # stored in every checkpoint (pipelines, data spec, ...)
+        self.on_epoch = on_epoch
+        self.on_batch = on_batch
+        self.tmp_dir = tmp_dir
+        self.device = resolve_device(self.config.device)
+        self.model_: nn.Module | None = None
+        self.history_: list[dict[str, Any]] = []
+        self.phases_done_: list[str] = []
+        self.resumed_from_: dict[str, int] | None = None
+
+    @property
+    def random_state(self) -> int:
+        return self.config.seed
+
+    # --- fitting ---------------------------------------------------------------------
+
+    def _spec(self, num_classes: int) -> ModelSpec:
+        return ModelSpec(self.config.model, num_classes, self.config.image_size, dict(self.config.widths))
+
+    def _checkpoint_info(self, phase: str, epoch: int, best: dict[str, Any]) -> dict[str, Any]:
+        return {**self.info, "model_spec": self._spec(len(self.class_names)).to_dict(),
+                "class_names": self.class_names, "train_config": self.config.to_dict(),
+                "phase": phase, "epoch": epoch, "phases_done": list(self.phases_done_),
+                "history": self.history_, "best": best}
+
+    def _load_last(self) -> Checkpoint | None:
+        if self.checkpoint_dir is None or not (self.checkpoint_dir / LAST_FILE).is_file():
+            return None
+        checkpoint = load_checkpoint(self.checkpoint_dir / LAST_FILE)
+        saved = checkpoint.info.get("train_config", {})
+        if saved.get("seed") != self.config.seed or saved.get("model") != self.config.model:
+            raise ValueError(f"{self.checkpoint_dir} holds a checkpoint of a different run "
+                             f"(seed {saved.get('seed')}, model {saved.get('model')})")
+        return checkpoint
+
+    def fit(self, X: PixelSource, y: np.ndarray | list[int], *,
+            validation: tuple[np.ndarray, np.ndarray | list[int]] | None = None,
+            phase: str = "train", epochs: int | None = None, lr: float | None = None,
+            warm_start: bool = False) -> "Classifier":
+        """Train on ``X``/``y``; early-stop on ``validation`` loss; keep the best weights.
+
+        ``phase`` names this call (``pretrain`` then ``finetune`` for two-phase training,
+        with ``warm_start=True`` on the second so it continues from the first's weights).
+        """
+        y = np.asarray(y, dtype=np.int64)
+        if len(y) == 0:
+            raise ValueError("no training images")
+        if not self.class_names:
+            self.class_names = [str(k) for k in range(int(y.max()) + 1)]
+        num_classes = len(self.class_names)
+        if y.min() < 0 or y.max() >= num_classes:
+            raise ValueError("labels must be in [0, number of classes)")
+        epochs = epochs or self.config.epochs
+        lr = lr or self.config.lr
+        config = self.config
+
+        torch.manual_seed(config.seed)
+        if self.model_ is None or not warm_start:
+            self.model_ = build_from_spec(self._spec(num_classes))
+        model = self.model_.to(self.device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+        shuffle = torch.Generator().manual_seed(config.seed + 7919 * len(self.phases_done_))
+        best = {"val_loss": math.inf, "epoch": 0}
+        start_epoch = 1
+
+        checkpoint = self._load_last()
+        if checkpoint is not None:
+            self.phases_done_ = list(checkpoint.info.get("phases_done", []))
+            self.history_ = list(checkpoint.info.get("history", []))
+            if phase in self.phases_done_:
+                # This phase already finished before a restart: take its final weights.
+                model.load_state_dict(checkpoint.model_state)
+                self.resumed_from_ = {"phase_done": 1}
+                return self
+            if checkpoint.info.get("phase") == phase:
+                model.load_state_dict(checkpoint.model_state)
+                if checkpoint.optimizer_state:
+                    optimizer.load_state_dict(checkpoint.optimizer_state)
+                _restore_rng(checkpoint.rng_state, shuffle)
+                best = dict(checkpoint.info.get("best", best))
+                start_epoch = checkpoint.epoch + 1
+                self.resumed_from_ = {"epoch": checkpoint.epoch}
+
+        pixels_cache: dict[str, Any] = {}
+        best_state = self._load_best_state(phase, best)
+        patience = config.patience
+        stale = 0 if best["epoch"] == 0 else (start_epoch - 1 - best["epoch"])
+        n = len(y)
+        batches_per_epoch = math.ceil(n / config.batch_size)
+        use_amp = config.mixed_precision and self.device.type == "cuda"
+        amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+        labels = torch.as_tensor(y, device=self.device)
+
+        for epoch in range(start_epoch, epochs + 1):
+            started = time.perf_counter()
+            pixels = self._epoch_pixels(X, epoch, pixels_cache)
+            if len(pixels) != n:
+                raise ValueError(f"{len(pixels)} images but {n} labels")
+            model.train()
+            order = torch.randperm(n, generator=shuffle).to(self.device)
+            total_loss, correct = 0.0, 0
+            for b in range(batches_per_epoch):
+                index = order[b * config.batch_size:(b + 1) * config.batch_size]
+                inputs = to_input(pixels[index], self.device) if isinstance(pixels, torch.Tensor) \
+                    else to_input(pixels[index.cpu().numpy()], self.device)
+                target = labels[index]
+                with torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_amp):
+                    logits = model(inputs)
+                    loss = F.cross_entropy(logits, target)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                total_loss += float(loss.detach()) * len(index)
+                correct += int((logits.detach().argmax(1) == target).sum())
+                if self.on_batch is not None:
+                    self.on_batch((epoch - 1) * batches_per_epoch + b + 1, epochs * batches_per_epoch)
+            row: dict[str, Any] = {"phase": phase, "epoch": epoch, "loss": total_loss / n,
+                                   "acc": correct / n, "lr": lr}
+            if validation is not None and len(validation[1]):
+                val_loss, val_acc = self._loss_and_accuracy(validation[0], validation[1])
+                row.update(val_loss=val_loss, val_acc=val_acc)
+            monitored = row.get("val_loss", row["loss"])
+            improved = monitored < best["val_loss"] - 1e-6
+            if improved:
+                best = {"val_loss": monitored, "epoch": epoch}
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                stale = 0
+            else:
+                stale += 1
+            row["seconds"] = round(time.perf_counter() - started, 3)
+            row["images_per_s"] = round(n / max(row["seconds"], 1e-9), 1)
+            self.history_.append(row)
+            stop = bool(patience) and validation is not None and stale >= patience
+            row["early_stop"] = stop
+            self._save(phase, epoch, best, model, optimizer, shuffle, improved)
+            if self.on_epoch is not None:
+                self.on_epoch(row, self.history_)
+            if stop:
+                break
+
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        self.phases_done_.append(phase)
+        self._save(phase, epochs, best, model, None, shuffle, improved=False)
+        model.eval()
+        return self
+
+    def _load_best_state(self, phase: str, best: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+        if best["epoch"] == 0 or self.checkpoint_dir is None:
+            return None
+        path = self.checkpoint_dir / BEST_FILE
+        if not path.is_file():
+            return None
+        checkpoint = load_checkpoint(path)
+        if checkpoint.info.get("phase") != phase:
+            return None
+        return checkpoint.model_state
+
+    def _save(self, phase: str, epoch: int, best: dict[str, Any], model: nn.Module,
+              optimizer: torch.optim.Optimizer | None, shuffle: torch.Generator,
+              improved: bool) -> None:
+        if self.checkpoint_dir is None:
+            return
+        info = self._checkpoint_info(phase, epoch, best)
+        if improved:
+            save_checkpoint(self.checkpoint_dir / BEST_FILE, model, info, tmp_dir=self.tmp_dir)
+        save_checkpoint(self.checkpoint_dir / LAST_FILE, model, info, optimizer=optimizer,
+                        rng_state=_rng_state(shuffle), tmp_dir=self.tmp_dir)
+
+    @staticmethod
+    def _epoch_pixels(X: PixelSource, epoch: int, cache: dict[str, Any]) -> Any:
+        if callable(X):
+            return X(epoch)
+        if "fixed" not in cache:
+            cache["fixed"] = torch.from_numpy(np.ascontiguousarray(X))
+        return cache["fixed"]
+
+    # --- prediction --------------------------------------------------------------------
+
+    def _check_fitted(self) -> nn.Module:
+        if self.model_ is None:
+            raise RuntimeError("this Classifier is not fitted yet; call fit() first")
+        return self.model_
+
+    @torch.no_grad()
+    def _logits(self, X: np.ndarray) -> torch.Tensor:
+        model = self._check_fitted().to(self.device).eval()
+        pixels = torch.from_numpy(np.ascontiguousarray(X))
+        use_amp = self.config.mixed_precision and self.device.type == "cuda"
+        out = []
+        step = max(self.config.batch_size, 256)
+        for start in range(0, len(pixels), step):
+            with torch.autocast(self.device.type, enabled=use_amp) if use_amp else contextlib.nullcontext():
+                out.append(model(to_input(pixels[start:start + step], self.device)).float().cpu())
+        if not out:
+            return torch.zeros((0, len(self.class_names)))
+        return torch.cat(out)
+
+    def _loss_and_accuracy(self, X: np.ndarray, y: np.ndarray | list[int]) -> tuple[float, float]:
+        logits = self._logits(X)
+        target = torch.as_tensor(np.asarray(y, dtype=np.int64))
+        return float(F.cross_entropy(logits, target)), float((logits.argmax(1) == target).float().mean())
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return torch.softmax(self._logits(X), dim=1).numpy()
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.predict_proba(X).argmax(axis=1)
+
+    def score(self, X: np.ndarray, y: np.ndarray | list[int]) -> float:
+        return float((self.predict(X) == np.asarray(y)).mean())
