@@ -1,0 +1,1 @@
+"""Explainability (issue 6): captum attribution maps of trained runs, cached, as jobs."""
