@@ -19,9 +19,14 @@ def _device_info():  # noqa: ANN202 - cached across sessions: the hardware does 
 
 
 def boot() -> Settings:
-    """Run once per script run: migrate the DB (once per process) and keep a worker alive."""
+    """Run once per script run: migrate the DB (once per process) and keep a worker alive.
+
+    With sign-in on (auth mode ``password`` or ``oidc``) it also stands at the door: a
+    visitor who has not signed in sees the sign-in form and nothing else.
+    """
     settings = get_settings()
     init_db(settings)
+    _auth_gate(settings)
     if not st.session_state.get("_worker_checked"):
         from core.worker import ensure_worker
 
@@ -32,13 +37,124 @@ def boot() -> Settings:
 
 def current_user() -> str:
     """Who is using this browser session (auth mode ``none``: a name picked in the sidebar)."""
-    return st.session_state.get("user_name") or "anonymous"
+    return current_identity().name
+
+
+# --- sign-in (issue 8) ------------------------------------------------------------------
+
+_IDENTITY_KEY = "_synthlab_identity"
+
+
+def current_identity():  # noqa: ANN201 - core.users.identity.Identity
+    """The signed-in identity (name, admin role, auth mode) of this browser session."""
+    from core.users.identity import unverified
+
+    identity = st.session_state.get(_IDENTITY_KEY)
+    if identity is not None:
+        return identity
+    return unverified(st.session_state.get("user_name"))
+
+
+def _secrets() -> dict:
+    """``.streamlit/secrets.toml`` as a dict; empty when there is none."""
+    try:
+        return {key: st.secrets[key] for key in st.secrets.keys()}
+    except Exception:  # noqa: BLE001 - a missing or unreadable secrets file means no secrets
+        return {}
+
+
+def auth_mode(settings: Settings) -> str:
+    from core.users.auth_mode import resolve_auth_mode
+
+    return resolve_auth_mode(settings, _secrets())
+
+
+def _auth_gate(settings: Settings) -> None:
+    from core.users.auth_mode import AuthConfigError
+    from core.users.identity import AUTH_NONE, AUTH_OIDC
+
+    try:
+        mode = auth_mode(settings)
+    except AuthConfigError as exc:
+        # Fail closed: a mistyped auth mode must not open the server to everyone.
+        st.error(f"Sign-in is misconfigured: {exc}")
+        st.stop()
+    if mode == AUTH_NONE:
+        st.session_state.pop(_IDENTITY_KEY, None)
+        return
+    if mode == AUTH_OIDC:
+        _oidc_gate(settings)
+    else:
+        _password_gate(settings)
+
+
+def _password_gate(settings: Settings) -> None:
+    from core.users import accounts
+    from core.users.identity import AUTH_PASSWORD, Identity
+
+    identity = st.session_state.get(_IDENTITY_KEY)
+    if identity is not None and identity.auth_mode == AUTH_PASSWORD:
+        # Re-read the account each run: a removed user is signed out, a changed role applies.
+        info = accounts.get_user(identity.name, settings)
+        if info is not None and info.has_password:
+            if info.is_admin != identity.is_admin:
+                st.session_state[_IDENTITY_KEY] = Identity(
+                    identity.name, info.is_admin, AUTH_PASSWORD, verified=True)
+            return
+        st.session_state.pop(_IDENTITY_KEY, None)
+    st.title("Sign in to SynthLab")
+    with st.form("synthlab_sign_in", clear_on_submit=True):
+        name = st.text_input("User name", key="_sign_in_name")
+        password = st.text_input("Password", type="password", key="_sign_in_password")
+        submitted = st.form_submit_button("Sign in", type="primary")
+    if submitted:
+        try:
+            st.session_state[_IDENTITY_KEY] = accounts.authenticate(name, password, settings)
+        except accounts.LoginRefused as exc:
+            st.error(str(exc))
+        else:
+            st.rerun()
+    st.caption("No account? Ask an admin to run `python -m core user add NAME`.")
+    st.stop()
+
+
+def _oidc_gate(settings: Settings) -> None:
+    from core.users import accounts
+
+    if not st.user.is_logged_in:
+        st.session_state.pop(_IDENTITY_KEY, None)
+        st.title("Sign in to SynthLab")
+        st.write("This server signs you in through your organisation's identity provider.")
+        provider = (_secrets().get("synthlab") or {}).get("oidc_provider")
+        if st.button("Log in", type="primary", key="_oidc_login"):
+            st.login(provider) if provider else st.login()
+        st.stop()
+    try:
+        st.session_state[_IDENTITY_KEY] = accounts.oidc_identity(st.user.to_dict(), settings)
+    except accounts.LoginRefused as exc:
+        st.error(str(exc))
+        st.stop()
+
+
+def _sign_out() -> None:
+    from core.users.identity import AUTH_OIDC
+
+    identity = st.session_state.pop(_IDENTITY_KEY, None)
+    if identity is not None and identity.auth_mode == AUTH_OIDC:
+        st.logout()
 
 
 def sidebar(settings: Settings) -> None:
     with st.sidebar:
-        st.text_input("Your name", key="user_name", placeholder="anonymous",
-                      help="Recorded on every import, job and quiz answer you make.")
+        identity = current_identity()
+        if identity.verified:
+            st.caption(f"Signed in as **{identity.label}**")
+            if st.button("Sign out", key="_sign_out"):
+                _sign_out()
+                st.rerun()
+        else:
+            st.text_input("Your name", key="user_name", placeholder="anonymous",
+                          help="Recorded on every import, job and quiz answer you make.")
         device = _device_info()
         st.caption(f"Device: {device.label}")
         st.caption(f"Data: `{settings.home_path}`")

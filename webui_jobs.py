@@ -11,6 +11,7 @@ import datetime as dt
 import streamlit as st
 
 from core import jobs
+from webui import current_identity, current_user
 
 
 def _format_seconds(seconds: float | None) -> str:
@@ -27,6 +28,13 @@ def _job_line(job) -> str:  # noqa: ANN001
         parts.append(f"{job.rate:.2f}/s, {_format_seconds(jobs.eta_seconds(job))} left")
     parts.append(f"by {job.created_by or 'anonymous'}")
     return " · ".join(parts)
+
+
+def _may_cancel(job) -> bool:  # noqa: ANN001
+    """Cancelling someone else's job needs the admin role when sign-in is on (issue 8)."""
+    from core.users.permissions import can_modify
+
+    return can_modify(current_identity(), job.created_by, "cancel")
 
 
 def render_job_list(kinds: tuple[str, ...] | None = None, *, user: str | None = None,
@@ -54,9 +62,9 @@ def render_job_list(kinds: tuple[str, ...] | None = None, *, user: str | None = 
                 if job.error:
                     st.error(job.error)
                 cols = st.columns([1, 5])
-                if job.status in jobs.ACTIVE_STATUSES and (can_cancel is None or can_cancel(job)):
+                if job.status in jobs.ACTIVE_STATUSES and (can_cancel or _may_cancel)(job):
                     if cols[0].button("Cancel", key=f"{key}-cancel-{job.id}"):
-                        jobs.request_cancel(job.id, by=user)
+                        jobs.request_cancel(job.id, by=user or current_user())
                         st.rerun(scope="fragment")
                 with cols[1].expander("Log"):
                     events = jobs.job_events(job.id, limit=50)

@@ -29,6 +29,9 @@ class Settings:
     # Import safety: images above this many pixels are refused (decompression bombs).
     max_image_pixels: int = 50_000_000
     max_upload_mb: int = 2048
+    # Import (core.ingest): decoding processes, and the largest single file accepted.
+    ingest_workers: int = 2
+    max_import_file_mb: int = 256
     thumbnail_px: int = 192
     # Background jobs.
     worker_poll_seconds: float = 1.0
@@ -47,6 +50,14 @@ class Settings:
     preprocess_workers: int = 2
     # Users.
     auth_mode: str = "none"  # none | password | oidc
+    # Password sign-in: after this many failures for one name within the window, that
+    # name is refused until the window has passed (slows password guessing).
+    login_max_failures: int = 5
+    login_window_seconds: int = 300
+    # Quiz: every served image is re-encoded to this format (JPEG | PNG) and square size,
+    # the same for real and synthetic, so neither the file nor its size gives the answer.
+    quiz_image_format: str = "JPEG"
+    quiz_image_px: int = 256
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

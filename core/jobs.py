@@ -37,7 +37,7 @@ MAX_ATTEMPTS = 3
 
 # Modules that register handlers when imported; a missing one is skipped.
 HANDLER_MODULES = ("core.generation.jobs", "core.training.jobs", "core.explain.jobs",
-                   "core.quiz.jobs")
+                   "core.quiz.jobs", "core.ingest.jobs")
 
 Handler = Callable[["JobContext"], "dict[str, Any] | None"]
 _handlers: dict[str, Handler] = {}
@@ -54,7 +54,16 @@ def register_handler(kind: str) -> Callable[[Handler], Handler]:
     return decorate
 
 
+def _extra_handler_modules() -> tuple[str, ...]:
+    # Test-only (or site-specific) job kinds, e.g. SYNTHLAB_EXTRA_JOB_MODULES=tests.crashjobs:
+    # a worker subprocess has no other way to learn them.
+    raw = os.environ.get("SYNTHLAB_EXTRA_JOB_MODULES", "")
+    return tuple(name.strip() for name in raw.split(",") if name.strip())
+
+
 def load_handlers() -> dict[str, Handler]:
+    for module in _extra_handler_modules():
+        importlib.import_module(module)
     for module in HANDLER_MODULES:
         try:
             importlib.import_module(module)
@@ -91,6 +100,10 @@ def request_cancel(job_id: int, *, by: str | None = None, settings: Settings | N
             return False
         session.add(JobEvent(job_id=job_id, level="warning",
                              message=f"cancel requested by {by or 'anonymous'}"))
+        from core.users import audit  # here: core.users imports the DB layer, not jobs
+
+        audit.record(session, by, "cancel", target_kind="job", target_id=job_id,
+                     detail={"kind": job.kind, "owner": job.created_by, "status": job.status})
         if job.status in (QUEUED, INTERRUPTED):
             job.status = CANCELLED
             job.finished_at = utcnow()

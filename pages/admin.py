@@ -1,0 +1,134 @@
+"""Admin: user accounts, the audit log, the worker, the data check and the server settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+import pandas as pd
+import streamlit as st
+
+from core import jobs
+from core.users import accounts, audit
+from core.users.permissions import is_admin
+from core.users.server import restart_worker, worker_status
+from webui import auth_mode, boot, current_identity
+
+settings = boot()
+identity = current_identity()
+admin = is_admin(identity)
+
+st.title("Admin")
+users_tab, audit_tab, worker_tab, check_tab, settings_tab = st.tabs(
+    ["Users", "Audit log", "Worker", "Data check", "Server settings"])
+
+with users_tab:
+    if not admin:
+        st.info("Only admins can see and manage user accounts.")
+    else:
+        mode = auth_mode(settings)
+        if mode == "none":
+            st.caption("Auth mode is `none`: accounts take effect once `auth_mode` is "
+                       "`password` or `oidc` (see the README).")
+        users = accounts.list_users(settings)
+        if users:
+            st.dataframe(pd.DataFrame([{"name": u.name, "admin": u.is_admin,
+                                        "password": u.has_password, "since": u.created_at}
+                                       for u in users]), hide_index=True)
+        else:
+            st.caption("No accounts yet.")
+        with st.form("admin_add_user", clear_on_submit=True):
+            st.subheader("Add a user")
+            new_name = st.text_input("Name (an e-mail address for OIDC users)")
+            new_password = st.text_input("Password (empty: OIDC sign-in only)", type="password")
+            new_admin = st.checkbox("Admin")
+            if st.form_submit_button("Add user"):
+                try:
+                    accounts.add_user(new_name, new_password or None, is_admin=new_admin,
+                                      actor=identity.name, settings=settings)
+                    st.success(f"Added {new_name.strip()}.")
+                except accounts.AccountError as exc:
+                    st.error(str(exc))
+        if users:
+            names = [u.name for u in users]
+            with st.form("admin_change_user", clear_on_submit=True):
+                st.subheader("Change a user")
+                target = st.selectbox("User", names)
+                change = st.radio("Change", ["Set password", "Make admin", "Remove admin role",
+                                             "Remove account"], horizontal=True)
+                password = st.text_input("New password", type="password")
+                if st.form_submit_button("Apply"):
+                    try:
+                        if change == "Set password":
+                            accounts.set_password(target, password, actor=identity.name,
+                                                  settings=settings)
+                        elif change == "Remove account":
+                            accounts.remove_user(target, actor=identity.name, settings=settings)
+                        else:
+                            accounts.set_admin(target, change == "Make admin",
+                                               actor=identity.name, settings=settings)
+                        st.success(f"{change}: {target}")
+                    except accounts.AccountError as exc:
+                        st.error(str(exc))
+
+with audit_tab:
+    st.caption("Who relabelled, deleted, cancelled or changed accounts, newest first.")
+    cols = st.columns(2)
+    actor = cols[0].text_input("Only by user", key="audit_actor")
+    action = cols[1].text_input("Only action (e.g. delete, relabel, cancel)", key="audit_action")
+    rows = audit.entries(actor=actor.strip() or None, action=action.strip() or None,
+                         limit=500, settings=settings)
+    if rows:
+        st.dataframe(pd.DataFrame([{"when": r.at, "who": r.actor, "action": r.action,
+                                    "target": f"{r.target_kind or ''} {r.target_id or ''}".strip(),
+                                    "detail": str(r.detail or "")} for r in rows]),
+                     hide_index=True)
+    else:
+        st.caption("Nothing recorded yet.")
+
+with worker_tab:
+    status = worker_status(settings)
+    cols = st.columns(3)
+    cols[0].metric("Worker", "alive" if status.alive else "not running")
+    cols[1].metric("PID", str(status.pid) if status.pid else "-")
+    counts = jobs.counts_by_status(settings)
+    cols[2].metric("Jobs waiting", counts.get(jobs.QUEUED, 0) + counts.get(jobs.INTERRUPTED, 0))
+    st.caption(" · ".join(f"{name}: {count}" for name, count in sorted(counts.items()))
+               or "No jobs yet.")
+    if admin:
+        if st.button("Restart worker", help="Stops the worker (its job resumes) and starts a new one"):
+            try:
+                status = restart_worker(settings, actor=identity.name)
+                st.success(f"Worker running as PID {status.pid}." if status.alive
+                           else "Worker stopped; none started (see its log).")
+            except RuntimeError as exc:
+                st.error(str(exc))
+    with st.expander("Worker log (last lines)"):
+        st.code(status.log_tail or "(empty)", language=None)
+
+with check_tab:
+    st.caption("Compares the index with the image folder: missing files, orphan files, "
+               "left-over temporary files.")
+    try:
+        maintenance = importlib.import_module("core.maintenance")
+    except ModuleNotFoundError:
+        maintenance = None
+    if maintenance is None:
+        st.info("The data check is not available in this installation.")
+    else:
+        repair = st.checkbox("Repair what is found", disabled=not admin,
+                             help=None if admin else "Only admins can repair.")
+        if st.button("Run check"):
+            with st.spinner("Checking..."):
+                report = maintenance.check(settings, repair=bool(repair and admin))
+            if repair and admin:
+                audit.record_now(identity.name, "repair", target_kind="data",
+                                 settings=settings)
+            st.json(dataclasses.asdict(report) if dataclasses.is_dataclass(report) else report)
+
+with settings_tab:
+    st.caption("Read-only here: set with `SYNTHLAB_*` environment variables or "
+               "`.streamlit/secrets.toml` and restart the server.")
+    public = settings.to_public_dict()
+    public["auth_mode (in force)"] = auth_mode(settings)
+    st.json(public)
