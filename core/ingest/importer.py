@@ -1,0 +1,319 @@
+"""Import a folder, a zip or a Hugging Face dataset into the image index.
+
+Files are decoded in a process pool (reading, decoding, hashing and writing the
+content-addressed file happen there); this process only turns the small results into
+rows, committed in batches. Each batch first looks up which hashes are already indexed;
+if a concurrent import adds the same image in between, the batch's insert fails on the
+unique hash and is redone row by row, so both imports finish and report the duplicate.
+
+Re-running an import (a resumed job, the same folder twice) adds nothing twice: every
+image already indexed is a duplicate, so an interrupted import simply continues.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import multiprocessing
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core.catalog import class_key, get_or_create_class, get_or_create_dataset
+from core.config import Settings, get_settings
+from core.db.engine import run_write
+from core.db.models import SOURCES, Image, utcnow
+from core.ingest.decoding import Decoded, process, process_chunk
+from core.ingest.huggingface import HuggingFaceSource, is_saved_dataset, looks_like_hub_id
+from core.ingest.layouts import Plan, PlannedImage, plan_import
+from core.ingest.sources import Rejection, SourceError, open_source
+from core.store import ImageStore
+
+ProgressFn = Callable[[int, int, str], None]
+# Below this many files a process pool costs more to start than it saves.
+POOL_MIN_FILES = 64
+CHUNK_FILES = 16
+MAX_LISTED_DUPLICATES = 500
+
+
+@dataclass
+class ImportOptions:
+    dataset: str | None = None  # default: the folder's or archive's name
+    source: str = "real"  # real | synthetic
+    force_class: str | None = None  # every image gets this class (a flat folder of one fruit)
+    crop_boxes: bool = False  # import each VOC box as a cropped object image
+    added_by: str | None = None
+    workers: int | None = None  # default: Settings.ingest_workers
+    batch_size: int = 200
+
+
+@dataclass
+class ImportReport:
+    dataset: str
+    dataset_id: int | None
+    layout: str
+    origin: str
+    added: int = 0
+    duplicates: int = 0
+    rejected: list[dict[str, str]] = field(default_factory=list)
+    duplicate_files: list[dict[str, Any]] = field(default_factory=list)
+    per_class: dict[str, int] = field(default_factory=dict)
+    per_split: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "dataset_id": self.dataset_id, "layout": self.layout,
+                "origin": self.origin, "added": self.added, "duplicates": self.duplicates,
+                "rejected": self.rejected, "duplicate_files": self.duplicate_files,
+                "per_class": self.per_class, "per_split": self.per_split,
+                "seconds": round(self.seconds, 3)}
+
+    @property
+    def summary(self) -> str:
+        return (f"{self.added} added, {self.duplicates} duplicates, "
+                f"{len(self.rejected)} rejected ({self.layout} layout)")
+
+
+def default_dataset_name(path_or_id: str) -> str:
+    path = Path(path_or_id)
+    if path.suffix.lower() == ".zip":
+        return path.stem
+    return path.name or str(path_or_id)
+
+
+def open_any(path_or_id: str | Path, settings: Settings):  # noqa: ANN201 - a source
+    """The right source for a folder, zip, saved HF dataset or Hub id."""
+    text = str(path_or_id)
+    path = Path(text).expanduser()
+    max_file = settings.max_import_file_mb * 2**20
+    if path.exists():
+        if is_saved_dataset(path):
+            return HuggingFaceSource(text)
+        return open_source(path, max_file, settings.max_upload_mb * 2**20 * 4)
+    if looks_like_hub_id(text):
+        return HuggingFaceSource(text)
+    raise SourceError(f"path does not exist: {text}")
+
+
+def import_dataset(path_or_id: str | Path, settings: Settings | None = None,
+                   options: ImportOptions | None = None, *,
+                   progress: ProgressFn | None = None) -> ImportReport:
+    """Import everything usable; bad files are listed in the report and skipped.
+
+    Raises ``SourceError`` when the source itself cannot be used. ``progress(done, total,
+    message)`` may raise (``JobCancelled``) to stop the import; what was committed stays.
+    """
+    settings = settings or get_settings()
+    options = options or ImportOptions()
+    if options.source not in SOURCES:
+        raise SourceError(f"source must be one of {', '.join(SOURCES)}, not {options.source!r}")
+    if options.force_class:
+        class_key(options.force_class)  # a clear error before any work
+    started = time.perf_counter()
+    source = open_any(path_or_id, settings)
+    try:
+        if isinstance(source, HuggingFaceSource):
+            plan = source.plan()
+        else:
+            entries, rejected = source.scan()
+            plan = plan_import(entries, read=source.read, force_class=options.force_class,
+                               crop_boxes=options.crop_boxes)
+            plan.rejected[:0] = rejected
+        name = options.dataset or default_dataset_name(str(path_or_id))
+        report = ImportReport(dataset=name, dataset_id=None, layout=plan.layout,
+                              origin=str(path_or_id))
+        report.rejected.extend(r.to_dict() for r in plan.rejected)
+        _Importer(settings, options, report, source, progress).run(plan)
+    finally:
+        source.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _usable_class(name: str) -> bool:
+    try:
+        class_key(name)
+    except ValueError:
+        return False
+    return True
+
+
+class _Importer:
+    def __init__(self, settings: Settings, options: ImportOptions, report: ImportReport,
+                 source: Any, progress: ProgressFn | None) -> None:
+        self.settings = settings
+        self.options = options
+        self.report = report
+        self.source = source
+        self.progress = progress or (lambda done, total, message: None)
+        self.store = ImageStore(settings)
+        self.class_ids: dict[str, int] = {}
+        self.pending: list[Decoded] = []
+        self.seen: set[str] = set()
+
+    def run(self, plan: Plan) -> None:
+        def create_dataset(session: Session) -> int:
+            return get_or_create_dataset(
+                session, self.report.dataset, source=self.options.source,
+                origin=self.report.origin, layout=plan.layout,
+                created_by=self.options.added_by).id
+        self.report.dataset_id = run_write(create_dataset, self.settings)
+        total = len(plan.images)
+        self.progress(0, total, f"{total} files to import")
+        done = 0
+        for outputs in self._decode_all(plan.images):
+            for out in outputs:
+                if isinstance(out, Rejection):
+                    self.report.rejected.append(out.to_dict())
+                elif not _usable_class(out.class_name):
+                    self.report.rejected.append({"path": out.key, "reason": (
+                        f"not a usable class name: {out.class_name!r}")})
+                else:
+                    self.pending.append(out)
+            done += 1
+            if len(self.pending) >= self.options.batch_size:
+                self._flush()
+            self.progress(done, total, f"{done}/{total} files, {self.report.added} added")
+        self._flush()
+        self.progress(total, total, self.report.summary)
+
+    # -- decoding -------------------------------------------------------------------
+    def _workers(self, count: int) -> int:
+        wanted = self.options.workers or self.settings.ingest_workers
+        return 1 if count < POOL_MIN_FILES else max(1, wanted)
+
+    def _tasks(self, images: list[PlannedImage]) -> Iterator[PlannedImage]:
+        spec = self.source.spec
+        for item in images:
+            if spec is None and item.data is None:
+                try:
+                    item.data = self.source.read(item.key)
+                except OSError as exc:
+                    self.report.rejected.append({"path": item.key, "reason": f"cannot read: {exc}"})
+                    continue
+            yield item
+
+    def _decode_all(self, images: list[PlannedImage]) -> Iterator[list[Decoded | Rejection]]:
+        spec = self.source.spec
+        workers = self._workers(len(images))
+        if workers == 1:
+            for item in self._tasks(images):
+                yield process(item, self.settings, spec)
+            return
+        # fork: children start at once and never re-run the caller's __main__ (a
+        # forkserver/spawn child would, which breaks scripts and ``python -`` callers).
+        # They only decode and write files, none of the parent's threads' locks.
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        context = multiprocessing.get_context(method)
+        in_flight: collections.deque[Future] = collections.deque()
+        chunk: list[PlannedImage] = []
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            try:
+                for item in self._tasks(images):
+                    chunk.append(item)
+                    if len(chunk) == CHUNK_FILES:
+                        in_flight.append(pool.submit(process_chunk, chunk, self.settings, spec))
+                        chunk = []
+                        while len(in_flight) >= workers * 4:
+                            yield from in_flight.popleft().result()
+                if chunk:
+                    in_flight.append(pool.submit(process_chunk, chunk, self.settings, spec))
+                while in_flight:
+                    yield from in_flight.popleft().result()
+            except BaseException:
+                for future in in_flight:
+                    future.cancel()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+
+    # -- rows -----------------------------------------------------------------------
+    def _ensure_classes(self, batch: list[Decoded]) -> None:
+        # In a transaction of their own, so a batch that is redone never caches the id of
+        # a class whose creation was rolled back.
+        missing = {class_key(item.class_name) for item in batch} - self.class_ids.keys()
+        if not missing:
+            return
+        names = {class_key(item.class_name): item.class_name for item in batch}
+
+        def create(session: Session) -> dict[str, int]:
+            return {key: get_or_create_class(session, names[key]).id for key in missing}
+        self.class_ids.update(run_write(create, self.settings))
+
+    def _row(self, item: Decoded) -> dict[str, Any]:
+        return {"sha256": item.sha256, "path": item.relpath,
+                "class_id": self.class_ids[class_key(item.class_name)],
+                "source": self.options.source, "dataset_id": self.report.dataset_id,
+                "split": item.split, "width": item.width, "height": item.height,
+                "format": item.format, "original_name": item.original_name,
+                "added_by": self.options.added_by, "added_at": utcnow(), "excluded": False,
+                "extra": item.extra}
+
+    def _flush(self) -> None:
+        batch, self.pending = self.pending, []
+        if not batch:
+            return
+        self._ensure_classes(batch)
+        try:
+            outcome = run_write(lambda session: self._insert_batch(session, batch), self.settings)
+        except IntegrityError:
+            # Someone else indexed one of these images meanwhile: go row by row.
+            outcome = run_write(lambda session: self._insert_one_by_one(session, batch),
+                                self.settings)
+        added, duplicates = outcome
+        self.seen.update(item.sha256 for item in added)
+        for item in added:
+            self.report.added += 1
+            self.report.per_class[item.class_name] = self.report.per_class.get(item.class_name, 0) + 1
+            split = item.split or "-"
+            self.report.per_split[split] = self.report.per_split.get(split, 0) + 1
+        for item, existing_id, existing_path in duplicates:
+            self.report.duplicates += 1
+            if len(self.report.duplicate_files) < MAX_LISTED_DUPLICATES:
+                self.report.duplicate_files.append({"path": item.key, "same_as_image": existing_id})
+            if item.created and existing_path != item.relpath:
+                # Same pixels stored under another extension: our copy would be an orphan.
+                with contextlib.suppress(OSError, ValueError):
+                    self.store.delete(item.relpath)
+
+    def _split_known(self, session: Session, batch: list[Decoded]):  # noqa: ANN202
+        shas = {item.sha256 for item in batch}
+        known = {sha: (image_id, path) for image_id, sha, path in session.execute(
+            select(Image.id, Image.sha256, Image.path).where(Image.sha256.in_(shas)))}
+        fresh, duplicates = [], []
+        fresh_shas: set[str] = set()
+        for item in batch:
+            if item.sha256 in known:
+                duplicates.append((item, *known[item.sha256]))
+            elif item.sha256 in self.seen or item.sha256 in fresh_shas:
+                duplicates.append((item, None, item.relpath))
+            else:
+                fresh.append(item)
+                fresh_shas.add(item.sha256)
+        return fresh, duplicates
+
+    def _insert_batch(self, session: Session, batch: list[Decoded]):  # noqa: ANN202
+        fresh, duplicates = self._split_known(session, batch)
+        if fresh:
+            session.execute(insert(Image), [self._row(item) for item in fresh])
+        return fresh, duplicates
+
+    def _insert_one_by_one(self, session: Session, batch: list[Decoded]):  # noqa: ANN202
+        fresh, duplicates = self._split_known(session, batch)
+        added = []
+        for item in fresh:
+            try:
+                with session.begin_nested():
+                    session.execute(insert(Image), [self._row(item)])
+                added.append(item)
+            except IntegrityError:
+                existing = session.execute(select(Image.id, Image.path)
+                                           .where(Image.sha256 == item.sha256)).first()
+                duplicates.append((item, *(existing or (None, item.relpath))))
+        return added, duplicates

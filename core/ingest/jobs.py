@@ -1,0 +1,108 @@
+"""Imports as background jobs (kind ``import``), so the dashboard never decodes in its own thread.
+
+Uploaded files are first staged under ``SYNTHLAB_HOME/uploads/<token>/`` (names reduced to
+their last component, written atomically); the job imports that folder or archive and
+removes the staging folder when it ends. A resumed job simply imports again: images
+already indexed count as duplicates, so nothing is added twice.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from core import jobs
+from core.config import Settings, get_settings
+from core.ingest.importer import ImportOptions, import_dataset
+from core.store import atomic_write
+
+KIND = "import"
+MAX_REJECTIONS_IN_RESULT = 5000
+
+
+def uploads_dir(settings: Settings) -> Path:
+    return settings.home_path / "uploads"
+
+
+def safe_upload_name(name: str) -> str:
+    """The last path component of a browser-supplied name, without anything risky."""
+    base = re.split(r"[\\/]", name)[-1].strip().lstrip(".")
+    base = re.sub(r"[^\w.\- ()]+", "_", base)
+    return base or "upload"
+
+
+def stage_uploads(files: list[tuple[str, bytes]], settings: Settings | None = None) -> Path:
+    """Write uploaded files to a fresh staging folder; a single zip is returned as itself."""
+    settings = settings or get_settings()
+    limit = settings.max_upload_mb * 2**20
+    if sum(len(data) for _name, data in files) > limit:
+        raise ValueError(f"upload larger than {settings.max_upload_mb} MB (SYNTHLAB_MAX_UPLOAD_MB)")
+    folder = uploads_dir(settings) / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    used: set[str] = set()
+    paths = []
+    for name, data in files:
+        safe = safe_upload_name(name)
+        stem, dot, ext = safe.rpartition(".")
+        candidate, n = safe, 1
+        while candidate.lower() in used:
+            candidate = f"{stem}-{n}.{ext}" if dot else f"{safe}-{n}"
+            n += 1
+        used.add(candidate.lower())
+        path = folder / candidate
+        atomic_write(path, data, settings.tmp_dir)
+        paths.append(path)
+    if len(paths) == 1 and paths[0].suffix.lower() == ".zip":
+        return paths[0]
+    return folder
+
+
+def submit_import(path: str, *, dataset: str | None = None, source: str = "real",
+                  force_class: str | None = None, crop_boxes: bool = False,
+                  user: str | None = None, settings: Settings | None = None) -> int:
+    params = {"path": str(path), "dataset": dataset, "source": source,
+              "force_class": force_class, "crop_boxes": crop_boxes}
+    title = f"Import {dataset or Path(str(path)).name}"
+    return jobs.submit(KIND, params, title=title, created_by=user, settings=settings)
+
+
+def _staged_folder(settings: Settings, path: Path) -> Path | None:
+    root = uploads_dir(settings).resolve()
+    resolved = path.resolve()
+    for parent in (resolved, *resolved.parents):
+        if parent.parent == root:
+            return parent
+    return None
+
+
+def _remove_staged(staged: Path | None) -> None:
+    if staged is not None:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+@jobs.register_handler(KIND)
+def run_import(ctx: jobs.JobContext) -> dict[str, Any]:
+    params = ctx.params
+    options = ImportOptions(dataset=params.get("dataset"), source=params.get("source") or "real",
+                            force_class=params.get("force_class") or None,
+                            crop_boxes=bool(params.get("crop_boxes")), added_by=ctx.created_by)
+    path = Path(params["path"])
+    staged = _staged_folder(ctx.settings, path)
+    try:
+        report = import_dataset(params["path"], ctx.settings, options,
+                                progress=lambda done, total, message: ctx.progress(done, total, message))
+    except KeyboardInterrupt:
+        raise  # the worker is stopping: keep the staged files for the resumed job
+    except BaseException:
+        _remove_staged(staged)
+        raise
+    _remove_staged(staged)
+    ctx.log(report.summary)
+    result = report.to_dict()
+    if len(result["rejected"]) > MAX_REJECTIONS_IN_RESULT:
+        result["rejected_truncated"] = len(result["rejected"])
+        result["rejected"] = result["rejected"][:MAX_REJECTIONS_IN_RESULT]
+    return result
