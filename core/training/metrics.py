@@ -40,6 +40,11 @@ def _thin(*arrays: np.ndarray) -> list[list[float]]:
     return [[round(float(v), 6) for v in array[index]] for array in arrays]
 
 
+def _normalised_rows(proba: np.ndarray) -> np.ndarray:
+    clipped = np.clip(proba, 1e-7, None)
+    return clipped / clipped.sum(axis=1, keepdims=True)
+
+
 def roc_auc_ovr(y_true: np.ndarray, proba: np.ndarray) -> tuple[float | None, list[float | None]]:
     """Macro one-vs-rest ROC-AUC over the classes present (with at least one negative too)."""
     per_class: list[float | None] = []
@@ -71,7 +76,8 @@ def evaluate(y_true: np.ndarray | list[int], proba: np.ndarray,
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
         "roc_auc": _clean(auc_macro),
         "roc_auc_classes": sum(v is not None for v in auc_per_class),
-        "log_loss": _clean(skm.log_loss(y_true, np.clip(proba, 1e-7, 1), labels=labels)),
+        # float32 softmax rows sum to 1 only approximately; log_loss insists on exactly.
+        "log_loss": _clean(skm.log_loss(y_true, _normalised_rows(proba), labels=labels)),
     }
     # Averages are over the classes present in the evaluation set: a class that is
     # never shown can be neither recalled nor missed.

@@ -1,0 +1,397 @@
+"""Experiments: create runs (single, repeated over seeds, data-efficiency sweeps), execute
+one run end to end, and aggregate results.
+
+A run is a row in ``training_runs`` created before anything trains (so it shows up as
+queued), executed by ``execute_run`` (from a worker job or the CLI), which is resumable:
+it re-plans the same data (all choices are seeded), reloads the last checkpoint and
+continues. The trained model file is written before the row says ``done``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, select
+
+from core.config import Settings, get_settings
+from core.db.engine import run_write, session_scope
+from core.db.models import utcnow
+from core.training.checkpoint import LAST_FILE, MODEL_FILE, run_dir, save_checkpoint
+from core.training.data import DataSpec, ExperimentData, load_pixels, pipelines_for, plan_experiment
+from core.training.metrics import aggregate, evaluate
+from core.training.models import (RUN_CANCELLED, RUN_DONE, RUN_FAILED, RUN_QUEUED, RUN_RUNNING, Run,
+                                  RunImage)
+from core.training.trainer import Classifier, TrainConfig
+
+DEFAULT_SWEEP_LEVELS: tuple[int | None, ...] = (5, 10, 25, 50, None)  # None: all real images
+
+ProgressCallback = Callable[[int, int, str], None]
+
+
+@dataclass
+class ExperimentRequest:
+    """What a user asks for: one experiment, optionally repeated and/or swept."""
+
+    data: DataSpec = field(default_factory=DataSpec)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    repeats: int = 1  # seeds train.seed, train.seed + 1, ...
+    name: str = ""
+    # Data-efficiency sweep: real images per class levels, each trained with real data only
+    # and with ``sweep_synthetic_per_class`` synthetic images per class added.
+    sweep_levels: list[int | None] | None = None
+    sweep_synthetic_per_class: int = 50
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise ValueError("repeats must be at least 1")
+
+
+def _run_name(request: ExperimentRequest, data: DataSpec, seed: int) -> str:
+    base = request.name or f"{data.mode} {request.train.model}"
+    extra = []
+    if data.real_per_class is not None:
+        extra.append(f"{data.real_per_class} real/class")
+    if data.mode == "mixed":
+        extra.append(f"+{data.synthetic_per_class} synth/class" if data.synthetic_per_class is not None
+                     else f"mix {data.mix_ratio}")
+    return " ".join([base, *(f"[{e}]" for e in extra), f"seed {seed}"])
+
+
+def expand_request(request: ExperimentRequest) -> list[tuple[DataSpec, TrainConfig]]:
+    """Every (data, train config) pair the request stands for, in execution order."""
+    variants: list[DataSpec] = []
+    if request.sweep_levels:
+        for level in request.sweep_levels:
+            base = request.data.to_dict()
+            variants.append(DataSpec.from_dict({**base, "mode": "real", "real_per_class": level,
+                                                "synthetic_per_class": None, "mix_ratio": None}))
+            variants.append(DataSpec.from_dict({**base, "mode": "mixed", "real_per_class": level,
+                                                "synthetic_per_class": request.sweep_synthetic_per_class,
+                                                "mix_ratio": None}))
+    else:
+        variants.append(request.data)
+    out = []
+    for data in variants:
+        for repeat in range(request.repeats):
+            train = TrainConfig.from_dict({**request.train.to_dict(), "seed": request.train.seed + repeat})
+            # Subsampling follows the training seed so repeats also vary which images are kept;
+            # the test split stays fixed (split_seed) so every run is tested on the same images.
+            out.append((DataSpec.from_dict({**data.to_dict(), "subsample_seed": train.seed}), train))
+    return out
+
+
+def create_runs(request: ExperimentRequest, *, created_by: str | None = None,
+                settings: Settings | None = None, validate: bool = True) -> list[int]:
+    """Insert queued runs for the request (validating the data first) and return their ids."""
+    settings = settings or get_settings()
+    pairs = expand_request(request)
+    if validate:
+        for data, _ in pairs[:: max(1, request.repeats)]:
+            plan_experiment(data, settings)  # raises DataError with a clear message
+    group_id = uuid.uuid4().hex[:12] if len(pairs) > 1 else None
+    group_kind = "sweep" if request.sweep_levels else ("repeat" if len(pairs) > 1 else None)
+
+    def write(session) -> list[int]:  # noqa: ANN001
+        ids = []
+        for data, train in pairs:
+            run = Run(name=_run_name(request, data, train.seed)[:300], mode=data.mode,
+                      model_name=train.model,
+                      config={"data": data.to_dict(), "train": train.to_dict(),
+                              "sweep_synthetic_per_class": request.sweep_synthetic_per_class
+                              if request.sweep_levels else None},
+                      seeds={"train": train.seed, "split": data.split_seed,
+                             "subsample": data.subsample_seed, "augment": train.seed},
+                      group_id=group_id, group_kind=group_kind, status=RUN_QUEUED,
+                      history=[], class_names=[], created_by=created_by)
+            session.add(run)
+            session.flush()
+            ids.append(run.id)
+        return ids
+    return run_write(write, settings)
+
+
+def attach_job(run_ids: list[int], job_id: int, settings: Settings | None = None) -> None:
+    def write(session) -> None:  # noqa: ANN001
+        for run in session.scalars(select(Run).where(Run.id.in_(run_ids))):
+            run.job_id = job_id
+    run_write(write, settings)
+
+
+def get_run(run_id: int, settings: Settings | None = None) -> Run | None:
+    with session_scope(settings) as session:
+        return session.get(Run, run_id)
+
+
+def list_runs(*, statuses: tuple[str, ...] | None = None, group_id: str | None = None,
+              ids: list[int] | None = None, limit: int = 200,
+              settings: Settings | None = None) -> list[Run]:
+    with session_scope(settings) as session:
+        query = select(Run).order_by(Run.id.desc()).limit(limit)
+        if statuses:
+            query = query.where(Run.status.in_(statuses))
+        if group_id:
+            query = query.where(Run.group_id == group_id)
+        if ids is not None:
+            query = query.where(Run.id.in_(ids))
+        return list(session.scalars(query))
+
+
+def run_images(run_id: int, role: str | None = None, settings: Settings | None = None) -> list[RunImage]:
+    with session_scope(settings) as session:
+        query = select(RunImage).where(RunImage.run_id == run_id).order_by(RunImage.id)
+        if role:
+            query = query.where(RunImage.role == role)
+        return list(session.scalars(query))
+
+
+def _update_run(run_id: int, settings: Settings, **values: Any) -> None:
+    def write(session) -> None:  # noqa: ANN001
+        run = session.get(Run, run_id)
+        if run is not None:
+            for key, value in values.items():
+                setattr(run, key, value)
+    run_write(write, settings)
+
+
+def mark_runs(run_ids: list[int], status: str, settings: Settings, error: str | None = None,
+              only_unfinished: bool = True) -> None:
+    def write(session) -> None:  # noqa: ANN001
+        for run in session.scalars(select(Run).where(Run.id.in_(run_ids))):
+            if only_unfinished and run.status in (RUN_DONE, RUN_FAILED, RUN_CANCELLED):
+                continue
+            run.status = status
+            run.error = error
+            run.finished_at = utcnow()
+    run_write(write, settings)
+
+
+def _record_roles(run_id: int, data: ExperimentData, settings: Settings) -> None:
+    def write(session) -> None:  # noqa: ANN001
+        session.execute(delete(RunImage).where(RunImage.run_id == run_id))
+        session.add_all(RunImage(run_id=run_id, image_id=r.id, role=role, label=r.label)
+                        for role, records in data.roles.items() for r in records)
+    run_write(write, settings)
+
+
+def plan_for_run(run: Run, settings: Settings) -> tuple[DataSpec, TrainConfig, ExperimentData]:
+    """The run's data: as recorded when it first started (so a resumed run trains on the
+    same images even if the index changed since), else planned now."""
+    data_spec = DataSpec.from_dict(run.config["data"])
+    train = TrainConfig.from_dict(run.config["train"])
+    recorded = _recorded_data(run, data_spec, settings)
+    return data_spec, train, recorded or plan_experiment(data_spec, settings)
+
+
+def _recorded_data(run: Run, spec: DataSpec, settings: Settings) -> ExperimentData | None:
+    if not run.class_names:
+        return None
+    from core.db.models import Image
+    from core.training.data import ImageRecord, check_no_leakage, family_key
+
+    with session_scope(settings) as session:
+        rows = session.execute(select(RunImage, Image).join(Image, RunImage.image_id == Image.id)
+                               .where(RunImage.run_id == run.id).order_by(RunImage.id)).all()
+        roles: dict[str, list[ImageRecord]] = {}
+        for link, image in rows:
+            roles.setdefault(link.role, []).append(ImageRecord(
+                image.id, image.sha256, image.path, link.label, image.source, image.dataset.name,
+                family_key(image)))
+    if not rows:
+        return None
+    data = ExperimentData(spec, list(run.class_names), roles,
+                          list(run.config.get("notes", [])) + ["resumed with the recorded split"])
+    check_no_leakage(data)
+    return data
+
+
+def training_units(train: TrainConfig, data: ExperimentData) -> int:
+    """Images to push through the model for this run (the job's progress unit)."""
+    real, synth = len(data.records("train_real")), len(data.records("train_synthetic"))
+    if data.spec.mode == "pretrain-finetune":
+        return train.epochs * synth + (train.finetune_epochs or train.epochs) * real
+    return train.epochs * (real + synth)
+
+
+def execute_run(run_id: int, settings: Settings | None = None, *,
+                on_progress: ProgressCallback | None = None, progress_offset: int = 0,
+                progress_total: int | None = None) -> dict[str, Any]:
+    """Train and evaluate one run; resumes from its last checkpoint. Returns its metrics."""
+    settings = settings or get_settings()
+    run = get_run(run_id, settings)
+    if run is None:
+        raise ValueError(f"no run with id {run_id}")
+    if run.status == RUN_DONE:
+        return dict(run.metrics or {})
+    data_spec, train, data = plan_for_run(run, settings)
+    folder = run_dir(settings, run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    resuming = (folder / LAST_FILE).is_file()
+    _record_roles(run_id, data, settings)
+    _update_run(run_id, settings, status=RUN_RUNNING, class_names=data.class_names,
+                counts=data.counts(), error=None,
+                config={**run.config, "notes": data.notes})
+    pipelines = pipelines_for(data_spec, settings, train.image_size)
+    from core.preprocess import PreprocessedCache
+
+    cache = PreprocessedCache(settings)
+    eval_seed = data_spec.split_seed  # random pipeline steps on eval sets: one fixed draw
+
+    def fixed(role: str) -> np.ndarray:
+        return load_pixels(data.records(role), pipelines, settings, seed=eval_seed, cache=cache)
+
+    def source(records: list) -> Any:  # noqa: ANN401
+        random_pipeline = any(pipelines[s].is_random for s in {r.source for r in records})
+        if not random_pipeline:
+            return load_pixels(records, pipelines, settings, seed=train.seed, cache=cache)
+        return lambda epoch: load_pixels(records, pipelines, settings, seed=train.seed,
+                                         epoch=epoch, cache=cache)
+
+    units_total = progress_total if progress_total is not None else training_units(train, data)
+    state = {"offset": progress_offset, "phase_images": 0, "phase_start": progress_offset}
+
+    def on_batch(done_batches: int, total_batches: int) -> None:
+        if on_progress is not None:
+            images = min(done_batches * train.batch_size, state["phase_images"])
+            on_progress(state["phase_start"] + images, units_total, run.name)
+
+    def on_epoch(row: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        _update_run(run_id, settings, history=list(history))
+
+    classifier = Classifier(
+        train, class_names=data.class_names, checkpoint_dir=folder, tmp_dir=settings.tmp_dir,
+        info={"run_id": run_id, "pipelines": {k: p.to_dict() for k, p in pipelines.items()},
+              "data_spec": data_spec.to_dict()},
+        on_epoch=on_epoch, on_batch=on_batch)
+
+    def phase(name: str, train_roles: tuple[str, ...], val_role: str, epochs: int,
+              lr: float | None = None, warm: bool = False) -> None:
+        records = [r for role in train_roles for r in data.records(role)]
+        if not records:
+            raise ValueError(f"no training images for phase {name}")
+        state["phase_images"] = len(records) * epochs
+        labels = np.array([r.label for r in records], dtype=np.int64)
+        val = (fixed(val_role), data.labels(val_role)) if data.records(val_role) else None
+        classifier.fit(source(records), labels, validation=val, phase=name, epochs=epochs,
+                       lr=lr, warm_start=warm)
+        state["phase_start"] += state["phase_images"]
+
+    started = time.perf_counter()
+    if data_spec.mode == "pretrain-finetune":
+        phase("pretrain", ("train_synthetic",), "val_synthetic", train.epochs)
+        phase("finetune", ("train_real",), "val_real", train.finetune_epochs or train.epochs,
+              lr=train.finetune_lr or train.lr / 3, warm=True)
+    elif data_spec.mode == "synthetic":
+        phase("train", ("train_synthetic",), "val_synthetic", train.epochs)
+    else:
+        phase("train", ("train_real", "train_synthetic"), "val_real", train.epochs)
+
+    metrics: dict[str, Any] = {}
+    curves: dict[str, Any] = {}
+    for role in data.eval_roles():
+        key = {"test_real": "real_test", "test_synthetic": "synthetic_test"}.get(role, role)
+        proba = classifier.predict_proba(fixed(role))
+        metrics[key], curves[key] = evaluate(data.labels(role), proba, data.class_names)
+    metrics["_train"] = {"seconds": round(time.perf_counter() - started, 2), "resumed": resuming,
+                         "epochs_run": len(classifier.history_),
+                         "best_epoch": max((h["epoch"] for h in classifier.history_), default=0)}
+    model_path = folder / MODEL_FILE
+    save_checkpoint(model_path, classifier.model_.cpu(),
+                    {**classifier._checkpoint_info("final", len(classifier.history_), {}),
+                     "metrics": {k: v for k, v in metrics.items() if not k.startswith("_")}},
+                    tmp_dir=settings.tmp_dir)
+    _update_run(run_id, settings, status=RUN_DONE, metrics=metrics, curves=curves,
+                history=classifier.history_, checkpoint_path=f"{run_id}/{MODEL_FILE}",
+                finished_at=utcnow())
+    if on_progress is not None:
+        on_progress(state["phase_start"], units_total, run.name)
+    return metrics
+
+
+def delete_run(run_id: int, settings: Settings | None = None) -> None:
+    """Remove a finished run: row first (so nothing points at a deleted file), then files."""
+    settings = settings or get_settings()
+
+    def write(session) -> None:  # noqa: ANN001
+        run = session.get(Run, run_id)
+        if run is None:
+            raise ValueError(f"no run with id {run_id}")
+        if run.status in (RUN_QUEUED, RUN_RUNNING):
+            raise ValueError(f"run {run_id} is {run.status}; cancel its job first")
+        session.execute(delete(RunImage).where(RunImage.run_id == run_id))
+        session.delete(run)
+    run_write(write, settings)
+    shutil.rmtree(run_dir(settings, run_id), ignore_errors=True)
+
+
+# --- aggregation -----------------------------------------------------------------------
+
+HEADLINE = ("accuracy", "precision", "recall", "f1", "roc_auc")
+
+
+def headline(metrics: dict[str, Any] | None, eval_set: str = "real_test") -> dict[str, Any]:
+    values = (metrics or {}).get(eval_set) or {}
+    return {k: values.get(k) for k in HEADLINE}
+
+
+def summarize(runs: list[Run]) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Mean and std of every metric, per evaluation set, over the finished runs given."""
+    per_set: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        if run.status != RUN_DONE or not run.metrics:
+            continue
+        for eval_set, values in run.metrics.items():
+            if not eval_set.startswith("_"):
+                per_set[eval_set].append(values)
+    return {eval_set: aggregate(values) for eval_set, values in per_set.items()}
+
+
+def variant_key(run: Run) -> tuple:
+    """Runs that differ only by seed share this key."""
+    data = dict(run.config.get("data", {}))
+    train = dict(run.config.get("train", {}))
+    data.pop("subsample_seed", None)
+    train.pop("seed", None)
+    return (run.mode, repr(sorted(data.items())), repr(sorted(train.items())))
+
+
+def group_by_variant(runs: list[Run]) -> list[list[Run]]:
+    groups: dict[tuple, list[Run]] = {}
+    for run in sorted(runs, key=lambda r: r.id):
+        groups.setdefault(variant_key(run), []).append(run)
+    return list(groups.values())
+
+
+def data_efficiency(runs: list[Run], metric: str = "accuracy") -> list[dict[str, Any]]:
+    """Rows of the key plot: real images per class vs the real-test metric, per variant."""
+    points: dict[tuple, list[float]] = defaultdict(list)
+    real_counts: dict[tuple, list[int]] = defaultdict(list)
+    for run in runs:
+        if run.status != RUN_DONE or not run.metrics or "real_test" not in run.metrics:
+            continue
+        data = run.config.get("data", {})
+        synthetic = data.get("synthetic_per_class") if run.mode == "mixed" else 0
+        level = data.get("real_per_class")
+        key = (run.mode, synthetic or 0, level)
+        value = run.metrics["real_test"].get(metric)
+        if value is not None:
+            points[key].append(float(value))
+            counts = run.counts or {}
+            n_classes = max(1, len(run.class_names or []))
+            real_counts[key].append(int(round(counts.get("train_real", 0) / n_classes)))
+    rows = []
+    for (mode, synthetic, level), values in points.items():
+        rows.append({"series": "real only" if mode == "real" else f"real + {synthetic} synthetic/class",
+                     "mode": mode, "synthetic_per_class": synthetic,
+                     "real_per_class": level if level is not None else "all",
+                     "real_per_class_actual": float(np.mean(real_counts[(mode, synthetic, level)])),
+                     metric: float(np.mean(values)),
+                     "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                     "n_runs": len(values)})
+    return sorted(rows, key=lambda r: (r["series"], r["real_per_class_actual"]))

@@ -1,0 +1,76 @@
+"""The ``train`` job: executes a list of runs on the worker, one after another.
+
+Params: ``{"run_ids": [...]}``. Resumable: finished runs are skipped, a half-trained run
+continues from its last checkpoint. Progress counts training images (so the job panel's
+rate is images per second); per-epoch history is written to the run row, which the
+Train page reads for live curves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.jobs import JobCancelled, JobContext, register_handler
+from core.training.experiments import (execute_run, get_run, mark_runs, plan_for_run,
+                                       training_units)
+from core.training.models import RUN_CANCELLED, RUN_DONE, RUN_FAILED
+
+JOB_KIND = "train"
+
+
+def submit_training(run_ids: list[int], *, title: str, created_by: str | None = None,
+                    settings: Any = None) -> int:
+    from core.jobs import submit
+    from core.training.experiments import attach_job
+
+    job_id = submit(JOB_KIND, {"run_ids": list(run_ids)}, title=title, created_by=created_by,
+                    settings=settings)
+    attach_job(run_ids, job_id, settings)
+    return job_id
+
+
+@register_handler(JOB_KIND)
+def run_training_job(ctx: JobContext) -> dict[str, Any]:
+    run_ids = [int(i) for i in ctx.params.get("run_ids", [])]
+    if not run_ids:
+        raise ValueError("a train job needs run_ids")
+    units: dict[int, int] = {}
+    for run_id in run_ids:
+        run = get_run(run_id, ctx.settings)
+        if run is None:
+            raise ValueError(f"run {run_id} no longer exists")
+        if run.status in (RUN_DONE, RUN_FAILED, RUN_CANCELLED):
+            units[run_id] = 0
+            continue
+        _, train, data = plan_for_run(run, ctx.settings)
+        units[run_id] = training_units(train, data)
+    total = sum(units.values())
+    done_units = 0
+    results: dict[str, Any] = {}
+    ctx.progress(0, total, f"{len(run_ids)} run(s)", force=True)
+    for position, run_id in enumerate(run_ids):
+        run = get_run(run_id, ctx.settings)
+        if run is None or run.status in (RUN_FAILED, RUN_CANCELLED):
+            continue
+        if run.status != RUN_DONE:
+            ctx.log(f"run {run_id} ({position + 1}/{len(run_ids)}): {run.name}")
+
+            def report(done: int, _total: int, name: str) -> None:
+                ctx.progress(done, total, f"run {run_id}: {name}")
+            try:
+                execute_run(run_id, ctx.settings, on_progress=report, progress_offset=done_units,
+                            progress_total=total)
+            except JobCancelled:
+                mark_runs(run_ids[position:], RUN_CANCELLED, ctx.settings, error="cancelled")
+                raise
+            except Exception as exc:
+                mark_runs([run_id], RUN_FAILED, ctx.settings, error=f"{type(exc).__name__}: {exc}")
+                raise
+            run = get_run(run_id, ctx.settings)
+        done_units += units[run_id]
+        real = (run.metrics or {}).get("real_test", {})
+        results[str(run_id)] = {"accuracy": real.get("accuracy"), "f1": real.get("f1")}
+        ctx.log(f"run {run_id} done: real-test accuracy {real.get('accuracy')}")
+        ctx.set_result({"runs": results})
+    ctx.progress(total, total, "done", force=True)
+    return {"runs": results, "run_ids": run_ids}
