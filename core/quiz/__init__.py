@@ -1,0 +1,1 @@
+"""The "Which image is real?" quiz: rounds, fair serving, answers, statistics, machine judge."""
