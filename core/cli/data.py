@@ -1,0 +1,163 @@
+"""``ingest``, ``stats``, ``export`` and ``check``: the data commands of ``python -m core``."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from core.cli import CliError, print_json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    ingest = subparsers.add_parser(
+        "ingest", help="import images from a folder, a .zip or a Hugging Face dataset",
+        description="Import a dataset. The layout is recognised by itself: class folders "
+                    "(ImageFolder), Fruits-360 (Training/Test), flat files named by class "
+                    "(apple_12.jpg, with Pascal VOC .xml boxes), or a Hugging Face dataset "
+                    "(a save_to_disk folder, or a Hub id such as user/name when online). "
+                    "Exit status 0 when the import ran, even if some files were rejected.")
+    ingest.add_argument("path", metavar="PATH", help="folder, .zip, saved HF dataset or Hub id")
+    ingest.add_argument("--dataset", help="dataset name (default: the folder or archive name)")
+    ingest.add_argument("--source", choices=("real", "synthetic"), default="real")
+    ingest.add_argument("--class", dest="force_class", metavar="NAME",
+                        help="give every image this class (e.g. a flat folder of one fruit)")
+    ingest.add_argument("--crop-boxes", action="store_true",
+                        help="import each Pascal VOC box as a cropped object image")
+    ingest.add_argument("--workers", type=int, help="decoding processes (default: SYNTHLAB_INGEST_WORKERS)")
+    ingest.add_argument("--json", action="store_true", help="machine-readable report")
+    ingest.set_defaults(func=_ingest)
+
+    stats = subparsers.add_parser("stats", help="image counts per class and source")
+    stats.add_argument("--json", action="store_true", help="machine-readable output")
+    stats.set_defaults(func=_stats)
+
+    export = subparsers.add_parser(
+        "export", help="write images to a zip in ImageFolder layout (<class>/<file>)")
+    export.add_argument("out", metavar="OUT.zip")
+    export.add_argument("--class", dest="classes", action="append", default=[], metavar="NAME",
+                        help="only this class (repeatable)")
+    export.add_argument("--source", dest="sources", action="append", default=[],
+                        choices=("real", "synthetic"), help="only this source (repeatable)")
+    export.add_argument("--dataset", dest="datasets", action="append", default=[], metavar="NAME",
+                        help="only this dataset, by name (repeatable)")
+    export.add_argument("--split", dest="splits", action="append", default=[],
+                        help="only this split tag (repeatable)")
+    export.add_argument("--include-excluded", action="store_true")
+    export.add_argument("--json", action="store_true", help="machine-readable output")
+    export.set_defaults(func=_export)
+
+    check = subparsers.add_parser(
+        "check", help="find rows without files, orphan files and leftovers; --repair fixes them")
+    check.add_argument("--repair", action="store_true", help="remove what is broken")
+    check.add_argument("--min-age", type=float, default=None, metavar="SECONDS",
+                       help="leave files younger than this alone (default 900: a running "
+                            "import may still be adding their rows)")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.set_defaults(func=_check)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in a container
+        return "cli"
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from core.ingest import ImportOptions, SourceError, import_dataset
+
+    options = ImportOptions(dataset=args.dataset, source=args.source,
+                            force_class=args.force_class, crop_boxes=args.crop_boxes,
+                            added_by=_user(), workers=args.workers)
+
+    def progress(done: int, total: int, message: str) -> None:
+        if not args.json and sys.stderr.isatty():
+            print(f"\r{done}/{total}", end="", file=sys.stderr, flush=True)
+    try:
+        report = import_dataset(args.path, options=options, progress=progress)
+    except SourceError as exc:
+        raise CliError(str(exc)) from exc
+    except ValueError as exc:  # e.g. an unusable --class name
+        raise CliError(str(exc)) from exc
+    if args.json:
+        print_json(report.to_dict())
+        return 0
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(f"dataset {report.dataset!r}: {report.summary}")
+    for name, n in sorted(report.per_class.items()):
+        print(f"  {name:<30} {n}")
+    for item in report.rejected[:50]:
+        print(f"  rejected {item['path']}: {item['reason']}")
+    if len(report.rejected) > 50:
+        print(f"  ... and {len(report.rejected) - 50} more rejected (see --json)")
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from core import gallery
+
+    stats = gallery.stats()
+    if args.json:
+        print_json(stats)
+        return 0
+    print(f"{stats['images']} images ({stats['excluded']} excluded)")
+    sources = sorted({s for counts in stats["per_class"].values() for s in counts} | {"real", "synthetic"})
+    print(f"{'class':<30}" + "".join(f"{s:>12}" for s in sources))
+    for name, counts in sorted(stats["per_class"].items()):
+        print(f"{name:<30}" + "".join(f"{counts.get(s, 0):>12}" for s in sources))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from core import gallery
+    from core.catalog import class_key
+
+    by_name = {d.name: d.id for d in gallery.datasets()}
+    unknown = [name for name in args.datasets if name not in by_name]
+    if unknown:
+        raise CliError(f"no dataset named {', '.join(unknown)}; known: {', '.join(sorted(by_name)) or 'none'}")
+    if not args.out.lower().endswith(".zip"):
+        raise CliError("OUT must end with .zip")
+    flt = gallery.GalleryFilter(classes=[class_key(c) for c in args.classes], sources=args.sources,
+                                datasets=[by_name[n] for n in args.datasets], splits=args.splits,
+                                include_excluded=args.include_excluded)
+    try:
+        result = gallery.export_zip(flt, args.out)
+    except OSError as exc:
+        raise CliError(f"cannot write {args.out}: {exc.strerror or exc}") from exc
+    if args.json:
+        print_json(result)
+    else:
+        print(f"wrote {result['images']} images to {result['path']}")
+        if result["missing_files"]:
+            print(f"  {len(result['missing_files'])} files were missing (run `python -m core check`)")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from core import maintenance
+
+    kwargs = {} if args.min_age is None else {"min_age_seconds": args.min_age}
+    report = maintenance.check(repair=args.repair, **kwargs)
+    if args.json:
+        print_json(report.to_dict())
+        return 0 if report.ok or args.repair else 1
+    print("store and index agree" if report.ok else "problems found:")
+    for row in report.rows_missing_file:
+        print(f"  row {row['id']}: file missing ({row['path']})")
+    for path in report.orphan_files:
+        print(f"  orphan file: images/{path}")
+    for path in report.temp_files:
+        print(f"  leftover temporary file: {path}")
+    for path in report.stale_thumbnails:
+        print(f"  thumbnail of a deleted image: thumbs/{path}")
+    if report.skipped_recent:
+        print(f"  {len(report.skipped_recent)} recent files left alone (a running import?)")
+    for action in report.actions:
+        print(f"  fixed: {action}")
+    if not report.ok and not args.repair:
+        print("run `python -m core check --repair` to fix")
+        return 1
+    return 0

@@ -1,0 +1,332 @@
+"""Browsing and curating the image index: filtered, sorted, paginated queries in SQL.
+
+Every filter is a WHERE clause on indexed columns (the ``ix_images_filter`` index starts
+with ``excluded, class_id, source, dataset_id, split``), pages are LIMIT/OFFSET over an
+ORDER BY that ends with the primary key, so a page costs the same at 100 or 100,000
+images and nothing is filtered in Python.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from core.catalog import get_or_create_class
+from core.config import Settings, get_settings
+from core.db.engine import run_write, session_scope
+from core.db.models import Dataset, Image, ImageClass
+from core.store import ImageStore
+
+SORTS = {
+    "newest": "newest first",
+    "oldest": "oldest first",
+    "class": "by class",
+    "size": "largest first",
+}
+
+
+@dataclass
+class GalleryFilter:
+    """Which images to show. Empty lists mean "any"."""
+
+    classes: list[str] = field(default_factory=list)  # class keys (``bell_pepper``)
+    sources: list[str] = field(default_factory=list)  # real | synthetic
+    datasets: list[int] = field(default_factory=list)  # dataset ids
+    splits: list[str] = field(default_factory=list)  # train | test | val | "" (no split)
+    prompt_contains: str = ""
+    include_excluded: bool = False
+    only_excluded: bool = False
+
+
+@dataclass
+class ImageRow:
+    id: int
+    path: str
+    sha256: str
+    class_name: str
+    class_display: str
+    source: str
+    dataset: str
+    split: str | None
+    width: int
+    height: int
+    excluded: bool
+    prompt: str | None
+
+
+@dataclass
+class Page:
+    rows: list[ImageRow]
+    total: int
+    offset: int
+    limit: int
+
+    @property
+    def page_count(self) -> int:
+        return max(1, -(-self.total // self.limit))
+
+
+def _where(query: Select, flt: GalleryFilter) -> Select:
+    if flt.only_excluded:
+        query = query.where(Image.excluded.is_(True))
+    elif not flt.include_excluded:
+        query = query.where(Image.excluded.is_(False))
+    if flt.classes:
+        ids = select(ImageClass.id).where(ImageClass.name.in_(flt.classes)).scalar_subquery()
+        query = query.where(Image.class_id.in_(ids))
+    if flt.sources:
+        query = query.where(Image.source.in_(flt.sources))
+    if flt.datasets:
+        query = query.where(Image.dataset_id.in_(flt.datasets))
+    if flt.splits:
+        named = [s for s in flt.splits if s]
+        clauses = [Image.split.in_(named)] if named else []
+        if "" in flt.splits:
+            clauses.append(Image.split.is_(None))
+        query = query.where(or_(*clauses))
+    if flt.prompt_contains.strip():
+        # LIKE with the user's wildcards escaped: the text is matched literally.
+        text = flt.prompt_contains.strip()
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Image.prompt.ilike(f"%{escaped}%", escape="\\"))
+    return query
+
+
+def _order(query: Select, sort: str) -> Select:
+    if sort == "oldest":
+        return query.order_by(Image.id.asc())
+    if sort == "class":
+        return query.order_by(Image.class_id.asc(), Image.id.desc())
+    if sort == "size":
+        return query.order_by((Image.width * Image.height).desc(), Image.id.desc())
+    if sort != "newest":
+        raise ValueError(f"unknown sort {sort!r}; one of {', '.join(SORTS)}")
+    return query.order_by(Image.id.desc())
+
+
+_ROW_COLUMNS = (Image.id, Image.path, Image.sha256, ImageClass.name, ImageClass.display_name,
+                Image.source, Dataset.name, Image.split, Image.width, Image.height,
+                Image.excluded, Image.prompt)
+
+
+def count(flt: GalleryFilter, settings: Settings | None = None) -> int:
+    with session_scope(settings) as session:
+        return session.scalar(_where(select(func.count(Image.id)), flt)) or 0
+
+
+def page(flt: GalleryFilter, *, sort: str = "newest", offset: int = 0, limit: int = 48,
+         settings: Settings | None = None) -> Page:
+    """One page of images and the total matching the filter."""
+    limit = max(1, min(int(limit), 1000))
+    offset = max(0, int(offset))
+    with session_scope(settings) as session:
+        total = session.scalar(_where(select(func.count(Image.id)), flt)) or 0
+        # Pick the page's ids on the images table alone (index only), then join the names.
+        ids_query = _order(_where(select(Image.id), flt), sort).offset(offset).limit(limit)
+        ids = list(session.scalars(ids_query))
+        rows = []
+        if ids:
+            query = (select(*_ROW_COLUMNS).join(ImageClass, Image.class_id == ImageClass.id)
+                     .join(Dataset, Image.dataset_id == Dataset.id).where(Image.id.in_(ids)))
+            by_id = {r[0]: ImageRow(*r) for r in session.execute(query)}
+            rows = [by_id[i] for i in ids if i in by_id]
+    return Page(rows=rows, total=total, offset=offset, limit=limit)
+
+
+def image_detail(image_id: int, settings: Settings | None = None) -> dict[str, Any] | None:
+    """Every stored fact about one image, for the detail view."""
+    with session_scope(settings) as session:
+        image = session.get(Image, image_id)
+        if image is None:
+            return None
+        data = {column.name: getattr(image, column.key)
+                for column in Image.__table__.columns}
+        data["class"] = image.image_class.name
+        data["class_display_name"] = image.image_class.display_name
+        data["dataset"] = image.dataset.name
+        return data
+
+
+def classes(settings: Settings | None = None) -> list[ImageClass]:
+    with session_scope(settings) as session:
+        return list(session.scalars(select(ImageClass).order_by(ImageClass.name)))
+
+
+def datasets(settings: Settings | None = None) -> list[Dataset]:
+    with session_scope(settings) as session:
+        return list(session.scalars(select(Dataset).order_by(Dataset.id.desc())))
+
+
+def splits(settings: Settings | None = None) -> list[str]:
+    with session_scope(settings) as session:
+        return sorted(s for s in session.scalars(select(Image.split).distinct()) if s)
+
+
+def counts_by_class_and_source(settings: Settings | None = None, *,
+                               include_excluded: bool = False) -> list[dict[str, Any]]:
+    """``[{class, display_name, source, count}]`` for charts and ``stats``."""
+    with session_scope(settings) as session:
+        query = (select(ImageClass.name, ImageClass.display_name, Image.source, func.count(Image.id))
+                 .join(ImageClass, Image.class_id == ImageClass.id)
+                 .group_by(ImageClass.name, ImageClass.display_name, Image.source)
+                 .order_by(ImageClass.name, Image.source))
+        if not include_excluded:
+            query = query.where(Image.excluded.is_(False))
+        return [{"class": name, "display_name": display, "source": source, "count": n}
+                for name, display, source, n in session.execute(query)]
+
+
+def stats(settings: Settings | None = None) -> dict[str, Any]:
+    """Totals for ``python -m core stats`` and the Home page."""
+    rows = counts_by_class_and_source(settings)
+    per_class: dict[str, dict[str, int]] = {}
+    for row in rows:
+        per_class.setdefault(row["class"], {})[row["source"]] = row["count"]
+    with session_scope(settings) as session:
+        total = session.scalar(select(func.count(Image.id))) or 0
+        excluded = session.scalar(select(func.count(Image.id)).where(Image.excluded.is_(True))) or 0
+        per_dataset = {name: n for name, n in session.execute(
+            select(Dataset.name, func.count(Image.id)).join(Image, Image.dataset_id == Dataset.id)
+            .group_by(Dataset.name).order_by(Dataset.name))}
+    by_source: dict[str, int] = {}
+    for row in rows:
+        by_source[row["source"]] = by_source.get(row["source"], 0) + row["count"]
+    return {"images": total, "excluded": excluded, "by_source": by_source,
+            "per_class": per_class, "per_dataset": per_dataset}
+
+
+# --- curation ---------------------------------------------------------------------------
+# ``actor`` is a ``core.users.identity.Identity`` (pages pass the signed-in one) or a plain
+# name (CLI, scripts: trusted). With real sign-in, only an image's owner (``added_by``) or
+# an admin may change it; every change is written to the audit log in the same transaction.
+
+def _authorise(session: Session, image_ids: list[int], actor: Any, action: str) -> str:
+    from core.users.identity import Identity, unverified
+    from core.users.permissions import require
+
+    identity = actor if isinstance(actor, Identity) else unverified(actor)
+    if isinstance(actor, Identity):
+        owners = set(session.scalars(select(Image.added_by).where(Image.id.in_(image_ids))
+                                     .distinct()))
+        for owner in owners:
+            require(identity, owner, action, f"images added by {owner or 'nobody'}")
+    return identity.name
+
+
+def _audit(session: Session, actor: str, action: str, image_ids: list[int],
+           detail: dict[str, Any] | None = None) -> None:
+    from core.users import audit
+
+    audit.record(session, actor, action, target_kind="image",
+                 target_id=",".join(map(str, image_ids[:20])) + ("..." if len(image_ids) > 20 else ""),
+                 detail={"count": len(image_ids), **(detail or {})})
+
+
+def relabel(image_ids: list[int], class_name: str, *, actor: Any = None,
+            settings: Settings | None = None) -> int:
+    """Move images to another class (created if new). Returns how many changed."""
+    image_ids = list(image_ids)
+
+    def write(session: Session) -> int:
+        name = _authorise(session, image_ids, actor, "relabel")
+        target = get_or_create_class(session, class_name)
+        result = session.execute(update(Image).where(Image.id.in_(image_ids))
+                                 .values(class_id=target.id))
+        _audit(session, name, "relabel", image_ids, {"class": target.name})
+        return result.rowcount or 0
+    return run_write(write, settings)
+
+
+def set_excluded(image_ids: list[int], excluded: bool, *, actor: Any = None,
+                 settings: Settings | None = None) -> int:
+    """Soft-exclude (or restore) images: excluded ones stay stored but leave every view and set."""
+    image_ids = list(image_ids)
+
+    def write(session: Session) -> int:
+        name = _authorise(session, image_ids, actor, "exclude")
+        result = session.execute(update(Image).where(Image.id.in_(image_ids))
+                                 .values(excluded=excluded))
+        _audit(session, name, "exclude" if excluded else "restore", image_ids)
+        return result.rowcount or 0
+    return run_write(write, settings)
+
+
+def delete_images(image_ids: list[int], *, actor: Any = None,
+                  settings: Settings | None = None) -> int:
+    """Delete rows first, then their files: a crash in between leaves an orphan file (which
+    ``check --repair`` removes), never a row pointing at a missing file."""
+    settings = settings or get_settings()
+    image_ids = list(image_ids)
+
+    def write(session: Session) -> list[str]:
+        name = _authorise(session, image_ids, actor, "delete")
+        paths = list(session.scalars(select(Image.path).where(Image.id.in_(image_ids))))
+        session.execute(delete(Image).where(Image.id.in_(image_ids)))
+        _audit(session, name, "delete", image_ids)
+        return paths
+    paths = run_write(write, settings)
+    store = ImageStore(settings)
+    for relpath in paths:
+        with contextlib.suppress(OSError, ValueError):
+            store.delete(relpath)
+    return len(paths)
+
+
+# --- export ----------------------------------------------------------------------------
+
+def iter_rows(flt: GalleryFilter, settings: Settings | None = None,
+              batch: int = 1000) -> Iterator[tuple[int, str, str, str]]:
+    """``(id, path, class key, sha256)`` of every matching image, in id order, in batches."""
+    last = 0
+    while True:
+        with session_scope(settings) as session:
+            query = (_where(select(Image.id, Image.path, ImageClass.name, Image.sha256)
+                            .join(ImageClass, Image.class_id == ImageClass.id), flt)
+                     .where(Image.id > last).order_by(Image.id).limit(batch))
+            rows = list(session.execute(query))
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1][0]
+
+
+def export_zip(flt: GalleryFilter, out_path: str | Path, *,
+               settings: Settings | None = None) -> dict[str, Any]:
+    """Write the filtered images as ``<class>/<file>`` (ImageFolder layout) into a zip.
+
+    Written to a temporary file beside the target and renamed at the end, so a failed
+    export never leaves a half-written archive under the final name.
+    """
+    settings = settings or get_settings()
+    store = ImageStore(settings)
+    out_path = Path(out_path).expanduser().resolve()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = out_path.with_name(f".{out_path.name}.part-{os.getpid()}")
+    written, missing, per_class = 0, [], {}
+    try:
+        with zipfile.ZipFile(tmp_path, "w", compression=zipfile.ZIP_STORED) as archive:
+            for image_id, relpath, class_name, sha in iter_rows(flt, settings):
+                try:
+                    source = store.abspath(relpath)
+                    arcname = f"{class_name}/{sha[:16]}{Path(relpath).suffix}"
+                    archive.write(source, arcname)
+                except (OSError, ValueError):
+                    missing.append(image_id)
+                    continue
+                written += 1
+                per_class[class_name] = per_class.get(class_name, 0) + 1
+        os.replace(tmp_path, out_path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise
+    return {"path": str(out_path), "images": written, "per_class": per_class,
+            "missing_files": missing}
