@@ -1,0 +1,1 @@
+"""Synthetic images from text-to-image diffusion models: presets, prompts, seeds, jobs."""
