@@ -79,8 +79,10 @@ class AttributionConfig:
         """The parameters that matter for this method (what the cache key is made of)."""
         return {"method": self.method, **{name: getattr(self, name) for name in METHOD_PARAMS[self.method]}}
 
-    def params_hash(self, target: int | None = None) -> str:
-        payload = {**self.key_params(), "target": target, "version": ALGORITHM_VERSION}
+    def params_hash(self, target: int | None = None, extra: dict[str, Any] | None = None) -> str:
+        """Cache key of this method's parameters, the target class and ``extra`` (e.g. how
+        the input was made)."""
+        payload = {**self.key_params(), "target": target, "version": ALGORITHM_VERSION, **(extra or {})}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,72 @@
+"""The ``explain`` job: attribution maps for a set of images, computed in the worker.
+
+Resumable for free: every finished map is in the attribution cache, so a resumed job
+finds the ones already done and only computes the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.config import Settings, get_settings
+from core.explain.attribution import AttributionConfig, AttributionError
+from core.explain.service import (INPUT_MODES, TARGET_MODES, ExplainError, explain, load_run,
+                                  subject_from_image_id)
+from core.explain.summary import margin_summary
+from core.jobs import JobContext, register_handler, submit
+
+JOB_KIND = "explain"
+MAX_IMAGES_PER_JOB = 5000
+
+
+def submit_explain_job(run_id: int, image_ids: list[int], config: AttributionConfig, *,
+                       target: str = "predicted", input_mode: str = "by-source", input_seed: int = 0,
+                       created_by: str | None = None, settings: Settings | None = None) -> int:
+    """Queue attributions of ``image_ids`` with run ``run_id``; returns the job id."""
+    settings = settings or get_settings()
+    ids = list(dict.fromkeys(int(i) for i in image_ids))
+    if not ids:
+        raise ExplainError("choose at least one image to explain")
+    if len(ids) > MAX_IMAGES_PER_JOB:
+        raise ExplainError(f"at most {MAX_IMAGES_PER_JOB} images per job (got {len(ids)}); split the set")
+    if target not in TARGET_MODES:
+        raise ExplainError(f"a batch job explains the {' or the '.join(TARGET_MODES)} class, not {target!r}")
+    if input_mode not in INPUT_MODES:
+        raise ExplainError(f"input mode must be one of {INPUT_MODES}")
+    load_run(run_id, settings)  # fails now, with a clear message, if the run has no model
+    params = {"run_id": int(run_id), "image_ids": ids, "config": config.to_dict(),
+              "target": target, "input_mode": input_mode, "input_seed": int(input_seed)}
+    title = f"Explain {len(ids)} images of run #{run_id} ({config.describe()})"
+    return submit(JOB_KIND, params, title=title, created_by=created_by, total=len(ids),
+                  settings=settings)
+
+
+@register_handler(JOB_KIND)
+def run_explain_job(ctx: JobContext) -> dict[str, Any]:
+    params = ctx.params
+    try:
+        config = AttributionConfig.from_dict(params.get("config") or {})
+    except AttributionError as exc:
+        raise ExplainError(f"bad attribution settings: {exc}") from exc
+    run = load_run(int(params["run_id"]), ctx.settings)
+    image_ids = [int(i) for i in params.get("image_ids", [])]
+    total = len(image_ids)
+    computed = cached = failed = 0
+    ctx.progress(0, total, f"explaining {total} images with {config.describe()}", force=True)
+    for done, image_id in enumerate(image_ids, start=1):
+        try:
+            subject = subject_from_image_id(image_id, ctx.settings)
+            result = explain(run, subject, config, target=params.get("target", "predicted"),
+                             input_mode=params.get("input_mode", "by-source"),
+                             input_seed=int(params.get("input_seed", 0)), settings=ctx.settings)
+        except ExplainError as exc:
+            failed += 1
+            ctx.log(f"image {image_id}: {exc}", level="warning")
+        else:
+            cached += int(result.cached)
+            computed += int(not result.cached)
+        ctx.progress(done, total, f"{done}/{total} images ({cached} were cached)")
+    summary = margin_summary(run.run_id, method=config.method, settings=ctx.settings)
+    ctx.log(f"{computed} computed, {cached} from the cache, {failed} failed")
+    return {"run_id": run.run_id, "method": config.method, "computed": computed,
+            "cached": cached, "failed": failed, "margins": summary}

@@ -1,0 +1,128 @@
+"""Which images to explain: finished runs, index filters, a run's misclassified test images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sqlalchemy import select
+
+from core.config import Settings, get_settings
+from core.db.engine import session_scope
+from core.db.models import Dataset, Image, ImageClass
+from core.explain.service import ExplainError, LoadedRun, load_run
+
+
+def finished_runs(settings: Settings | None = None, limit: int = 200) -> list:  # noqa: ANN001 - Run rows
+    """Runs with a trained model, newest first."""
+    from core.training.experiments import list_runs
+    from core.training.models import RUN_DONE
+
+    return list_runs(statuses=(RUN_DONE,), limit=limit, settings=settings)
+
+
+def run_label(run) -> str:  # noqa: ANN001 - a Run row
+    return f"#{run.id} {run.name}"
+
+
+def filter_images(*, class_key: str | None = None, source: str | None = None,
+                  dataset: str | None = None, limit: int = 60, offset: int = 0,
+                  settings: Settings | None = None) -> list[Image]:
+    """Indexed images (not excluded) matching the Gallery's filters, newest first."""
+    settings = settings or get_settings()
+    with session_scope(settings) as session:
+        query = (select(Image).join(ImageClass, Image.class_id == ImageClass.id)
+                 .join(Dataset, Image.dataset_id == Dataset.id)
+                 .where(Image.excluded.is_(False)).order_by(Image.id.desc())
+                 .limit(limit).offset(offset))
+        if class_key:
+            query = query.where(ImageClass.name == class_key)
+        if source:
+            query = query.where(Image.source == source)
+        if dataset:
+            query = query.where(Dataset.name == dataset)
+        return list(session.scalars(query))
+
+
+def filter_choices(settings: Settings | None = None) -> dict[str, list[str]]:
+    settings = settings or get_settings()
+    with session_scope(settings) as session:
+        return {"classes": list(session.scalars(select(ImageClass.name).order_by(ImageClass.name))),
+                "datasets": list(session.scalars(select(Dataset.name).order_by(Dataset.name)))}
+
+
+@dataclass(frozen=True)
+class EvalPrediction:
+    image_id: int
+    role: str  # test_real, test_synthetic, cross:<dataset>
+    label: int
+    predicted: int
+    confidence: float
+    # The seed the run's evaluation gave this image's random pipeline steps, so the
+    # explanation shows exactly the input that was scored.
+    input_seed: int
+
+    @property
+    def correct(self) -> bool:
+        return self.label == self.predicted
+
+
+def eval_predictions(run_id: int, settings: Settings | None = None, *,
+                     roles: tuple[str, ...] | None = None, batch_size: int = 256) -> list[EvalPrediction]:
+    """The run's predictions on its evaluation sets, reproduced with its trained model.
+
+    The pixels come from the training code's own ``load_pixels`` with the run's recorded
+    split and pipelines and its evaluation seed, so they are the images the metrics scored.
+    """
+    from core.preprocess import PipelineError, item_seed, load_pipeline
+    from core.training.data import load_pixels
+    from core.training.experiments import get_run, plan_for_run
+
+    settings = settings or get_settings()
+    run_row = get_run(int(run_id), settings)
+    if run_row is None:
+        raise ExplainError(f"no training run with id {run_id}")
+    loaded: LoadedRun = load_run(int(run_id), settings)
+    data_spec, _train, data = plan_for_run(run_row, settings)
+    try:
+        pipelines = {name: load_pipeline(spec, settings, size=loaded.image_size)
+                     for name, spec in loaded.pipelines.items()}
+    except PipelineError as exc:
+        raise ExplainError(f"run {run_id}'s pipelines cannot be rebuilt: {exc}") from exc
+    if not {"real", "synthetic"} <= set(pipelines):
+        raise ExplainError(f"run {run_id}'s checkpoint does not record its pipelines")
+    eval_seed = data_spec.split_seed
+    out: list[EvalPrediction] = []
+    for role in roles or tuple(data.eval_roles()):
+        records = data.records(role)
+        if not records:
+            continue
+        pixels = load_pixels(records, pipelines, settings, seed=eval_seed)
+        probabilities = _predict(loaded, pixels, batch_size)
+        position_in_source: dict[str, int] = {}
+        for record, probs in zip(records, probabilities):
+            # load_pixels feeds each source separately: item i of that source gets item_seed(.., i).
+            index = position_in_source.get(record.source, 0)
+            position_in_source[record.source] = index + 1
+            predicted = int(np.argmax(probs))
+            out.append(EvalPrediction(record.id, role, int(record.label), predicted,
+                                      float(probs[predicted]), item_seed(eval_seed, 0, index)))
+    return out
+
+
+@torch.no_grad()
+def _predict(run: LoadedRun, pixels: np.ndarray, batch_size: int) -> np.ndarray:
+    from core.training.model import to_input
+
+    chunks = []
+    for start in range(0, len(pixels), batch_size):
+        logits = run.model(to_input(pixels[start:start + batch_size]))
+        chunks.append(torch.softmax(logits.float(), dim=1).numpy())
+    return np.concatenate(chunks) if chunks else np.zeros((0, len(run.class_names)))
+
+
+def misclassified(run_id: int, settings: Settings | None = None) -> list[EvalPrediction]:
+    """Evaluation images the run got wrong, most confident mistakes first."""
+    wrong = [p for p in eval_predictions(run_id, settings) if not p.correct]
+    return sorted(wrong, key=lambda p: -p.confidence)
