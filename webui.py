@@ -25,7 +25,15 @@ def boot() -> Settings:
     visitor who has not signed in sees the sign-in form and nothing else.
     """
     settings = get_settings()
-    init_db(settings)
+    try:
+        init_db(settings)
+    except OSError as exc:
+        from core.db.engine import DataFolderError
+
+        if not isinstance(exc, DataFolderError):
+            raise
+        st.error(exc.strerror)
+        st.stop()
     _auth_gate(settings)
     if not st.session_state.get("_worker_checked"):
         from core.worker import ensure_worker

@@ -52,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        from core.db.engine import DataFolderError
+
+        if not isinstance(exc, DataFolderError):
+            raise
+        print(f"error: {exc.strerror}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -157,6 +158,23 @@ def _migration_lock(settings: Settings) -> Iterator[None]:
                 conn.commit()
 
 
+class DataFolderError(OSError):
+    """The data folder cannot be created or written; the message says what to do."""
+
+
+def _prepare_data_folder(settings: Settings) -> None:
+    # Fail at start-up with one clear sentence rather than later, half-way through a write.
+    try:
+        settings.ensure_dirs()
+        with tempfile.NamedTemporaryFile(dir=settings.tmp_dir, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        raise DataFolderError(
+            exc.errno, f"cannot write to the data folder {settings.home_path}: "
+            f"{exc.strerror or exc}. Point SYNTHLAB_HOME at a writable folder with free "
+            "space.") from exc
+
+
 def init_db(settings: Settings | None = None) -> None:
     """Create the data folders and bring the schema to the newest revision (once per process)."""
     settings = settings or get_settings()
@@ -166,7 +184,7 @@ def init_db(settings: Settings | None = None) -> None:
     with _lock:
         if url in _migrated:
             return
-    settings.ensure_dirs()
+    _prepare_data_folder(settings)
     from alembic import command
 
     with _migration_lock(settings):

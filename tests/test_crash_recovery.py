@@ -1,0 +1,174 @@
+"""Crashes and bad disks: a SIGKILLed worker, a full disk, an unwritable data folder."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from core import catalog, jobs
+from core.db.engine import DataFolderError, init_db, session_scope
+from core.db.models import Image, JobEvent
+from core.imageio import decode_image
+from core.store import ImageStore, StoreError
+from core.worker import run_worker
+from tests import crashjobs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return dict(os.environ, SYNTHLAB_EXTRA_JOB_MODULES="tests.crashjobs", PYTHONPATH=str(ROOT),
+                SYNTHLAB_WORKER_POLL_SECONDS="0.1", SYNTHLAB_WORKER_HEARTBEAT_SECONDS="0.3",
+                SYNTHLAB_WORKER_STALE_SECONDS="1", **extra)
+
+
+def _indexed(settings, job_id: int) -> list[int]:  # noqa: ANN001
+    with session_scope(settings) as session:
+        return sorted(session.scalars(select(Image.gen_index).where(Image.job_id == job_id)))
+
+
+def assert_store_consistent(settings) -> None:  # noqa: ANN001
+    """Every file is indexed, every row has its file, no temporary file is left."""
+    store = ImageStore(settings)
+    with session_scope(settings) as session:
+        rows = set(session.scalars(select(Image.path)))
+    files = set(store.iter_relpaths())
+    assert files == rows, f"orphan files {files - rows}, missing files {rows - files}"
+    leftovers = [p.name for p in settings.tmp_dir.glob(".part-*")]
+    leftovers += [p.name for p in settings.images_dir.rglob(".part-*")]
+    assert not leftovers, leftovers
+
+
+def _core_check_finds_nothing(settings) -> None:  # noqa: ANN001
+    """``python -m core check`` (core.maintenance) agrees, when that command is installed."""
+    try:
+        import core.maintenance  # noqa: F401
+    except ModuleNotFoundError:
+        return
+    done = subprocess.run([sys.executable, "-m", "core", "check", "--json"], cwd=ROOT,
+                          env=_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_worker_killed_mid_job_resumes_with_every_image_indexed(settings):
+    count = 10
+    job_id = jobs.submit("test_slow_images", {"count": count, "delay": 0.3, "seed": 7},
+                         created_by="alice", total=count, settings=settings)
+    worker = subprocess.Popen([sys.executable, "-m", "core", "worker"], cwd=ROOT, env=_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_indexed(settings, job_id)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(_indexed(settings, job_id)) >= 3, "the job never got going"
+        # Mid-way through the next image's transaction (file written, row not committed).
+        time.sleep(0.15)
+    finally:
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+    before = _indexed(settings, job_id)
+    assert len(before) < count
+    assert jobs.get_job(job_id, settings).status == jobs.RUNNING  # nobody told the DB
+
+    time.sleep(1.2)  # let the dead worker's heartbeat go stale
+    restarted = subprocess.run([sys.executable, "-m", "core", "worker", "--once"], cwd=ROOT,
+                               env=_env(), capture_output=True, text=True, timeout=120)
+    assert restarted.returncode == 0, restarted.stderr
+
+    job = jobs.get_job(job_id, settings)
+    assert job.status == jobs.DONE, (job.status, job.error)
+    assert _indexed(settings, job_id) == list(range(count))
+    messages = [e.message for e in jobs.job_events(job_id, settings=settings)]
+    assert any("worker stopped mid-job" in m for m in messages)
+    assert any(m.startswith("resumed by worker") for m in messages)
+    assert any(m.startswith(f"resuming: {len(before)} of {count}") for m in messages)
+    assert_store_consistent(settings)
+    _core_check_finds_nothing(settings)
+
+
+def _no_space(*_args, **_kwargs):  # noqa: ANN002, ANN003
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_disk_full_gives_a_clear_error_and_leaves_nothing(settings, monkeypatch):
+    store = ImageStore(settings)
+    raw = crashjobs.image_bytes("apple", 1)
+    decoded = decode_image(raw)
+    monkeypatch.setattr(os, "replace", _no_space)
+    with pytest.raises(StoreError, match="No space left on device"):
+        with session_scope(settings, write=True) as session:
+            image_class = catalog.get_or_create_class(session, "apple")
+            dataset = catalog.get_or_create_dataset(session, "full-disk")
+            catalog.add_image(session, store, decoded, image_class=image_class,
+                              dataset=dataset, raw=raw)
+    monkeypatch.undo()
+    with session_scope(settings) as session:
+        assert session.scalar(select(func.count()).select_from(Image)) == 0
+    assert list(store.iter_relpaths()) == []
+    assert_store_consistent(settings)
+
+
+def test_disk_full_during_a_job_fails_it_with_the_reason(settings, monkeypatch):
+    monkeypatch.setenv("SYNTHLAB_EXTRA_JOB_MODULES", "tests.crashjobs")
+    job_id = jobs.submit("test_slow_images", {"count": 3, "delay": 0}, created_by="bob",
+                         settings=settings)
+    monkeypatch.setattr(os, "replace", _no_space)
+    run_worker(settings, once=True)
+    monkeypatch.undo()
+    job = jobs.get_job(job_id, settings)
+    assert job.status == jobs.FAILED
+    assert "cannot write image" in job.error and "No space left on device" in job.error
+    assert _indexed(settings, job_id) == []
+    assert_store_consistent(settings)
+
+
+def test_unwritable_images_folder_gives_a_clear_error(settings):
+    store = ImageStore(settings)
+    for folder in sorted(settings.images_dir.rglob("*"), reverse=True):
+        folder.rmdir()
+    settings.images_dir.rmdir()
+    settings.images_dir.write_text("not a folder")  # like a mount point gone wrong
+    raw = crashjobs.image_bytes("lime", 2)
+    with pytest.raises(StoreError, match="cannot write image"):
+        with session_scope(settings, write=True) as session:
+            catalog.add_image(session, store, decode_image(raw),
+                              image_class=catalog.get_or_create_class(session, "lime"),
+                              dataset=catalog.get_or_create_dataset(session, "x"), raw=raw)
+    with session_scope(settings) as session:
+        assert session.scalar(select(func.count()).select_from(Image)) == 0
+        assert session.scalar(select(func.count()).select_from(JobEvent)) == 0
+    assert not list(settings.tmp_dir.glob(".part-*"))
+
+
+def test_unusable_data_folder_is_reported_plainly(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from core.config import Settings
+    from core.db.engine import dispose_engines
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    home = blocker / "synthlab"
+    with pytest.raises(DataFolderError, match="cannot write to the data folder"):
+        init_db(Settings(home=home))
+    env = dict(os.environ, SYNTHLAB_HOME=str(home))
+    done = subprocess.run([sys.executable, "-m", "core", "jobs"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "cannot write to the data folder" in done.stderr and "Traceback" not in done.stderr
+
+    monkeypatch.setenv("SYNTHLAB_HOME", str(home))
+    monkeypatch.setenv("SYNTHLAB_AUTOSTART_WORKER", "0")
+    dispose_engines()
+    at = AppTest.from_file(str(ROOT / "pages" / "admin.py"), default_timeout=60).run()
+    assert not at.exception
+    assert any("cannot write to the data folder" in e.value for e in at.error)
+    dispose_engines()
