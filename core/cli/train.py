@@ -1,0 +1,180 @@
+"""``train`` and ``runs``: train classifiers in the foreground, list runs and their metrics."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from core.cli import CliError, print_json
+
+MODES = ("real", "synthetic", "mixed", "pretrain-finetune")
+
+
+def _names(values: list[str] | None) -> list[str] | None:
+    """``--classes apple banana`` and ``--classes apple,banana`` both work."""
+    if not values:
+        return None
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def _level(text: str) -> int | None:
+    if text.lower() == "all":
+        return None
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("levels are positive integers or 'all'")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train", help="train and evaluate a classifier in the foreground",
+        description="Train on real, synthetic or mixed images and evaluate on the held-out "
+                    "real test set (and the synthetic test set when there is one).")
+    train.add_argument("--train", dest="mode", required=True, choices=MODES,
+                       help="what to train on")
+    train.add_argument("--classes", nargs="+", help="class names (default: every class with images)")
+    train.add_argument("--datasets", nargs="+", help="real datasets to use (default: all)")
+    train.add_argument("--synthetic-datasets", nargs="+", help="synthetic datasets (default: all)")
+    train.add_argument("--cross-datasets", nargs="+", default=[],
+                       help="also evaluate on these real datasets (train on A, test on B)")
+    train.add_argument("--model", choices=("small", "deep"), default="small")
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--finetune-epochs", type=int, help="pretrain-finetune: epochs on real data")
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--weight-decay", type=float, default=1e-4)
+    train.add_argument("--patience", type=int, default=3, help="early stopping patience (0: off)")
+    train.add_argument("--image-size", type=int, help="default: SYNTHLAB_IMAGE_SIZE")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--split-seed", type=int, default=0, help="seed of the test/validation split")
+    train.add_argument("--repeats", type=int, default=1, help="repeat with this many seeds")
+    train.add_argument("--synthetic-per-class", type=int,
+                       help="synthetic images per class (mixed: all real + N synthetic)")
+    train.add_argument("--mix-ratio", type=float, help="mixed: synthetic share of the training set")
+    train.add_argument("--real-per-class", type=_level, help="keep N real training images per class")
+    train.add_argument("--sweep", nargs="+", type=_level, metavar="N",
+                       help="data-efficiency sweep over real images per class, e.g. 5 10 25 50 all "
+                            "(each level with and without --synthetic-per-class synthetic images)")
+    train.add_argument("--name", default="", help="a name for the run(s)")
+    train.add_argument("--device", default=None, help="auto | cuda | mps | cpu")
+    train.add_argument("--json", action="store_true", help="machine-readable output")
+    train.set_defaults(func=_train)
+
+    runs = subparsers.add_parser("runs", help="list training runs and their test metrics")
+    runs.add_argument("--limit", type=int, default=50)
+    runs.add_argument("--group", help="only the runs of this repeat/sweep group")
+    runs.add_argument("--json", action="store_true", help="machine-readable output")
+    runs.set_defaults(func=_runs)
+
+
+def _request(args: argparse.Namespace, settings: Any) -> Any:
+    from core.training.data import DataError, DataSpec
+    from core.training.experiments import ExperimentRequest
+    from core.training.trainer import TrainConfig
+
+    if args.mix_ratio is not None and args.mode != "mixed":
+        raise CliError("--mix-ratio only applies to --train mixed")
+    if args.mode == "mixed" and args.mix_ratio is None and args.synthetic_per_class is None \
+            and not args.sweep:
+        raise CliError("--train mixed needs --synthetic-per-class N or --mix-ratio R")
+    try:
+        data = DataSpec(mode=args.mode, classes=_names(args.classes), real_datasets=_names(args.datasets),
+                        synthetic_datasets=_names(args.synthetic_datasets),
+                        cross_datasets=_names(args.cross_datasets) or [],
+                        real_per_class=args.real_per_class, synthetic_per_class=args.synthetic_per_class,
+                        mix_ratio=args.mix_ratio, split_seed=args.split_seed)
+        train = TrainConfig(model=args.model, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                            weight_decay=args.weight_decay, patience=args.patience, seed=args.seed,
+                            device=args.device or settings.device,
+                            image_size=args.image_size or settings.image_size,
+                            finetune_epochs=args.finetune_epochs)
+        return ExperimentRequest(data=data, train=train, repeats=args.repeats, name=args.name,
+                                 sweep_levels=args.sweep,
+                                 sweep_synthetic_per_class=args.synthetic_per_class or 50)
+    except (DataError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from core.config import get_settings
+    from core.training.data import DataError
+    from core.training.experiments import (create_runs, execute_run, get_run, headline,
+                                           list_runs, plan_for_run, summarize, training_units)
+
+    settings = get_settings()
+    request = _request(args, settings)
+    try:
+        run_ids = create_runs(request, created_by="cli", settings=settings)
+    except DataError as exc:
+        raise CliError(str(exc)) from exc
+    plans = {}
+    for run_id in run_ids:
+        run = get_run(run_id, settings)
+        _, train, data = plan_for_run(run, settings)
+        plans[run_id] = training_units(train, data)
+    total = sum(plans.values())
+    done = 0
+    results = []
+    with tqdm(total=total, unit="img", file=sys.stderr, disable=None,
+              desc=f"{len(run_ids)} run(s)") as bar:
+        for run_id in run_ids:
+            def report(units: int, _total: int, name: str) -> None:
+                bar.set_description(name[:60])
+                bar.update(max(0, units - bar.n))
+            try:
+                execute_run(run_id, settings, on_progress=report, progress_offset=done,
+                            progress_total=total)
+            except DataError as exc:
+                raise CliError(str(exc)) from exc
+            done += plans[run_id]
+            run = get_run(run_id, settings)
+            entry: dict[str, Any] = {"run_id": run_id, "name": run.name, "seed": run.seeds.get("train"),
+                                     "seeds": run.seeds, "real_test": headline(run.metrics, "real_test")}
+            for eval_set in (run.metrics or {}):
+                if eval_set != "real_test" and not eval_set.startswith("_"):
+                    entry[eval_set] = headline(run.metrics, eval_set)
+            results.append(entry)
+    payload: dict[str, Any] = {"run_ids": run_ids, "runs": results}
+    if len(run_ids) > 1:
+        summary = summarize(list_runs(ids=run_ids, settings=settings))
+        payload["summary"] = {eval_set: {k: v for k, v in values.items()
+                                         if k in ("accuracy", "precision", "recall", "f1", "roc_auc")}
+                              for eval_set, values in summary.items()}
+    if args.json:
+        print_json(payload)
+        return 0
+    for entry in results:
+        print(f"run {entry['run_id']}: {entry['name']}")
+        for eval_set, values in entry.items():
+            if isinstance(values, dict) and "accuracy" in values:
+                print(f"  {eval_set:<16} " + "  ".join(
+                    f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in values.items()))
+    for eval_set, values in payload.get("summary", {}).items():
+        print(f"mean +- std over {len(run_ids)} runs, {eval_set}: " + "  ".join(
+            f"{k} {v['mean']:.3f}+-{v['std']:.3f}" for k, v in values.items()))
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from core.training.experiments import headline, list_runs
+
+    rows = list_runs(limit=args.limit, group_id=args.group)
+    payload = [{"id": r.id, "name": r.name, "mode": r.mode, "model": r.model_name, "status": r.status,
+                "group_id": r.group_id, "seeds": r.seeds, "job_id": r.job_id,
+                "created_by": r.created_by, "created_at": r.created_at, "error": r.error,
+                "metrics": {k: headline(r.metrics, k) for k in (r.metrics or {}) if not k.startswith("_")}}
+               for r in rows]
+    if args.json:
+        print_json(payload)
+        return 0
+    if not rows:
+        print("no runs yet: train one with  python -m core train --train real")
+    for entry in payload:
+        acc = entry["metrics"].get("real_test", {}).get("accuracy")
+        print(f"{entry['id']:>5}  {entry['status']:<10} {entry['mode']:<18} "
+              f"real-test acc {'%.3f' % acc if acc is not None else '-':>6}  {entry['name']}")
+    return 0
