@@ -136,7 +136,8 @@ def plan_import(entries: list[Entry], *, read: Callable[[str], bytes],
         stem = PurePosixPath(parts[-1]).stem
         split = SPLIT_NAMES.get(folders[0].lower()) if folders else None
         xml_key = xml_keys.get(key[: -len(PurePosixPath(key).suffix)].lower())
-        flat = not folders or (len(folders) == 1 and split is not None) or xml_key is not None
+        # Files directly in the root or in a split folder carry their class in their name.
+        flat = not folders or folders[-1].lower() in SPLIT_NAMES or xml_key is not None
         if flat and split is None:
             # Kaggle's zips nest the split one level down: train_zip/train/apple_1.jpg.
             split = next((SPLIT_NAMES[f.lower()] for f in reversed(folders)
