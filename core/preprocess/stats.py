@@ -1,0 +1,105 @@
+"""Aspect-ratio statistics of the indexed images, before and after a pipeline.
+
+"Before" is width / height from the database (no file is opened). "After" is the aspect
+ratio of the picture's content once the pipeline has run, computed from each transform's
+geometry (``Pipeline.geometry``): after a letterbox the canvas is always square, but the
+content inside keeps, or gets (random margin), a real-looking shape, and that is what must
+match between real and synthetic sets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.db.models import Dataset, Image, ImageClass
+from core.preprocess.pipeline import Pipeline, item_seed
+from core.preprocess.transforms import RandomMargin
+
+
+@dataclass(frozen=True)
+class ImageFilter:
+    """Which images to measure; None means any."""
+
+    source: str | None = None
+    class_name: str | None = None  # the class key, e.g. "bell_pepper"
+    dataset_name: str | None = None
+    include_excluded: bool = False
+
+
+def image_sizes(session: Session, filters: ImageFilter = ImageFilter(), *,
+                limit: int | None = None) -> np.ndarray:
+    """``(N, 2)`` array of (width, height) of the matching images, by id."""
+    query = select(Image.width, Image.height)
+    if filters.class_name:
+        query = query.join(ImageClass, ImageClass.id == Image.class_id).where(ImageClass.name == filters.class_name)
+    if filters.dataset_name:
+        query = query.join(Dataset, Dataset.id == Image.dataset_id).where(Dataset.name == filters.dataset_name)
+    if filters.source:
+        query = query.where(Image.source == filters.source)
+    if not filters.include_excluded:
+        query = query.where(Image.excluded.is_(False))
+    query = query.order_by(Image.id)
+    if limit:
+        query = query.limit(limit)
+    rows = session.execute(query).all()
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 2)
+
+
+def aspect_ratios(session: Session, filters: ImageFilter = ImageFilter(), *,
+                  limit: int | None = None) -> np.ndarray:
+    """Width / height of every matching image (before any preprocessing)."""
+    sizes = image_sizes(session, filters, limit=limit)
+    return sizes[:, 0] / sizes[:, 1] if len(sizes) else np.empty(0)
+
+
+def aspect_ratios_after(sizes: np.ndarray, pipeline: Pipeline, seed: int = 0) -> np.ndarray:
+    """Content aspect ratio of each (width, height) after ``pipeline``; image ``i`` is
+    seeded as the cache seeds it in epoch 0, so this is what training sees."""
+    out = np.empty(len(sizes))
+    for index, (width, height) in enumerate(sizes):
+        out[index] = pipeline.geometry(int(width), int(height), item_seed(seed, 0, index)).content_aspect
+    return out
+
+
+def measured_aspects(session: Session, filters: ImageFilter = ImageFilter(source="real"), *,
+                     max_values: int = 64) -> tuple[float, ...]:
+    """Quantiles of the matching images' aspect ratios, small enough to keep in a preset."""
+    aspects = aspect_ratios(session, filters)
+    if not len(aspects):
+        return ()
+    count = min(max_values, len(aspects))
+    quantiles = np.quantile(aspects, (np.arange(count) + 0.5) / count)
+    return tuple(round(float(q), 3) for q in quantiles)
+
+
+def random_margin_from_dataset(session: Session, filters: ImageFilter = ImageFilter(source="real"),
+                               *, position: str = "random") -> RandomMargin:
+    """A random margin whose aspect ratios follow those of the chosen real images."""
+    aspects = measured_aspects(session, filters)
+    if not aspects:
+        raise ValueError("no images match: cannot measure their aspect ratios")
+    return RandomMargin(min_aspect=min(aspects), max_aspect=max(aspects), aspects=aspects,
+                        position=position)
+
+
+def log_aspect_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """1-D Wasserstein distance between two aspect-ratio samples, on a log scale (so 2:1
+    and 1:2 are equally far from square). 0 means identical distributions."""
+    if not len(a) or not len(b):
+        return float("nan")
+    grid = np.linspace(0, 1, 201)
+    qa = np.quantile(np.log(a), grid)
+    qb = np.quantile(np.log(b), grid)
+    return float(np.mean(np.abs(qa - qb)))
+
+
+def summary(aspects: np.ndarray) -> dict[str, float | int]:
+    if not len(aspects):
+        return {"count": 0}
+    return {"count": int(len(aspects)), "median": float(np.median(aspects)),
+            "p10": float(np.quantile(aspects, 0.1)), "p90": float(np.quantile(aspects, 0.9)),
+            "square_share": float(np.mean(np.abs(np.log(aspects)) < 0.01))}
