@@ -208,7 +208,7 @@ def test_statistics_scores_streaks_and_fool_rates(settings):
     assert by_model["sd-turbo"]["human_fool_rate"] == pytest.approx(0.5)
     assert by_model["tiny-sd"]["human_fool_rate"] == pytest.approx(3 / 5)
     assert by_model["tiny-sd"]["chance_fool_rate"] == pytest.approx((2 * 0.5 + 3 * 0.75) / 5)
-    assert [row["view"] for row in result["by_view"]] == ["original"]
+    assert [row["preprocessing"] for row in result["by_preprocessing"]] == ["original"]
     assert result["overall"]["human_accuracy"] == pytest.approx(4 / 9)
     pair_only = stats.analysis(settings, mode="pair")
     assert pair_only["overall"]["rounds"] == 6
@@ -290,3 +290,32 @@ def test_empty_pool_says_what_to_do(settings):
 
     with pytest.raises(rounds.QuizError, match="Import real images, generate synthetic"):
         rounds.new_round("amy", rounds.RoundRequest(), settings)
+
+
+def test_model_view_serves_preprocessed_pixels_and_is_its_own_setting(settings):
+    import numpy as np
+
+    from core.preprocess import load_pipeline
+    from core.quiz import rounds, stats
+
+    add_pool(settings)
+    view = rounds.new_round("kim", rounds.RoundRequest(mode="pair", view="model", seed=5), settings)
+    served = rounds.round_images(view.token, settings)
+    sizes = {Image.open(io.BytesIO(data)).size for data in served}
+    assert sizes == {(settings.quiz_image_px,) * 2}
+    # The served picture is the training pipeline's output, blown up with NEAREST: every
+    # block of (px / image_size) pixels is one model pixel (up to JPEG noise).
+    block = settings.quiz_image_px // settings.image_size
+    pixels = np.asarray(Image.open(io.BytesIO(served[0])), dtype=np.int16)
+    blocks = pixels.reshape(settings.image_size, block, settings.image_size, block, 3)
+    assert np.abs(blocks - blocks[:, :1, :, :1]).mean() < 6
+    assert load_pipeline("real", settings).describe()  # the defaults resolved
+    truth = _truth(view.token, settings)
+    rounds.answer_round("kim", view.token, position=next(p for p, r in truth.items() if r),
+                        settings=settings)
+    _play(settings, "kim", "pair", False)
+    labels = {row["preprocessing"]: row for row in stats.analysis(settings)["by_preprocessing"]}
+    assert set(labels) == {"original", "model view (real: real, synthetic: synthetic)"}
+    assert labels["original"]["human_fool_rate"] == 1.0
+    with pytest.raises(rounds.QuizError, match="no pipeline preset"):
+        rounds.new_round("kim", rounds.RoundRequest(view="model", real_pipeline="nope"), settings)

@@ -31,6 +31,11 @@ class QuizRound(Base):
     player: Mapped[str] = mapped_column(String(120))
     mode: Mapped[str] = mapped_column(String(16))
     view: Mapped[str] = mapped_column(String(16), default=VIEW_ORIGINAL)
+    # The preprocessing setting, as statistics group it: "original" or the pipelines used.
+    view_label: Mapped[str] = mapped_column(String(300), default=VIEW_ORIGINAL)
+    # view "model": the pipeline specs per source, kept so the round renders the same later
+    # even if a preset is edited.
+    pipelines: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     class_id: Mapped[int] = mapped_column(ForeignKey("classes.id"))
     # The synthetic images' model (one per round, so per-model statistics are clean);
     # None only for a single-image round that shows a real image.

@@ -25,7 +25,8 @@ from core.db.engine import run_write, session_scope
 from core.db.models import SOURCE_REAL, SOURCE_SYNTHETIC, Dataset, Image, ImageClass, utcnow
 from core.quiz.models import (MODE_PAIR, MODE_QUAD, MODE_SINGLE, MODES, VIEW_MODEL, VIEW_ORIGINAL,
                               VIEWS, QuizAnswer, QuizRound, QuizRoundImage)
-from core.quiz.serving import SERVED_FORMATS, model_view_status, render_bytes
+from core.quiz.serving import (SERVED_FORMATS, ModelViewUnavailable, model_view_status,
+                               pipelines_label, render_bytes, resolve_pipelines)
 from core.store import ImageStore
 
 # Synthetic images imported without a generation record still need a model to group by.
@@ -53,6 +54,9 @@ class RoundRequest:
     synthetic_dataset: str | None = None
     model: str | None = None
     view: str = VIEW_ORIGINAL
+    # view "model": the preprocessing presets each side goes through (as in training).
+    real_pipeline: str = "real"
+    synthetic_pipeline: str = "synthetic"
     seed: int | None = None  # None: drawn at random and recorded on the round
 
     def validate(self) -> None:
@@ -244,6 +248,13 @@ def new_round(player: str, request: RoundRequest, settings: Settings | None = No
     if fmt not in SERVED_FORMATS:
         raise QuizError(f"SYNTHLAB_QUIZ_IMAGE_FORMAT must be one of {sorted(SERVED_FORMATS)}")
     seed = request.seed if request.seed is not None else secrets.randbelow(2**31 - 1)
+    pipelines, view_label = None, VIEW_ORIGINAL
+    if request.view == VIEW_MODEL:
+        try:
+            pipelines = resolve_pipelines(request.real_pipeline, request.synthetic_pipeline, settings)
+            view_label = pipelines_label(pipelines)
+        except ModelViewUnavailable as exc:
+            raise QuizError(str(exc)) from exc
 
     def write(session: Session) -> RoundView:
         rng = np.random.default_rng(seed)
@@ -252,7 +263,8 @@ def new_round(player: str, request: RoundRequest, settings: Settings | None = No
                                                  _times_shown(session, player), rng)
         positions = rng.permutation(len(chosen))
         rnd = QuizRound(token=secrets.token_urlsafe(18), player=player, mode=request.mode,
-                        view=request.view, class_id=class_id, model=model,
+                        view=request.view, view_label=view_label, pipelines=pipelines,
+                        class_id=class_id, model=model,
                         filters=request.filters(), seed=int(seed), served_format=fmt,
                         served_px=settings.quiz_image_px, created_at=utcnow())
         session.add(rnd)
@@ -304,7 +316,7 @@ def served_image(image_token: str, settings: Settings | None = None) -> tuple[by
         round_image, rnd, image = row
     data = render_bytes(ImageStore(settings), image.path, image.source, rnd.view,
                         image_seed(rnd.seed, round_image.position), rnd.served_px,
-                        rnd.served_format, settings)
+                        rnd.served_format, settings, rnd.pipelines)
     return data, SERVED_FORMATS[rnd.served_format]
 
 

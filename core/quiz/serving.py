@@ -76,36 +76,48 @@ def model_view_status() -> str | None:
     return None
 
 
-def _model_view(image: Image.Image, source: str, seed: int, settings: Settings) -> Image.Image:
+def resolve_pipelines(real: str, synthetic: str, settings: Settings) -> dict[str, dict[str, Any]]:
+    """The specs of the named preprocessing pipelines (presets or the built-in defaults)."""
     module = _preprocess_module()
     try:
-        pipeline = module.load_pipeline(source, settings=settings)
-    except TypeError:  # a load_pipeline without a settings argument
-        pipeline = module.load_pipeline(source)
-    out = pipeline.apply(image, seed)
-    if isinstance(out, np.ndarray):
-        array = out
-        if array.dtype != np.uint8:
-            array = np.clip(array * (255.0 if array.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-        if array.ndim == 3 and array.shape[0] == 3 and array.shape[-1] != 3:
-            array = array.transpose(1, 2, 0)
-        out = Image.fromarray(array, "RGB")
-    return out.convert("RGB")
+        return {"real": module.load_pipeline(real, settings).to_dict(),
+                "synthetic": module.load_pipeline(synthetic, settings).to_dict()}
+    except ValueError as exc:  # PipelineError: an unknown preset, a bad spec
+        raise ModelViewUnavailable(str(exc)) from exc
+
+
+def pipelines_label(pipelines: dict[str, dict[str, Any]]) -> str:
+    """How statistics name a preprocessing setting: preset names, or a short spec hash."""
+    module = _preprocess_module()
+    names = []
+    for source in ("real", "synthetic"):
+        pipeline = module.load_pipeline(pipelines[source])
+        names.append(f"{source}: {pipeline.name or pipeline.hash()[:8]}")
+    return "model view (" + ", ".join(names) + ")"
+
+
+def _model_view(image: Image.Image, spec: dict[str, Any], seed: int) -> Image.Image:
+    pipeline = _preprocess_module().load_pipeline(spec)
+    return pipeline.apply(image, seed).convert("RGB")
 
 
 def render_pixels(store: ImageStore, relpath: str, source: str, view: str, seed: int, px: int,
-                  settings: Settings) -> Image.Image:
+                  settings: Settings, pipelines: dict[str, dict[str, Any]] | None = None) -> Image.Image:
     """The picture a player sees (before encoding): same size for every image of a round."""
     image = store.open_rgb(relpath)
     if view == VIEW_ORIGINAL:
         return centre_square(image, px, Image.Resampling.LANCZOS)
     if view == VIEW_MODEL:
-        processed = _model_view(image, "real" if source == SOURCE_REAL else "synthetic", seed, settings)
+        if not pipelines:
+            raise ValueError("the model view needs the round's preprocessing pipelines")
+        spec = pipelines["real" if source == SOURCE_REAL else "synthetic"]
         # Blown up with NEAREST so the player sees the model's pixels, not a smoothed version.
-        return centre_square(processed, px, Image.Resampling.NEAREST)
+        return centre_square(_model_view(image, spec, seed), px, Image.Resampling.NEAREST)
     raise ValueError(f"unknown view {view!r}")
 
 
 def render_bytes(store: ImageStore, relpath: str, source: str, view: str, seed: int, px: int,
-                 fmt: str, settings: Settings) -> bytes:
-    return encode_clean(render_pixels(store, relpath, source, view, seed, px, settings), fmt)
+                 fmt: str, settings: Settings,
+                 pipelines: dict[str, dict[str, Any]] | None = None) -> bytes:
+    return encode_clean(render_pixels(store, relpath, source, view, seed, px, settings, pipelines),
+                        fmt)

@@ -20,7 +20,7 @@ from core.quiz.models import (MODE_PAIR, MODE_QUAD, MODE_SINGLE, QuizAnswer, Qui
                               QuizJudgeVerdict, QuizRound)
 
 CHANCE_FOOL_RATE = {MODE_PAIR: 1 / 2, MODE_QUAD: 3 / 4, MODE_SINGLE: 1 / 2}
-GROUPINGS = {"class": "class_name", "model": "model", "view": "view"}
+GROUPINGS = {"class": "class_name", "model": "model", "preprocessing": "view"}
 ANSWER_COLUMNS = ["round_id", "player", "mode", "view", "class_name", "model", "correct", "fooled",
                   "seconds_to_answer", "answered_at"]
 
@@ -54,7 +54,7 @@ def _streaks(results: list[bool]) -> tuple[int, int]:
 def answers_frame(settings: Settings | None = None, *, mode: str | None = None) -> pd.DataFrame:
     """One row per answer, with what the round showed (oldest first)."""
     with session_scope(settings) as session:
-        query = (select(QuizAnswer.round_id, QuizAnswer.player, QuizRound.mode, QuizRound.view,
+        query = (select(QuizAnswer.round_id, QuizAnswer.player, QuizRound.mode, QuizRound.view_label,
                         ImageClass.display_name, QuizRound.model, QuizAnswer.correct,
                         QuizAnswer.fooled, QuizAnswer.seconds_to_answer, QuizAnswer.answered_at)
                  .join(QuizRound, QuizRound.id == QuizAnswer.round_id)
@@ -106,7 +106,7 @@ def _rate(series: pd.Series) -> float | None:
 
 
 def fool_rates(frame: pd.DataFrame, by: str, judge: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per value of ``by`` (class, model or view): rounds, human fool rate and accuracy,
+    """Per value of ``by`` (class, model or preprocessing): rounds, human fool rate and accuracy,
     chance, and - where a judge run exists - the judge's rates on the same rounds."""
     column = GROUPINGS[by]
     columns = [by, "rounds", "with_synthetic", "human_fool_rate", "human_accuracy", "chance_fool_rate"]

@@ -20,6 +20,8 @@ def upgrade() -> None:
         sa.Column("player", sa.String(length=120), nullable=False),
         sa.Column("mode", sa.String(length=16), nullable=False),
         sa.Column("view", sa.String(length=16), nullable=False),
+        sa.Column("view_label", sa.String(length=300), nullable=False),
+        sa.Column("pipelines", sa.JSON(), nullable=True),
         sa.Column("class_id", sa.Integer(), nullable=False),
         sa.Column("model", sa.String(length=300), nullable=True),
         sa.Column("filters", sa.JSON(), nullable=False),
