@@ -1,0 +1,169 @@
+"""Gallery queries, curation, export and the store/index check, on a real SQLite file."""
+
+from __future__ import annotations
+
+import os
+import time
+import zipfile
+
+import pytest
+
+from tests.imagemaker import fruit_image, make_imagefolder
+
+SMALL = (32, 24)
+
+
+@pytest.fixture()
+def indexed(settings, tmp_path):
+    """Two real datasets (one with splits) and a few synthetic images with prompts."""
+    from core.catalog import add_image, get_or_create_class, get_or_create_dataset
+    from core.db.engine import session_scope
+    from core.imageio import decode_image
+    from core.ingest import ImportOptions, import_dataset
+    from core.store import ImageStore
+
+    import_dataset(make_imagefolder(tmp_path / "a", ["apple", "banana"], 4, size=SMALL), settings,
+                   ImportOptions(dataset="real-a", added_by="ann"))
+    root = tmp_path / "b"
+    make_imagefolder(root / "Training", ["apple"], 3, seed=5, size=SMALL)
+    make_imagefolder(root / "Test", ["apple"], 2, seed=6, size=SMALL)
+    import_dataset(root, settings, ImportOptions(dataset="real-b", added_by="bob"))
+    store = ImageStore(settings)
+    with session_scope(settings, write=True) as session:
+        dataset = get_or_create_dataset(session, "gen-1", source="synthetic")
+        apple = get_or_create_class(session, "apple")
+        for i, prompt in enumerate(["a photo of an apple", "a red apple, 50% off", "an apple_tree"]):
+            image = fruit_image("apple", 900 + i, (40, 40))
+            add_image(session, store, decode_image(_png(image)), image_class=apple, dataset=dataset,
+                      generation={"prompt": prompt, "seed": i, "model": "tiny"}, added_by="gen")
+    return settings
+
+
+def _png(image):
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_filters_sort_and_pages(indexed):
+    from core import gallery
+
+    everything = gallery.page(gallery.GalleryFilter(), limit=100)
+    assert everything.total == 16
+    assert [r.id for r in everything.rows] == sorted((r.id for r in everything.rows), reverse=True)
+    oldest = gallery.page(gallery.GalleryFilter(), sort="oldest", limit=5, offset=5)
+    assert [r.id for r in oldest.rows] == sorted(r.id for r in everything.rows)[5:10]
+    assert oldest.page_count == 4
+
+    assert gallery.count(gallery.GalleryFilter(classes=["banana"])) == 4
+    assert gallery.count(gallery.GalleryFilter(sources=["synthetic"])) == 3
+    b = next(d.id for d in gallery.datasets(indexed) if d.name == "real-b")
+    assert gallery.count(gallery.GalleryFilter(datasets=[b], splits=["test"])) == 2
+    assert gallery.count(gallery.GalleryFilter(splits=[""])) == 11  # no split tag
+    # Prompt text is matched literally: % and _ are not wildcards.
+    assert gallery.count(gallery.GalleryFilter(prompt_contains="APPLE")) == 3
+    assert gallery.count(gallery.GalleryFilter(prompt_contains="50%")) == 1
+    assert gallery.count(gallery.GalleryFilter(prompt_contains="e_t")) == 1
+    by_size = gallery.page(gallery.GalleryFilter(), sort="size", limit=3)
+    assert all(r.width * r.height == 1600 for r in by_size.rows)
+    by_class = gallery.page(gallery.GalleryFilter(), sort="class", limit=100).rows
+    assert by_class[-1].class_name == "banana"
+    with pytest.raises(ValueError):
+        gallery.page(gallery.GalleryFilter(), sort="random")
+
+
+def test_counts_detail_relabel_exclude_restore(indexed):
+    from core import gallery
+    from core.users import audit
+
+    counts = {(r["class"], r["source"]): r["count"] for r in gallery.counts_by_class_and_source(indexed)}
+    assert counts == {("apple", "real"): 9, ("apple", "synthetic"): 3, ("banana", "real"): 4}
+    synthetic = gallery.page(gallery.GalleryFilter(sources=["synthetic"])).rows
+    detail = gallery.image_detail(synthetic[0].id)
+    assert detail["prompt"] and detail["model"] == "tiny" and detail["dataset"] == "gen-1"
+
+    ids = [r.id for r in gallery.page(gallery.GalleryFilter(classes=["banana"])).rows[:2]]
+    assert gallery.relabel(ids, "Bell Pepper", actor="carol") == 2
+    assert gallery.count(gallery.GalleryFilter(classes=["bell_pepper"])) == 2
+    assert gallery.set_excluded(ids, True, actor="carol") == 2
+    assert gallery.count(gallery.GalleryFilter(classes=["bell_pepper"])) == 0
+    assert gallery.count(gallery.GalleryFilter(only_excluded=True)) == 2
+    assert gallery.stats()["excluded"] == 2
+    gallery.set_excluded(ids, False, actor="carol")
+    assert gallery.count(gallery.GalleryFilter(classes=["bell_pepper"])) == 2
+    actions = [e.action for e in audit.entries(actor="carol")]
+    assert actions == ["restore", "exclude", "relabel"]
+
+
+def test_signed_in_user_may_only_change_own_images(indexed):
+    from core import gallery
+    from core.users.identity import AUTH_PASSWORD, Identity
+    from core.users.permissions import PermissionDenied
+
+    bobs = [r.id for r in gallery.page(gallery.GalleryFilter(classes=["banana"])).rows]
+    ann = Identity("ann", auth_mode=AUTH_PASSWORD, verified=True)
+    assert gallery.relabel(bobs, "lime", actor=ann) == len(bobs)  # ann imported real-a
+    b_rows = gallery.page(gallery.GalleryFilter(splits=["test"])).rows
+    with pytest.raises(PermissionDenied):
+        gallery.delete_images([r.id for r in b_rows], actor=ann)
+    assert gallery.count(gallery.GalleryFilter(splits=["test"])) == 2
+
+
+def test_delete_removes_row_then_file_and_export_zip(indexed, tmp_path):
+    from core import gallery
+    from core.store import ImageStore
+
+    store = ImageStore(indexed)
+    victim = gallery.page(gallery.GalleryFilter(classes=["banana"]), limit=1).rows[0]
+    thumb = store.thumbnail_path(victim.path)
+    assert gallery.delete_images([victim.id], actor="dan") == 1
+    assert gallery.image_detail(victim.id) is None
+    assert not store.exists(victim.path) and not thumb.exists()
+
+    out = tmp_path / "export" / "apples.zip"
+    result = gallery.export_zip(gallery.GalleryFilter(classes=["apple"], sources=["real"]), out)
+    assert result["images"] == 9 and result["missing_files"] == []
+    with zipfile.ZipFile(out) as zf:
+        names = zf.namelist()
+        assert len(names) == 9 and all(n.startswith("apple/") for n in names)
+        assert zf.testzip() is None
+    assert not [p for p in out.parent.iterdir() if p.name != "apples.zip"]
+
+
+def _age(path, seconds=3600):
+    old = time.time() - seconds
+    os.utime(path, (old, old))
+
+
+def test_check_finds_and_repairs_orphan_file_and_row_without_file(indexed):
+    from core import gallery, maintenance
+    from core.imageio import decode_image
+    from core.store import ImageStore
+
+    store = ImageStore(indexed)
+    assert maintenance.check(indexed).ok
+    orphan = store.put(decode_image(_png(fruit_image("plum", 77, SMALL))))  # file, no row
+    _age(store.abspath(orphan.relpath))
+    victim = gallery.page(gallery.GalleryFilter(), limit=1).rows[0]
+    store.thumbnail_path(victim.path)
+    store.abspath(victim.path).unlink()  # row, no file
+    leftover = indexed.tmp_dir / ".part-crashed.jpg"
+    leftover.write_bytes(b"half")
+    _age(leftover)
+    fresh_orphan = store.put(decode_image(_png(fruit_image("lime", 78, SMALL))))  # maybe in use
+
+    report = maintenance.check(indexed)
+    assert not report.ok and report.orphan_files == [orphan.relpath]
+    assert report.rows_missing_file == [{"id": victim.id, "path": victim.path}]
+    assert report.temp_files == ["tmp/.part-crashed.jpg"]
+    assert f"images/{fresh_orphan.relpath}" in report.skipped_recent
+    assert store.exists(orphan.relpath)  # a check alone changes nothing
+
+    repaired = maintenance.check(indexed, repair=True)
+    assert len(repaired.actions) >= 3
+    assert not store.exists(orphan.relpath) and store.exists(fresh_orphan.relpath)
+    assert gallery.image_detail(victim.id) is None and not leftover.exists()
+    after = maintenance.check(indexed)
+    assert after.orphan_files == [] and after.rows_missing_file == [] and after.temp_files == []
