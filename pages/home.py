@@ -1,0 +1,95 @@
+"""Home: what is in the index, what is running, what this machine can do."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from core import gallery
+from webui import boot, current_user, device_info
+from webui_jobs import render_job_list
+
+settings = boot()
+
+st.title("SynthLab")
+st.caption("Can images made by a text-to-image diffusion model enhance or replace a real "
+           "training set?")
+
+stats = gallery.stats(settings)
+total_cols = st.columns(4)
+total_cols[0].metric("Images", f"{stats['images']:,}")
+total_cols[1].metric("Real", f"{stats['by_source'].get('real', 0):,}")
+total_cols[2].metric("Synthetic", f"{stats['by_source'].get('synthetic', 0):,}")
+total_cols[3].metric("Excluded", f"{stats['excluded']:,}")
+
+st.subheader("Images per class and source")
+counts = gallery.counts_by_class_and_source(settings)
+if counts:
+    frame = pd.DataFrame(counts)
+    figure = px.bar(frame, x="display_name", y="count", color="source", barmode="group",
+                    labels={"display_name": "class", "count": "images"},
+                    color_discrete_map={"real": "#2e7d32", "synthetic": "#7b1fa2"})
+    figure.update_layout(height=360, margin={"l": 10, "r": 10, "t": 10, "b": 10})
+    st.plotly_chart(figure, width="stretch")
+else:
+    st.info("No images yet. Import a dataset on the **Import** page, or from a shell: "
+            "`python -m core ingest PATH`.")
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Recent imports")
+    recent = gallery.datasets(settings)[:8]
+    if recent:
+        per_dataset = stats["per_dataset"]
+        st.dataframe(pd.DataFrame([{
+            "dataset": d.name, "source": d.source, "layout": d.layout or "-",
+            "images": per_dataset.get(d.name, 0), "by": d.created_by or "-",
+            "when": d.created_at.strftime("%Y-%m-%d %H:%M")} for d in recent]),
+            hide_index=True, width="stretch")
+    else:
+        st.caption("Nothing imported yet.")
+with right:
+    st.subheader("Recent jobs")
+    render_job_list(None, user=current_user(), limit=5, key="home-jobs")
+
+st.subheader("This machine")
+device = device_info()
+if device.kind == "cuda":
+    for gpu in device.gpus:
+        free = f", {gpu.free_memory_gb:.1f} GB free" if gpu.free_memory_gb is not None else ""
+        st.success(f"CUDA GPU {gpu.index}: {gpu.name}, {gpu.total_memory_gb:.1f} GB{free}")
+elif device.kind == "mps":
+    st.success("Apple MPS (Metal) GPU")
+else:
+    st.warning(device.warning or "CPU only")
+st.caption(f"torch {device.torch_version} · data folder `{settings.home_path}`")
+
+st.subheader("Diffusion models on this machine")
+if importlib.util.find_spec("core.generation.registry") is None:
+    st.info("The generation module is not installed in this copy of SynthLab, so no "
+            "diffusion models can be listed.")
+else:
+    from core.generation import registry
+
+    try:
+        entries = registry.list_models(settings)
+    except Exception as exc:  # noqa: BLE001 - a broken model folder must not break Home
+        st.error(f"Could not list the models: {exc}")
+        entries = []
+    available = [e for e in entries if e.available]
+    if available:
+        st.dataframe(pd.DataFrame([{"model": e.label, "kind": e.kind, "folder": e.location}
+                                   for e in available]), hide_index=True, width="stretch")
+    else:
+        st.warning("No diffusion model is available locally, so images cannot be generated "
+                   "yet. Everything else works.")
+    missing = [e for e in entries if not e.available]
+    if missing:
+        with st.expander(f"How to get the other {len(missing)} models"):
+            for entry in missing:
+                st.markdown(f"**{entry.label}** (`{entry.source}`)")
+                if entry.how_to_get:
+                    st.code(entry.how_to_get, language=None)

@@ -1,0 +1,137 @@
+"""Import: upload images or a zip, or name a folder on the server or a Hugging Face dataset.
+
+The import itself runs as a background job (``core.ingest.jobs``); this page only stages
+uploads, submits the job and shows its progress and report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core import jobs
+from core.imageio import IMAGE_EXTENSIONS
+from core.ingest.huggingface import looks_like_hub_id
+from core.ingest.jobs import KIND, stage_uploads, submit_import
+from webui import boot, current_user
+from webui_jobs import render_job_list
+
+settings = boot()
+user = current_user()
+
+st.title("Import a dataset")
+st.caption("The layout is recognised by itself: class folders (`apple/*.jpg`), Fruits-360 "
+           "(`Training/<class>`, `Test/<class>`), flat files named by class (`apple_12.jpg`, "
+           "with Pascal VOC `.xml` boxes) or a Hugging Face image-classification dataset. "
+           "Every image is decoded and checked; bad files are listed with a reason and skipped.")
+
+FROM_UPLOAD, FROM_PATH, FROM_HF = "Upload files", "Folder or zip on the server", "Hugging Face dataset"
+
+with st.form("import_form"):
+    origin = st.radio("From", [FROM_UPLOAD, FROM_PATH, FROM_HF], horizontal=True, key="import_from")
+    uploads = st.file_uploader(
+        "Images, or one .zip of a whole dataset (used when *From* is Upload)",
+        type=["zip", *sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS)],
+        accept_multiple_files=True, key="import_uploads",
+        max_upload_size=settings.max_upload_mb)
+    server_path = st.text_input("Server path (a folder or a .zip)", key="import_path",
+                                placeholder="/data/fruits-360")
+    hub = st.text_input("Hugging Face dataset: a Hub id (needs a network) or a save_to_disk folder",
+                        key="import_hub", placeholder="user/fruit-dataset")
+    cols = st.columns(3)
+    dataset = cols[0].text_input("Dataset name", key="import_dataset",
+                                 placeholder="default: the folder or file name")
+    source = cols[1].selectbox("Source", ["real", "synthetic"], key="import_source")
+    force_class = cols[2].text_input("Give every image this class (optional)", key="import_class",
+                                     help="For a flat folder of one fruit whose file names "
+                                          "do not start with the class.")
+    crop_boxes = st.checkbox("Import each Pascal VOC box as a cropped object image",
+                             key="import_crop")
+    submitted = st.form_submit_button("Import", type="primary")
+
+
+def _target() -> str | None:
+    """The path or id to import, after staging uploads; None (with a message) if unusable."""
+    if origin == FROM_UPLOAD:
+        if not uploads:
+            st.error("Choose one or more files to upload first.")
+            return None
+        try:
+            return str(stage_uploads([(f.name, f.getvalue()) for f in uploads], settings))
+        except (ValueError, OSError) as exc:
+            st.error(f"Upload failed: {exc}")
+            return None
+    text = (server_path if origin == FROM_PATH else hub).strip()
+    if not text:
+        st.error("Enter a path." if origin == FROM_PATH else "Enter a Hub id or a folder.")
+        return None
+    path = Path(text).expanduser()
+    if path.exists():
+        if path.is_dir() or path.suffix.lower() == ".zip":
+            return str(path)
+        st.error(f"Not a folder or a .zip file: {text}")
+        return None
+    if origin == FROM_HF and looks_like_hub_id(text):
+        return text
+    st.error(f"Path does not exist on the server: {text}")
+    return None
+
+
+if submitted:
+    target = _target()
+    if target is not None:
+        job_id = submit_import(target, dataset=dataset.strip() or None, source=source,
+                               force_class=force_class.strip() or None, crop_boxes=crop_boxes,
+                               user=user, settings=settings)
+        st.session_state["import_job"] = job_id
+        st.success(f"Import queued as job #{job_id}. It runs in the background; you can leave "
+                   "this page.")
+
+
+@st.fragment(run_every=2.0)
+def _report() -> None:
+    job_id = st.session_state.get("import_job")
+    if job_id is None:
+        latest = jobs.list_jobs(kind=KIND, limit=1, settings=settings)
+        job_id = latest[0].id if latest else None
+    if job_id is None:
+        return
+    job = jobs.get_job(job_id, settings)
+    if job is None:
+        return
+    st.subheader(f"Import #{job.id}: {job.title}")
+    if job.status in jobs.ACTIVE_STATUSES:
+        total = max(1, job.progress_total)
+        st.progress(min(1.0, job.progress_done / total),
+                    text=job.message or f"{job.status}...")
+        return
+    if job.status == jobs.FAILED:
+        st.error(f"The import failed: {job.error}")
+        return
+    if job.status == jobs.CANCELLED:
+        st.warning("The import was cancelled; the images added before that are kept.")
+    result = job.result or {}
+    if not result:
+        return
+    st.markdown(f"Dataset **{result['dataset']}** ({result['layout']} layout)")
+    cols = st.columns(3)
+    cols[0].metric("Added", result["added"])
+    cols[1].metric("Duplicates", result["duplicates"])
+    cols[2].metric("Rejected", len(result["rejected"]))
+    if result.get("per_class"):
+        st.dataframe(pd.DataFrame(sorted(result["per_class"].items()), columns=["class", "added"]),
+                     hide_index=True)
+    if result["rejected"]:
+        st.markdown("**Rejected files**")
+        st.dataframe(pd.DataFrame(result["rejected"]), hide_index=True, width="stretch")
+    if result.get("duplicate_files"):
+        with st.expander(f"Duplicates ({result['duplicates']}): already in the index"):
+            st.dataframe(pd.DataFrame(result["duplicate_files"]), hide_index=True)
+
+
+_report()
+
+st.subheader("Import jobs")
+render_job_list((KIND,), user=user, limit=5, key="import-jobs")
