@@ -128,7 +128,10 @@ def _show_reveal(view: rounds.RoundView, reveal: rounds.Reveal) -> None:
     columns = st.columns(len(reveal.images) if view.mode != MODE_SINGLE else [1, 1])
     for image, token in zip(reveal.images, view.image_tokens):
         with columns[image.position]:
-            st.image(_image_bytes(token), width="stretch")
+            try:
+                st.image(_image_bytes(token), width="stretch")
+            except rounds.QuizError:
+                st.caption("(image deleted since)")
             chosen = " - your pick" if reveal.chosen_position == image.position else ""
             if image.is_real:
                 st.markdown(f"**Real** (dataset: {image.dataset}){chosen}")
@@ -166,6 +169,10 @@ def _play_tab() -> None:
         view = rounds.get_round(token, settings)
     except rounds.QuizError:
         st.session_state.pop(ROUND_KEY, None)
+        st.button("Deal a round", key="quiz_deal", on_click=_deal, type="primary")
+        return
+    if view.missing_images and not view.answered:
+        st.warning("An image of this round was deleted meanwhile.")
         st.button("Deal a round", key="quiz_deal", on_click=_deal, type="primary")
         return
     reveal = rounds.reveal_round(token, settings) if view.answered else None

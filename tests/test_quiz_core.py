@@ -44,7 +44,7 @@ def test_served_images_carry_no_metadata_and_match(settings, monkeypatch, fmt):
     from core.store import ImageStore
 
     monkeypatch.setenv("SYNTHLAB_QUIZ_IMAGE_FORMAT", fmt)
-    monkeypatch.setenv("SYNTHLAB_QUIZ_IMAGE_PX", "128")
+    monkeypatch.setenv("SYNTHLAB_QUIZ_IMAGE_PX", "128")  # the cap
     settings = get_settings()
     add_pool(settings)
     store = ImageStore(settings)
@@ -62,7 +62,8 @@ def test_served_images_carry_no_metadata_and_match(settings, monkeypatch, fmt):
         assert b"parameters" not in data and b"Seed" not in data and b"sd-turbo" not in data
         assert b"Exif" not in data and b"CameraMaker" not in data and b"PhoneCamera" not in data
         with Image.open(io.BytesIO(data)) as image:
-            assert image.format == fmt and image.size == (128, 128) and image.mode == "RGB"
+            # 128 asked, but the smallest image (64 px synthetic) is not enlarged: both at 64.
+            assert image.format == fmt and image.size == (64, 64) and image.mode == "RGB"
             assert not image.getexif() and "parameters" not in image.info
             assert "icc_profile" not in image.info and "exif" not in image.info
         if fmt == "PNG":
@@ -319,3 +320,30 @@ def test_model_view_serves_preprocessed_pixels_and_is_its_own_setting(settings):
     assert labels["original"]["human_fool_rate"] == 1.0
     with pytest.raises(rounds.QuizError, match="no pipeline preset"):
         rounds.new_round("kim", rounds.RoundRequest(view="model", real_pipeline="nope"), settings)
+
+
+def test_deleted_image_keeps_answers_and_blocks_nothing(settings):
+    from sqlalchemy import delete
+
+    from core.db.engine import session_scope
+    from core.db.models import Image as ImageRow
+    from core.quiz import rounds, stats
+    from core.quiz.models import QuizRoundImage
+
+    add_pool(settings, real_per_class=2, synthetic={"sd-turbo": 2})
+    answered = rounds.new_round("lou", rounds.RoundRequest(), settings)
+    rounds.answer_round("lou", answered.token, position=0, settings=settings)
+    pending = rounds.new_round("lou", rounds.RoundRequest(), settings)
+    with session_scope(settings) as session:
+        image_id = session.scalar(select(QuizRoundImage.image_id)
+                                  .where(QuizRoundImage.token == pending.image_tokens[0]))
+    with session_scope(settings, write=True) as session:  # as the gallery deletes
+        session.execute(delete(ImageRow).where(ImageRow.id == image_id))
+    assert rounds.get_round(pending.token, settings).missing_images
+    assert rounds.open_round("lou", settings) is None  # a fresh round is dealt instead
+    with pytest.raises(rounds.QuizError, match="deleted"):
+        rounds.answer_round("lou", pending.token, position=0, settings=settings)
+    with pytest.raises(rounds.QuizError, match="deleted"):
+        rounds.served_image(pending.image_tokens[0], settings)
+    assert stats.player_score("lou", settings).answered == 1
+    assert rounds.reveal_round(answered.token, settings) is not None

@@ -60,7 +60,9 @@ class QuizRoundImage(Base):
     round_id: Mapped[int] = mapped_column(ForeignKey("quiz_rounds.id", ondelete="CASCADE"), index=True)
     position: Mapped[int] = mapped_column(Integer)
     token: Mapped[str] = mapped_column(String(64), unique=True)
-    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"), index=True)
+    # NULL once the image is deleted from the index: the answers and statistics stay.
+    image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id", ondelete="SET NULL"),
+                                                 index=True)
     is_real: Mapped[bool] = mapped_column(Boolean)
 
     round: Mapped[QuizRound] = relationship(back_populates="images")

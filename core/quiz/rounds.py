@@ -34,6 +34,8 @@ UNKNOWN_MODEL = "(unknown model)"
 IMAGES_PER_MODE = {MODE_PAIR: 2, MODE_QUAD: 4, MODE_SINGLE: 1}
 GUESSES = ("real", "synthetic")
 MAX_PLAYER_NAME = 120
+# Served images are never smaller than this (tiny originals are enlarged, on both sides).
+MIN_SERVED_PX = 64
 
 
 class QuizError(ValueError):
@@ -88,6 +90,7 @@ class RoundView:
     created_at: dt.datetime
     answered: bool
     filters: dict[str, Any] = field(default_factory=dict)
+    missing_images: bool = False  # an image was deleted since the round was dealt
 
 
 @dataclass
@@ -236,7 +239,8 @@ def _view_of(session: Session, rnd: QuizRound) -> RoundView:
     return RoundView(token=rnd.token, mode=rnd.mode, view=rnd.view, class_name=image_class.name,
                      class_display=image_class.display_name,
                      image_tokens=[img.token for img in sorted(rnd.images, key=lambda i: i.position)],
-                     created_at=rnd.created_at, answered=answered, filters=dict(rnd.filters or {}))
+                     created_at=rnd.created_at, answered=answered, filters=dict(rnd.filters or {}),
+                     missing_images=any(img.image_id is None for img in rnd.images))
 
 
 def new_round(player: str, request: RoundRequest, settings: Settings | None = None) -> RoundView:
@@ -262,11 +266,18 @@ def new_round(player: str, request: RoundRequest, settings: Settings | None = No
         class_id, model, chosen = _choose_images(candidates, request.mode,
                                                  _times_shown(session, player), rng)
         positions = rng.permutation(len(chosen))
+        served_px = settings.quiz_image_px
+        if request.view == VIEW_ORIGINAL:
+            # Never enlarge one side only: a blown-up small photo next to a downsized
+            # generation looks softer and gives the answer away.
+            sides = session.execute(select(func.min(Image.width), func.min(Image.height))
+                                    .where(Image.id.in_([i for i, _ in chosen]))).one()
+            served_px = max(MIN_SERVED_PX, min(served_px, *sides))
         rnd = QuizRound(token=secrets.token_urlsafe(18), player=player, mode=request.mode,
                         view=request.view, view_label=view_label, pipelines=pipelines,
                         class_id=class_id, model=model,
                         filters=request.filters(), seed=int(seed), served_format=fmt,
-                        served_px=settings.quiz_image_px, created_at=utcnow())
+                        served_px=served_px, created_at=utcnow())
         session.add(rnd)
         session.flush()
         for (image_id, is_real), position in zip(chosen, positions):
@@ -294,7 +305,8 @@ def open_round(player: str, settings: Settings | None = None) -> RoundView | Non
             select(QuizRound).outerjoin(QuizAnswer, QuizAnswer.round_id == QuizRound.id)
             .where(QuizRound.player == player, QuizAnswer.id.is_(None))
             .order_by(QuizRound.id.desc()).limit(1))
-        return None if rnd is None else _view_of(session, rnd)
+        view = None if rnd is None else _view_of(session, rnd)
+    return None if view is None or view.missing_images else view
 
 
 def image_seed(round_seed: int, position: int) -> int:
@@ -312,7 +324,7 @@ def served_image(image_token: str, settings: Settings | None = None) -> tuple[by
             .join(Image, Image.id == QuizRoundImage.image_id)
             .where(QuizRoundImage.token == image_token)).first()
         if row is None:
-            raise QuizError("unknown image")
+            raise QuizError("unknown image, or it was deleted since the round was dealt")
         round_image, rnd, image = row
     data = render_bytes(ImageStore(settings), image.path, image.source, rnd.view,
                         image_seed(rnd.seed, round_image.position), rnd.served_px,
@@ -331,10 +343,16 @@ def _reveal(session: Session, rnd: QuizRound, answer: QuizAnswer) -> Reveal:
     images = []
     real_position = None
     for round_image in sorted(rnd.images, key=lambda i: i.position):
-        image = session.get(Image, round_image.image_id)
-        dataset = session.get(Dataset, image.dataset_id)
         if round_image.is_real:
             real_position = round_image.position
+        image = session.get(Image, round_image.image_id) if round_image.image_id else None
+        if image is None:  # deleted from the index since; the answer still counts
+            images.append(RevealedImage(position=round_image.position, token=round_image.token,
+                                        is_real=round_image.is_real, dataset="(deleted)",
+                                        prompt=None, model=None if round_image.is_real else rnd.model,
+                                        seed=None))
+            continue
+        dataset = session.get(Dataset, image.dataset_id)
         images.append(RevealedImage(
             position=round_image.position, token=round_image.token, is_real=round_image.is_real,
             dataset=dataset.name if dataset else "",
@@ -376,6 +394,8 @@ def answer_round(player: str, round_token: str, *, position: int | None = None,
             raise QuizError("this round was dealt to another player")
         if session.scalar(select(QuizAnswer.id).where(QuizAnswer.round_id == rnd.id)) is not None:
             raise AlreadyAnswered("this round is already answered")
+        if any(img.image_id is None for img in rnd.images):
+            raise QuizError("an image of this round was deleted since it was dealt; deal a new round")
         correct, fooled = judge_answer(rnd.mode, [(i.position, i.is_real) for i in rnd.images],
                                        position=position, guess=guess)
         now = utcnow()
