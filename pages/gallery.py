@@ -57,10 +57,17 @@ total = gallery.count(flt, settings)
 pages = max(1, -(-total // f_size))
 st.session_state["g_page"] = min(max(1, st.session_state.get("g_page", 1)), pages)
 nav = st.columns([1, 1, 2, 4])
-if nav[0].button("‹ Previous", disabled=st.session_state["g_page"] <= 1, key="g_prev"):
-    st.session_state["g_page"] -= 1
-if nav[1].button("Next ›", disabled=st.session_state["g_page"] >= pages, key="g_next"):
-    st.session_state["g_page"] += 1
+
+
+def _turn(step: int) -> None:
+    # A callback, so the buttons below are drawn with the new page's state.
+    st.session_state["g_page"] = min(max(1, st.session_state["g_page"] + step), pages)
+
+
+nav[0].button("‹ Previous", disabled=st.session_state["g_page"] <= 1, key="g_prev",
+              on_click=_turn, args=(-1,))
+nav[1].button("Next ›", disabled=st.session_state["g_page"] >= pages, key="g_next",
+              on_click=_turn, args=(1,))
 nav[2].number_input("Page", min_value=1, max_value=pages, key="g_page", label_visibility="collapsed")
 nav[3].markdown(f"**{total:,}** images · page {st.session_state['g_page']} of {pages}")
 

@@ -146,8 +146,14 @@ def test_gallery_filter_detail_relabel_exclude_delete(imported):
     assert at.get("download_button")
 
 
-def test_gallery_pages_through_many_rows(imported):
+def test_gallery_pages_through_many_rows(imported, tmp_path):
+    from core.ingest import import_dataset
+
+    import_dataset(make_imagefolder(tmp_path / "more", ["plum"], 6, seed=3, size=SMALL), imported)
     at = _page("gallery").run()
     at.select_slider(key="g_page_size").set_value(12)
     at.sidebar.button[0].click().run()
-    assert "page 1 of 1" in _texts(at)
+    assert "**14** images · page 1 of 2" in _texts(at) and len(at.get("image")) == 12
+    at.button(key="g_next").click().run()
+    assert "page 2 of 2" in _texts(at) and len(at.get("image")) == 2
+    assert at.button(key="g_next").disabled
