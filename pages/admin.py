@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 
 import pandas as pd
@@ -124,7 +123,12 @@ with check_tab:
             if repair and admin:
                 audit.record_now(identity.name, "repair", target_kind="data",
                                  settings=settings)
-            st.json(dataclasses.asdict(report) if dataclasses.is_dataclass(report) else report)
+            st.json(report.to_dict())
+            if report.ok:
+                st.success("The image folder and the index agree.")
+            elif not (repair and admin):
+                st.warning("Problems found; an admin can repair them here or with "
+                           "`python -m core check --repair`.")
 
 with settings_tab:
     st.caption("Read-only here: set with `SYNTHLAB_*` environment variables or "

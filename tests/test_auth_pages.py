@@ -132,3 +132,19 @@ def test_cancel_button_only_for_own_jobs_unless_admin(settings, monkeypatch):
     # The role is read from the account on each run, not trusted from the session.
     accounts.set_admin("alice", True, settings=settings)
     assert len(cancel_buttons(alice)) == 2
+
+
+def test_admin_page_check_worker_and_audit_in_mode_none(settings):
+    jobs.request_cancel(jobs.submit("train", {}, created_by="bob", settings=settings),
+                        by="alice", settings=settings)
+    at = _admin_page().run()
+    assert not at.exception
+    assert [t.value for t in at.title] == ["Admin"]
+    assert [b for b in at.button if b.label == "Restart worker"]  # mode none: anyone
+    assert "not running" in [m.value for m in at.metric]
+    audit_table = at.dataframe[-1].value if at.dataframe else None
+    assert audit_table is not None and list(audit_table["action"]) == ["cancel"]
+    assert list(audit_table["who"]) == ["alice"]
+    at = [b for b in at.button if b.label == "Run check"][0].click().run()
+    assert not at.exception
+    assert "The image folder and the index agree." in _texts(at.success)

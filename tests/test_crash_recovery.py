@@ -53,9 +53,13 @@ def _core_check_finds_nothing(settings) -> None:  # noqa: ANN001
         import core.maintenance  # noqa: F401
     except ModuleNotFoundError:
         return
-    done = subprocess.run([sys.executable, "-m", "core", "check", "--json"], cwd=ROOT,
-                          env=_env(), capture_output=True, text=True, timeout=120)
+    import json
+
+    done = subprocess.run([sys.executable, "-m", "core", "check", "--json", "--min-age", "0"],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] and not report["skipped_recent"], report
 
 
 def test_worker_killed_mid_job_resumes_with_every_image_indexed(settings):
