@@ -13,6 +13,7 @@ from core.explain.attribution import (BASELINES, METHODS, AttributionConfig, Att
                                       predict_probabilities, region_mass)
 from core.explain.figures import attribution_figure, margin_figure, probabilities_figure
 from core.explain.overlay import colourise, render_overlay
+from test_explain_fixtures import one_torch_thread  # noqa: F401  (autouse fixture)
 
 SIDE = 32
 PATCH = 8
@@ -35,16 +36,6 @@ def corner_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
                 pixels[i, cy - 2:cy + 2, cx - 2:cx + 2] = colour
         pixels[i, :PATCH, :PATCH] = COLOURS[labels[i]] + rng.normal(0, 10, (PATCH, PATCH, 3))
     return np.clip(pixels, 0, 255).astype(np.uint8), labels
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # On a busy 2-core host, torch's worker threads spin against each other and make a
-    # 7 s training take 40 s; one thread is both faster and steadier here.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

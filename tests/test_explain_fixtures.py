@@ -71,6 +71,18 @@ def build_trained_run(settings: Settings) -> TrainedRun:
                       [r.id for r in rows if r.source == "synthetic"], CLASSES)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """On a busy 2-core host torch's threads spin against each other (a 7 s training takes
+    40 s); one thread is faster and steadier for these tiny models."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def trained_template(tmp_path_factory) -> tuple[Path, TrainedRun]:
     home = tmp_path_factory.mktemp("explain-template") / "home"
