@@ -1,0 +1,191 @@
+"""Real-browser test helpers: a live ``streamlit run app.py`` server and a headless Chromium.
+
+Use from a test module by importing the fixtures (pytest finds them by name)::
+
+    from tests.browser import browser_page, live_server  # noqa: F401
+
+    @pytest.mark.browser
+    def test_something(live_server, browser_page, output_dir):
+        browser_page.goto(live_server.url)
+        wait_for_app(browser_page)
+        ...
+
+* ``live_server``: a ``LiveServer`` with ``.url``, ``.home`` (its own fresh
+  ``SYNTHLAB_HOME``), ``.settings`` and ``.log_path``. The dashboard runs with the worker
+  autostarted, exactly as in production. It is stopped by its own PID (terminate, then
+  kill), and so is the worker it started (found by its pid file).
+* ``browser_page``: a Playwright sync ``Page`` in Debian's Chromium
+  (``/usr/bin/chromium``; never ``playwright install``). Without it the test is skipped
+  locally and FAILS when the ``CI`` environment variable is set.
+
+``start_server(home, env=...)`` and ``launch_browser()`` are the same things without
+pytest, for scripts (the README screenshots are taken that way).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+STARTUP_TIMEOUT_S = 90
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    process: subprocess.Popen
+    port: int
+    home: Path
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def settings(self):  # noqa: ANN201 - core.config.Settings of this server's data folder
+        from core.config import Settings
+
+        return Settings.from_env({"SYNTHLAB_HOME": str(self.home)})
+
+    def log_tail(self, chars: int = 4000) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-chars:]
+        return ""
+
+    def stop(self) -> None:
+        _stop_process(self.process)
+        _stop_worker(self.home)
+
+
+def _stop_process(process: subprocess.Popen, grace_s: float = 10) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=grace_s)
+
+
+def _stop_worker(home: Path) -> None:
+    """Stop the worker this server's dashboard started (its pid file names it)."""
+    for pid_file in home.glob("worker-*.pid"):
+        with contextlib.suppress(ValueError, OSError):
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            if b"core worker" not in cmdline:
+                continue  # a recycled pid: not ours
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(50):
+                if not Path(f"/proc/{pid}").exists():
+                    break
+                time.sleep(0.1)
+            else:
+                os.kill(pid, signal.SIGKILL)
+
+
+def start_server(home: Path, *, env: dict[str, str] | None = None,
+                 app: str = "app.py") -> LiveServer:
+    """Start ``streamlit run`` on a free port with its own data folder; wait until healthy."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log_path = home / "streamlit-server.log"
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SYNTHLAB_")}
+    full_env.update({"SYNTHLAB_HOME": str(home), "SYNTHLAB_AUTOSTART_WORKER": "1",
+                     "SYNTHLAB_WORKER_POLL_SECONDS": "0.3", "HF_HUB_OFFLINE": "1",
+                     "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"})
+    full_env.update(env or {})
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(  # noqa: S603 - our own app
+            [sys.executable, "-m", "streamlit", "run", app, "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true",
+             "--server.fileWatcherType", "none"],
+            cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    server = LiveServer(process, port, home, log_path)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {process.returncode}:\n{server.log_tail()}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"{server.url}/_stcore/health", timeout=2) as response:
+                if response.status == 200 and response.read().strip() == b"ok":
+                    return server
+        time.sleep(0.3)
+    server.stop()
+    raise RuntimeError(f"streamlit did not become healthy in {STARTUP_TIMEOUT_S}s:\n{server.log_tail()}")
+
+
+def chromium_missing_reason() -> str | None:
+    if Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK):
+        return None
+    return f"{CHROMIUM} not found (apt-get install chromium)"
+
+
+@contextlib.contextmanager
+def launch_browser(viewport: tuple[int, int] = (1400, 900)) -> Iterator:
+    """A fresh Playwright ``Page`` in Debian's Chromium, closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                             headless=True)
+        try:
+            context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+            page = context.new_page()
+            page.set_default_timeout(30_000)
+            yield page
+            context.close()
+        finally:
+            browser.close()
+
+
+def wait_for_app(page, timeout_ms: int = 60_000) -> None:  # noqa: ANN001 - playwright Page
+    """Wait until Streamlit has finished running the page's script."""
+    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
+        timeout=timeout_ms)
+    page.wait_for_timeout(300)
+
+
+@pytest.fixture()
+def live_server(tmp_path) -> Iterator[LiveServer]:
+    server = start_server(tmp_path / "browser-home")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def browser_page() -> Iterator:
+    reason = chromium_missing_reason()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"browser tests must run in CI: {reason}")
+        pytest.skip(reason)
+    with launch_browser() as page:
+        yield page
