@@ -48,6 +48,17 @@ def current_user() -> str:
     return current_identity().name
 
 
+def escape_markdown(text: object) -> str:
+    """User text made inert inside Streamlit markdown (no links, images, emphasis, HTML).
+
+    Markdown never renders raw HTML here, but a user-chosen name such as ``![](http://x)``
+    would still make every viewer's browser fetch a URL; escape before interpolating.
+    """
+    import re
+
+    return re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~:$])", r"\\\1", str(text))
+
+
 # --- sign-in (issue 8) ------------------------------------------------------------------
 
 _IDENTITY_KEY = "_synthlab_identity"
@@ -156,7 +167,7 @@ def sidebar(settings: Settings) -> None:
     with st.sidebar:
         identity = current_identity()
         if identity.verified:
-            st.caption(f"Signed in as **{identity.label}**")
+            st.caption(f"Signed in as **{escape_markdown(identity.label)}**")
             if st.button("Sign out", key="_sign_out"):
                 _sign_out()
                 st.rerun()

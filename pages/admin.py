@@ -11,7 +11,7 @@ from core import jobs
 from core.users import accounts, audit
 from core.users.permissions import is_admin
 from core.users.server import restart_worker, worker_status
-from webui import auth_mode, boot, current_identity
+from webui import auth_mode, boot, current_identity, escape_markdown
 
 settings = boot()
 identity = current_identity()
@@ -45,7 +45,7 @@ with users_tab:
                 try:
                     accounts.add_user(new_name, new_password or None, is_admin=new_admin,
                                       actor=identity.name, settings=settings)
-                    st.success(f"Added {new_name.strip()}.")
+                    st.success(f"Added {escape_markdown(new_name.strip())}.")
                 except accounts.AccountError as exc:
                     st.error(str(exc))
         if users:
@@ -66,7 +66,7 @@ with users_tab:
                         else:
                             accounts.set_admin(target, change == "Make admin",
                                                actor=identity.name, settings=settings)
-                        st.success(f"{change}: {target}")
+                        st.success(f"{change}: {escape_markdown(target)}")
                     except accounts.AccountError as exc:
                         st.error(str(exc))
 

@@ -77,3 +77,12 @@ st.markdown(user_text, unsafe_allow_html=False)
 st.html("<hr/>")
 '''
     assert unsafe_html_calls(good) == []
+
+
+def test_escape_markdown_makes_user_text_inert():
+    from webui import escape_markdown
+
+    escaped = escape_markdown("![x](http://evil/t.png) **bold** <b>hi</b> `code`")
+    for inert in ("\\!\\[x\\]\\(", "\\*\\*bold", "\\<b\\>", "\\`code\\`"):
+        assert inert in escaped
+    assert escaped.replace("\\", "") == "![x](http://evil/t.png) **bold** <b>hi</b> `code`"
