@@ -15,7 +15,7 @@ from core.training.trainer import Classifier, TrainConfig
 from imagemaker import fruit_image
 from test_training_fixtures import CLASSES, add_fruit_images
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # tiny models: threads only add overhead on a shared 2-core box
 
 
 def _arrays(per_class: int, offset: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:

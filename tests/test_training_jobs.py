@@ -1,0 +1,144 @@
+"""Training as jobs and from the CLI: a real worker killed mid-training resumes from its
+checkpoint; repeats aggregate over seeds; the CLI prints run ids and test metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.jobs import get_job, job_events
+from core.training.checkpoint import LAST_FILE, MODEL_FILE, load_trained_model, run_dir
+from core.training.data import DataSpec
+from core.training.experiments import (ExperimentRequest, create_runs, data_efficiency, get_run,
+                                       list_runs, run_images, summarize)
+from core.training.jobs import submit_training
+from core.training.trainer import TrainConfig
+from core.worker import run_worker
+from test_training_fixtures import add_fruit_images
+
+ROOT = Path(__file__).resolve().parent.parent
+torch.set_num_threads(1)  # tiny models: threads only add overhead on a shared 2-core box
+
+
+def _env(settings) -> dict[str, str]:  # noqa: ANN001
+    return dict(os.environ, SYNTHLAB_HOME=str(settings.home_path), OMP_NUM_THREADS="1",
+                PYTHONPATH=str(ROOT))
+
+
+def test_killed_worker_resumes_training_from_the_last_checkpoint(settings, monkeypatch) -> None:
+    add_fruit_images(settings, "orchard", per_class=20, seed=1)
+    request = ExperimentRequest(data=DataSpec(mode="real"),
+                                train=TrainConfig(epochs=40, image_size=16, batch_size=16, patience=0,
+                                                  widths={"conv1": 8, "conv2": 16, "hidden": 32}))
+    [run_id] = create_runs(request, created_by="tester", settings=settings)
+    job_id = submit_training([run_id], title="resume test", created_by="tester", settings=settings)
+    worker = subprocess.Popen([sys.executable, "-m", "core", "worker", "--once"], cwd=ROOT,
+                              env=_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            run = get_run(run_id, settings)
+            if len(run.history or []) >= 3:
+                break
+            assert worker.poll() is None, worker.stderr.read().decode()[-2000:]
+            time.sleep(0.05)
+        else:
+            pytest.fail("training never got going")
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    killed_at = len(get_run(run_id, settings).history)
+    assert killed_at < 40, "the run finished before the kill; make it longer"
+    assert (run_dir(settings, run_id) / LAST_FILE).is_file()
+    assert not (run_dir(settings, run_id) / MODEL_FILE).exists()
+    assert get_job(job_id, settings).status == "running"
+
+    # A new worker sees the dead one's job as stale, marks it interrupted and resumes it.
+    monkeypatch.setenv("SYNTHLAB_WORKER_STALE_SECONDS", "0.5")
+    from core.config import get_settings
+    time.sleep(0.6)
+    run_worker(get_settings(), once=True)
+    job = get_job(job_id, settings)
+    assert job.status == "done", job.error
+    run = get_run(run_id, settings)
+    assert run.status == "done" and run.metrics["_train"]["resumed"] is True
+    assert [h["epoch"] for h in run.history] == list(range(1, 41))  # no epoch lost or repeated
+    assert run.metrics["real_test"]["accuracy"] >= 0.8
+    assert any("resumed" in e.message for e in job_events(job_id, settings=settings))
+    model, classes, pipelines, size = load_trained_model(run_id, settings)
+    assert classes == ["apple", "banana", "lime", "plum"] and size == 16 and not model.training
+    assert pipelines["real"]["steps"][-1]["size"] == 16
+    assert {link.role for link in run_images(run_id, settings=settings)} >= {"train_real", "val_real", "test_real"}
+
+
+def test_cancel_marks_runs_cancelled(settings) -> None:
+    add_fruit_images(settings, "orchard", per_class=6, seed=1)
+    ids = create_runs(ExperimentRequest(train=TrainConfig(epochs=1, image_size=16), repeats=2),
+                      settings=settings)
+    job_id = submit_training(ids, title="to cancel", settings=settings)
+    from core.jobs import request_cancel
+    request_cancel(job_id, settings=settings)  # queued: cancelled before it starts
+    run_worker(settings, once=True)
+    assert get_job(job_id, settings).status == "cancelled"
+
+
+def test_cli_trains_repeats_and_lists_runs(settings, capsys) -> None:
+    add_fruit_images(settings, "orchard", per_class=16, seed=1)
+    add_fruit_images(settings, "generated", per_class=16, seed=2, source="synthetic", families=8)
+    cmd = [sys.executable, "-m", "core", "train", "--train", "mixed", "--synthetic-per-class", "6",
+           "--epochs", "5", "--image-size", "16", "--repeats", "2", "--seed", "7", "--json"]
+    done = subprocess.run(cmd, cwd=ROOT, env=_env(settings), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    payload = json.loads(done.stdout)
+    assert len(payload["run_ids"]) == 2
+    seeds = [entry["seed"] for entry in payload["runs"]]
+    assert seeds == [7, 8]
+    for entry in payload["runs"]:
+        assert set(entry["real_test"]) == {"accuracy", "precision", "recall", "f1", "roc_auc"}
+        assert entry["real_test"]["accuracy"] >= 0.5  # chance is 0.25
+        assert "synthetic_test" in entry
+        assert set(entry["seeds"]) == {"train", "split", "subsample", "augment"}
+    assert set(payload["summary"]["real_test"]["accuracy"]) == {"mean", "std", "n"}
+    runs = list_runs(ids=payload["run_ids"], settings=settings)
+    assert summarize(runs)["real_test"]["accuracy"]["n"] == 2
+    assert len({r.group_id for r in runs}) == 1 and runs[0].group_kind == "repeat"
+
+    # The other commands in-process (same parser and code, without another interpreter start).
+    from core.cli import main
+    capsys.readouterr()
+    assert main(["runs", "--json"]) == 0
+    assert {r["id"] for r in json.loads(capsys.readouterr().out)} == set(payload["run_ids"])
+    assert main(["train", "--train", "real", "--classes", "apple", "durian"]) == 2
+    assert "not enough real images for class(es) durian" in capsys.readouterr().err
+    assert main(["train", "--train", "mixed"]) == 2
+    assert "--synthetic-per-class" in capsys.readouterr().err
+
+
+def test_data_efficiency_sweep(settings) -> None:
+    add_fruit_images(settings, "orchard", per_class=14, seed=1)
+    add_fruit_images(settings, "generated", per_class=10, seed=2, source="synthetic")
+    request = ExperimentRequest(data=DataSpec(classes=["apple", "lime"]),
+                                train=TrainConfig(epochs=2, image_size=16, batch_size=8),
+                                sweep_levels=[2, None], sweep_synthetic_per_class=4)
+    ids = create_runs(request, settings=settings)
+    assert len(ids) == 4
+    submit_training(ids, title="sweep", settings=settings)
+    run_worker(settings, once=True)
+    runs = list_runs(ids=ids, settings=settings)
+    assert all(r.status == "done" for r in runs)
+    rows = data_efficiency(runs)
+    assert {(row["series"], row["real_per_class"]) for row in rows} == {
+        ("real only", 2), ("real only", "all"), ("real + 4 synthetic/class", 2),
+        ("real + 4 synthetic/class", "all")}
+    two = [r for r in runs if r.config["data"]["real_per_class"] == 2]
+    assert all(r.counts["train_real"] == 4 for r in two)
