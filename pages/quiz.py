@@ -224,7 +224,10 @@ def _analysis_tab() -> None:
         for by in stats.GROUPINGS:
             table = stats.fool_rates(frame, by, judge)
             st.plotly_chart(stats.fool_rate_figure(table, by), key=f"quiz_chart_{by}")
-            st.dataframe(table, hide_index=True)
+            st.dataframe(table, hide_index=True, column_config={
+                column: st.column_config.NumberColumn(column.replace("_", " "), format="percent")
+                for column in table.columns if column.endswith(("_rate", "_accuracy",
+                                                                "_same_rounds"))})
     else:
         st.caption("No answers yet: play a few rounds first.")
 
