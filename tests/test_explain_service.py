@@ -20,7 +20,8 @@ from core.db.models import Image as ImageRow
 from core.explain.attribution import AttributionConfig
 from core.explain.jobs import submit_explain_job
 from core.explain.models import Attribution
-from core.explain.selection import eval_predictions, filter_images, finished_runs, misclassified
+from core.explain.selection import (compare_sample, eval_predictions, finished_runs, gallery_images,
+                                    misclassified, run_eval_image_ids)
 from core.explain.service import (ExplainError, attributions_dir, explain, load_run, prepare_input,
                                   subject_from_bytes, subject_from_image_id)
 from core.explain.summary import margin_summary

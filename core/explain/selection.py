@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from core.config import Settings, get_settings
 from core.db.engine import session_scope
-from core.db.models import Dataset, Image, ImageClass
+from core.db.models import Image, ImageClass
 from core.explain.service import ExplainError, LoadedRun, load_run
 
 
@@ -26,30 +26,41 @@ def run_label(run) -> str:  # noqa: ANN001 - a Run row
     return f"#{run.id} {run.name}"
 
 
-def filter_images(*, class_key: str | None = None, source: str | None = None,
-                  dataset: str | None = None, limit: int = 60, offset: int = 0,
-                  settings: Settings | None = None) -> list[Image]:
+def gallery_images(*, class_key: str | None = None, source: str | None = None,
+                   dataset_id: int | None = None, limit: int = 48,
+                   settings: Settings | None = None) -> list:  # noqa: ANN001 - gallery rows
     """Indexed images (not excluded) matching the Gallery's filters, newest first."""
-    settings = settings or get_settings()
-    with session_scope(settings) as session:
-        query = (select(Image).join(ImageClass, Image.class_id == ImageClass.id)
-                 .join(Dataset, Image.dataset_id == Dataset.id)
-                 .where(Image.excluded.is_(False)).order_by(Image.id.desc())
-                 .limit(limit).offset(offset))
-        if class_key:
-            query = query.where(ImageClass.name == class_key)
-        if source:
-            query = query.where(Image.source == source)
-        if dataset:
-            query = query.where(Dataset.name == dataset)
-        return list(session.scalars(query))
+    from core import gallery
+
+    flt = gallery.GalleryFilter(classes=[class_key] if class_key else [],
+                                sources=[source] if source else [],
+                                datasets=[dataset_id] if dataset_id else [])
+    return gallery.page(flt, sort="newest", limit=limit, settings=settings).rows
 
 
-def filter_choices(settings: Settings | None = None) -> dict[str, list[str]]:
+def compare_sample(class_key: str, per_source: int, *, seed: int = 0,
+                   settings: Settings | None = None) -> dict[str, list[int]]:
+    """Up to ``per_source`` real and synthetic image ids of one class, drawn with ``seed``."""
     settings = settings or get_settings()
+    out: dict[str, list[int]] = {}
     with session_scope(settings) as session:
-        return {"classes": list(session.scalars(select(ImageClass.name).order_by(ImageClass.name))),
-                "datasets": list(session.scalars(select(Dataset.name).order_by(Dataset.name)))}
+        for source in ("real", "synthetic"):
+            ids = list(session.scalars(
+                select(Image.id).join(ImageClass, Image.class_id == ImageClass.id)
+                .where(ImageClass.name == class_key, Image.source == source,
+                       Image.excluded.is_(False)).order_by(Image.id)))
+            rng = np.random.default_rng([int(seed), 0 if source == "real" else 1])
+            chosen = rng.choice(len(ids), size=min(per_source, len(ids)), replace=False) if ids else []
+            out[source] = sorted(ids[i] for i in chosen)
+    return out
+
+
+def run_eval_image_ids(run_id: int, settings: Settings | None = None) -> list[int]:
+    """Ids of the images a run was evaluated on (its test and cross-dataset sets)."""
+    from core.training.experiments import run_images
+
+    return [link.image_id for link in run_images(int(run_id), settings=settings)
+            if link.role.startswith("test_") or link.role.startswith("cross:")]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,304 @@
+"""Explain: what a trained model looks at, through captum attribution maps.
+
+Pick a finished run and an image (Gallery filters, an upload, or a misclassified test
+image); the heatmap is drawn over the exact input the model saw. Compare real and
+synthetic images of one class, see per run how much attribution falls on the letterbox
+margins, and compute maps for many images as a background job.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core import gallery
+from core.explain.attribution import (BASELINES, METHOD_LABELS, METHODS, AttributionConfig,
+                                      AttributionError)
+from core.explain.figures import attribution_figure, margin_figure, probabilities_figure
+from core.explain.jobs import JOB_KIND, MAX_IMAGES_PER_JOB, submit_explain_job
+from core.explain.overlay import render_overlay
+from core.explain.selection import (compare_sample, eval_predictions, finished_runs,
+                                    gallery_images, run_eval_image_ids, run_label)
+from core.explain.service import (INPUT_MODES, Explanation, ExplainError, explain, load_run,
+                                  subject_from_bytes, subject_from_image_id)
+from core.explain.summary import margin_table
+from core.users.permissions import can_modify
+from webui import boot, current_identity, escape_markdown
+from webui_jobs import render_job_list
+
+settings = boot()
+identity = current_identity()
+
+st.title("Explain")
+st.caption("Which pixels drive the model's decision: the fruit, or the margins and backgrounds "
+           "that give away where an image came from? Maps are computed with captum on the "
+           "exact input the model saw, and cached.")
+
+runs = finished_runs(settings)
+if not runs:
+    st.info("No finished training run yet. Train a model on the **Train** page (or with "
+            "`python -m core train`), then come back here to see what it looks at.")
+    st.stop()
+
+run_ids = [r.id for r in runs]
+run_names = {r.id: run_label(r) for r in runs}
+run_id = st.selectbox("Run", run_ids, format_func=run_names.get, key="x_run")
+try:
+    run = load_run(run_id, settings)
+except ExplainError as exc:
+    st.error(str(exc))
+    st.stop()
+st.caption(f"{len(run.class_names)} classes · {run.image_size}×{run.image_size} input · "
+           f"model file `{run.checkpoint.name}`")
+
+# --- method and target ------------------------------------------------------------------
+
+with st.container(border=True):
+    cols = st.columns([2, 2, 2, 2])
+    method = cols[0].selectbox("Method", METHODS, format_func=METHOD_LABELS.get, key="x_method")
+    ig_steps, baseline, window, stride = 32, "black", 8, 4
+    if method == "integrated-gradients":
+        ig_steps = cols[1].slider("Steps", 4, 128, 32, step=4, key="x_steps",
+                                  help="Points on the path from the baseline to the image.")
+    if method == "occlusion":
+        window = cols[1].slider("Window (px)", 2, max(2, run.image_size // 2), min(8, run.image_size // 2),
+                                key="x_window", help="Side of the square that is covered.")
+        stride = cols[1].slider("Stride (px)", 1, max(1, run.image_size // 2), min(4, run.image_size // 2),
+                                key="x_stride")
+    if method in ("integrated-gradients", "occlusion"):
+        baseline = cols[2].selectbox(
+            "Baseline", BASELINES, key="x_baseline",
+            help="The reference image meaning 'no signal'. Note: black letterbox margins equal a "
+                 "black baseline, so they get no attribution from these two methods; use "
+                 "blurred or mean to test the margins.")
+    target_mode = cols[3].radio("Target class", ["predicted", "true", "any class"], key="x_target",
+                                horizontal=True)
+    target_class = None
+    if target_mode == "any class":
+        target_class = cols[3].selectbox("Class", run.class_names, key="x_target_class")
+    cols = st.columns([2, 2, 4])
+    input_mode = cols[0].selectbox(
+        "Input", INPUT_MODES, key="x_input",
+        format_func={"by-source": "as trained (pipeline by source)",
+                     "eval": "real pipeline for all"}.get,
+        help="How an image is preprocessed before the model sees it.")
+    opacity = cols[1].slider("Heatmap opacity", 0.0, 1.0, 0.55, step=0.05, key="x_opacity")
+
+try:
+    config = AttributionConfig(method=method, ig_steps=ig_steps, baseline=baseline,
+                               occlusion_window=window, occlusion_stride=stride)
+except AttributionError as exc:
+    st.error(str(exc))
+    st.stop()
+target = target_class if target_mode == "any class" else target_mode
+
+
+def _explain(subject, seed: int = 0) -> Explanation | None:  # noqa: ANN001
+    try:
+        return explain(run, subject, config, target=target, input_mode=input_mode,
+                       input_seed=seed, settings=settings)
+    except ExplainError as exc:
+        st.error(str(exc))
+        return None
+
+
+def _upscaled(pixels: np.ndarray, side: int = 256):  # noqa: ANN202 - PIL image
+    from PIL import Image
+
+    return Image.fromarray(pixels).resize((side, side), Image.Resampling.NEAREST)
+
+
+def _show(result: Explanation) -> None:
+    left, middle, right = st.columns([2, 3, 2])
+    with left:
+        st.markdown("**Input the model saw**")
+        st.image(_upscaled(result.prepared.pixels), width=256,
+                 caption=f"{result.prepared.pipeline_name} pipeline")
+        st.image(result.subject.image, width=256, caption="original")
+    with middle:
+        st.plotly_chart(
+            attribution_figure(result.prepared.pixels, result.attribution, opacity=opacity,
+                               title=f"{config.describe()} · target: {result.target_class}",
+                               content_box=result.prepared.content_box if result.prepared.has_margins else None),
+            key="x_heatmap")
+        st.caption("Hover for each pixel's value. Dotted box: the picture; outside it, the "
+                   "letterbox margins." if result.prepared.has_margins else
+                   "Hover for each pixel's value. This input has no letterbox margins.")
+    with right:
+        st.markdown("**Top predictions**")
+        st.plotly_chart(probabilities_figure(result.class_names, result.probabilities,
+                                             highlight=result.subject.true_class),
+                        key="x_probs")
+        st.metric("Predicted", result.predicted_class,
+                  f"{float(result.probabilities[result.predicted]):.1%}", delta_color="off")
+        if result.subject.true_class:
+            verdict = "correct" if result.subject.true_class == result.predicted_class else "wrong"
+            st.metric("True class", result.subject.true_class, verdict,
+                      delta_color="normal" if verdict == "correct" else "inverse")
+        if result.margin_mass is not None:
+            st.metric("Attribution on margins", f"{result.margin_mass:.1%}",
+                      f"margins are {result.margin_area:.0%} of the input", delta_color="off")
+        st.caption(("from the cache" if result.cached else f"computed in {result.seconds:.2f} s")
+                   + f" · source: {result.subject.source}")
+
+
+tab_image, tab_compare, tab_margins, tab_batch = st.tabs(
+    ["Image", "Compare real vs synthetic", "Margins per run", "Batch job"])
+
+# --- one image --------------------------------------------------------------------------
+
+with tab_image:
+    origin = st.radio("Image from", ["Gallery", "Upload", "Misclassified test images"],
+                      horizontal=True, key="x_origin")
+    subject, seed = None, 0
+    if origin == "Gallery":
+        cols = st.columns(3)
+        class_keys = [c.name for c in gallery.classes(settings)]
+        f_class = cols[0].selectbox("Class", [None, *class_keys], key="x_f_class",
+                                    format_func=lambda c: "any" if c is None else c)
+        f_source = cols[1].selectbox("Source", [None, "real", "synthetic"], key="x_f_source",
+                                     format_func=lambda s: "any" if s is None else s)
+        datasets = {d.id: d.name for d in gallery.datasets(settings)}
+        f_dataset = cols[2].selectbox("Dataset", [None, *datasets], key="x_f_dataset",
+                                      format_func=lambda d: "any" if d is None else datasets[d])
+        rows = gallery_images(class_key=f_class, source=f_source, dataset_id=f_dataset,
+                              limit=200, settings=settings)
+        if not rows:
+            st.info("No image matches these filters.")
+        else:
+            labels = {r.id: f"#{r.id} · {r.class_name} · {r.source} · {r.dataset}" for r in rows}
+            image_id = st.selectbox("Image", list(labels), format_func=labels.get, key="x_image")
+            try:
+                subject = subject_from_image_id(image_id, settings)
+            except ExplainError as exc:
+                st.error(str(exc))
+    elif origin == "Upload":
+        upload = st.file_uploader("An image file", type=None, key="x_upload")
+        if upload is not None:
+            try:
+                subject = subject_from_bytes(upload.getvalue(), settings, name=upload.name)
+            except ExplainError as exc:
+                st.error(str(exc))
+    else:
+        key = f"x_eval_{run.run_id}_{run.checkpoint.stat().st_mtime}"
+        if st.button("Find the misclassified test images", key="x_find_wrong") or key in st.session_state:
+            if key not in st.session_state:
+                with st.spinner("Scoring the run's test images..."):
+                    try:
+                        st.session_state[key] = eval_predictions(run.run_id, settings)
+                    except ExplainError as exc:
+                        st.error(str(exc))
+                        st.session_state[key] = []
+            predictions = st.session_state[key]
+            wrong = sorted((p for p in predictions if not p.correct), key=lambda p: -p.confidence)
+            st.caption(f"{len(wrong)} of {len(predictions)} evaluation images are misclassified.")
+            if wrong:
+                by_id = {p.image_id: p for p in wrong}
+                image_id = st.selectbox(
+                    "Misclassified image", list(by_id), key="x_wrong_image",
+                    format_func=lambda i: (f"#{i} · {by_id[i].role} · true {run.class_names[by_id[i].label]}"
+                                           f" → {run.class_names[by_id[i].predicted]} "
+                                           f"({by_id[i].confidence:.0%})"))
+                subject = subject_from_image_id(image_id, settings)
+                seed = by_id[image_id].input_seed
+    if subject is not None:
+        result = _explain(subject, seed)
+        if result is not None:
+            _show(result)
+
+# --- real vs synthetic -------------------------------------------------------------------
+
+with tab_compare:
+    st.caption("The same class, real and synthetic images side by side, with the method above. "
+               "If the maps of one source light up the margins or background and the other's "
+               "the fruit, the model may be telling sources apart rather than classes.")
+    cols = st.columns([2, 1, 1, 2])
+    c_class = cols[0].selectbox("Class", run.class_names, key="x_c_class")
+    per_source = cols[1].number_input("Images per side", 1, 12, 4, key="x_c_n")
+    c_seed = cols[2].number_input("Sample seed", 0, 10_000, 0, key="x_c_seed")
+    if cols[3].button("Show", key="x_compare") or st.session_state.get("x_compare_on"):
+        st.session_state["x_compare_on"] = True
+        sample = compare_sample(c_class, int(per_source), seed=int(c_seed), settings=settings)
+        sides = st.columns(2)
+        for side, source in zip(sides, ("real", "synthetic")):
+            with side:
+                st.markdown(f"**{source.capitalize()}**")
+                if not sample[source]:
+                    st.info(f"No {source} images of this class.")
+                    continue
+                masses = []
+                grid = st.columns(2)
+                for k, image_id in enumerate(sample[source]):
+                    result = _explain(subject_from_image_id(image_id, settings))
+                    if result is None:
+                        continue
+                    if result.margin_mass is not None:
+                        masses.append(result.margin_mass)
+                    overlay = render_overlay(result.prepared.pixels, result.attribution, opacity=opacity,
+                                             scale=4, side_by_side=False,
+                                             content_box=result.prepared.content_box
+                                             if result.prepared.has_margins else None)
+                    grid[k % 2].image(overlay, caption=(
+                        f"#{image_id}: {result.predicted_class} "
+                        f"{float(result.probabilities[result.predicted]):.0%}"))
+                if masses:
+                    st.metric(f"Mean attribution on margins ({source})", f"{np.mean(masses):.1%}")
+                else:
+                    st.caption("These inputs have no letterbox margins.")
+
+# --- margins per run ---------------------------------------------------------------------
+
+with tab_margins:
+    st.caption("Mean share of the attribution that falls on the letterbox margins, per run and "
+               "image source, over every cached map of the chosen method; the tick marks how much "
+               "of the input the margins cover. Bars well above their tick: the model looks at the "
+               "margins more than their size explains — it may be cheating on them. Compute maps "
+               "for many images with the Batch job tab first.")
+    m_method = st.selectbox("Method", METHODS, format_func=METHOD_LABELS.get, key="x_m_method",
+                            index=METHODS.index(method))
+    table = margin_table(run_ids, method=m_method, settings=settings)
+    rows = [{"label": run_names[row["run_id"]], **row} for row in table
+            if row["mean_margin_mass"] is not None]
+    if not rows:
+        st.info("No cached maps with margins for this method yet.")
+    else:
+        st.plotly_chart(margin_figure(rows), key="x_margin_chart")
+        frame = pd.DataFrame([{"run": row["label"], "source": row["source"], "maps": row["maps"],
+                               "with margins": row["with_margins"],
+                               "margin mass": row["mean_margin_mass"],
+                               "margin area": row["mean_margin_area"], "mass / area": row["ratio"]}
+                              for row in rows])
+        st.dataframe(frame, hide_index=True, key="x_margin_table",
+                     column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                    for c in ("margin mass", "margin area", "mass / area")})
+
+# --- batch job ---------------------------------------------------------------------------
+
+with tab_batch:
+    st.caption("Compute and cache the maps of many images in the background worker; the "
+               "pages above then show them instantly. Closing the browser does not stop it.")
+    cols = st.columns([2, 2, 1])
+    which = cols[0].selectbox("Images", ["the run's test images", "all images of a class"],
+                              key="x_b_which")
+    b_class = None
+    if which == "all images of a class":
+        b_class = cols[1].selectbox("Class", run.class_names, key="x_b_class")
+    b_target = cols[2].selectbox("Target", ["predicted", "true"], key="x_b_target")
+    if st.button(f"Compute {METHOD_LABELS[method]} maps in the background", key="x_b_submit"):
+        if which == "the run's test images":
+            ids = run_eval_image_ids(run.run_id, settings)
+        else:
+            ids = [r.id for r in gallery_images(class_key=b_class, limit=MAX_IMAGES_PER_JOB,
+                                                settings=settings)]
+        try:
+            job_id = submit_explain_job(run.run_id, ids, config, target=b_target,
+                                        input_mode=input_mode, created_by=identity.name,
+                                        settings=settings)
+        except ExplainError as exc:
+            st.error(str(exc))
+        else:
+            st.success(f"Queued job #{job_id} for {len(ids)} images.")
+    st.markdown(f"Jobs started by **{escape_markdown(identity.name)}** and others:")
+    render_job_list((JOB_KIND,), user=identity.name, limit=5, key="explain-jobs",
+                    can_cancel=lambda job: can_modify(identity, job.created_by, "cancel"))
