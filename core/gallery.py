@@ -104,7 +104,8 @@ def _order(query: Select, sort: str) -> Select:
     if sort == "oldest":
         return query.order_by(Image.id.asc())
     if sort == "class":
-        return query.order_by(Image.class_id.asc(), Image.id.desc())
+        return (query.join(ImageClass, Image.class_id == ImageClass.id)
+                .order_by(ImageClass.name.asc(), Image.id.desc()))
     if sort == "size":
         return query.order_by((Image.width * Image.height).desc(), Image.id.desc())
     if sort != "newest":
