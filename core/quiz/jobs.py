@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from core.config import Settings, get_settings
 from core.db.engine import run_write, session_scope
 from core.db.models import SOURCE_REAL, SOURCE_SYNTHETIC, Image
+from core.device import detect_device
 from core.jobs import JobContext, register_handler, submit
 from core.quiz.judge import JudgeConfig, RealSyntheticJudge, pixels_from_bytes
 from core.quiz.models import (MODE_SINGLE, VIEW_MODEL, VIEW_ORIGINAL, QuizAnswer, QuizJudgeRun,
@@ -142,6 +143,7 @@ def run_judge(ctx: JobContext) -> dict[str, Any]:
     if len(set(labels)) < 2:
         raise ValueError("the judge needs both real and synthetic images; import or generate some")
 
+    device = detect_device(settings).torch_device
     run_folder = settings.runs_dir / "quiz-judge" / f"job-{ctx.job_id}"
     judges: list[RealSyntheticJudge] = []
     out_of_fold = np.full(len(y), np.nan)
@@ -151,7 +153,7 @@ def run_judge(ctx: JobContext) -> dict[str, Any]:
             raise ValueError(f"fold {k}: too few images of one kind to train on; add images or "
                              "use fewer folds")
         checkpoint = run_folder / f"fold-{k}.safetensors"
-        judge = RealSyntheticJudge(config)
+        judge = RealSyntheticJudge(config, device=device)
         if checkpoint.is_file():
             judge.load_state_bytes(checkpoint.read_bytes())
             ctx.log(f"fold {k + 1}/{config.folds}: loaded the weights saved before the interruption")
