@@ -344,3 +344,33 @@ def load_pixels(records: list[ImageRecord], pipelines: dict[str, Any], settings:
         out[index] = pixels
     assert out is not None
     return out
+
+
+@dataclass
+class Choices:
+    """What the index offers for an experiment (for forms): names with image counts."""
+
+    real_datasets: dict[str, int]
+    synthetic_datasets: dict[str, int]
+    classes: dict[str, dict[str, int]]  # class key -> {"real": n, "synthetic": n}
+
+
+def available_choices(settings: Settings | None = None) -> Choices:
+    from sqlalchemy import func
+
+    settings = settings or get_settings()
+    with session_scope(settings) as session:
+        per_dataset = session.execute(
+            select(Dataset.name, Image.source, func.count(Image.id))
+            .join(Image, Image.dataset_id == Dataset.id).where(Image.excluded.is_(False))
+            .group_by(Dataset.name, Image.source)).all()
+        per_class = session.execute(
+            select(ImageClass.name, Image.source, func.count(Image.id))
+            .join(Image, Image.class_id == ImageClass.id).where(Image.excluded.is_(False))
+            .group_by(ImageClass.name, Image.source)).all()
+    real = {name: n for name, source, n in per_dataset if source == SOURCE_REAL}
+    synthetic = {name: n for name, source, n in per_dataset if source == SOURCE_SYNTHETIC}
+    classes: dict[str, dict[str, int]] = {}
+    for name, source, n in per_class:
+        classes.setdefault(name, {"real": 0, "synthetic": 0})[source] = n
+    return Choices(dict(sorted(real.items())), dict(sorted(synthetic.items())), dict(sorted(classes.items())))

@@ -1,0 +1,117 @@
+"""Results: compare training runs: metrics with mean ± std over seeds, ROC/PR curves,
+confusion matrices, training curves and the data-efficiency plot."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core.training.experiments import data_efficiency, list_runs
+from core.training.figures import (confusion_figure, eval_set_label, eval_sets, history_figure,
+                                   metrics_csv, metrics_table, pr_figure, roc_figure)
+from core.training.models import RUN_DONE
+from webui import boot, escape_markdown
+
+settings = boot()
+
+st.title("Results")
+st.caption("Can synthetic images enhance or replace the real training set? Every number here "
+           "is measured on held-out images the model never trained on. Each plot's camera "
+           "icon (top right of the plot) downloads it as a PNG.")
+
+finished = list_runs(statuses=(RUN_DONE,), limit=500, settings=settings)
+if not finished:
+    st.info("No finished training run yet. Start one on the **Train** page, or from the "
+            "command line: `python -m core train --train real --epochs 10`.")
+    st.stop()
+
+by_id = {run.id: run for run in finished}
+groups: dict[str, list[int]] = {}
+for run in finished:
+    if run.group_id:
+        groups.setdefault(run.group_id, []).append(run.id)
+
+
+def run_label(run_id: int) -> str:
+    run = by_id[run_id]
+    return f"#{run.id} {run.name} ({run.created_by or 'anonymous'})"
+
+
+def group_label(group_id: str) -> str:
+    members = [by_id[i] for i in groups[group_id]]
+    return f"{members[0].group_kind or 'group'} {group_id}: {len(members)} runs, {members[-1].name.rsplit(' seed ', 1)[0]}"
+
+
+pick_left, pick_right = st.columns([1, 2])
+group_choice = pick_left.selectbox("Repeat / sweep group", [None, *groups],
+                                   format_func=lambda g: "(none)" if g is None else group_label(g),
+                                   key="r_group")
+default_ids = sorted(groups[group_choice]) if group_choice else [finished[0].id]
+selected_ids = pick_right.multiselect("Runs", list(by_id), default=default_ids, format_func=run_label,
+                                      key=f"r_runs_{group_choice}")
+runs = [by_id[i] for i in sorted(selected_ids)]
+if not runs:
+    st.info("Pick one or more runs.")
+    st.stop()
+
+sets = eval_sets(runs)
+eval_set = st.radio("Evaluated on", sets, format_func=eval_set_label, horizontal=True, key="r_set")
+
+st.subheader("Metrics")
+table = metrics_table(runs, eval_set)
+st.dataframe(table, hide_index=True, width="stretch")
+st.caption("One row per configuration; with several seeds, values are mean ± standard deviation. "
+           "precision, recall and F1 are macro averages over the classes in the test set; "
+           "ROC-AUC is one-vs-rest, macro.")
+st.download_button("Download metrics (CSV)", metrics_csv(runs), file_name="synthlab-metrics.csv",
+                   mime="text/csv", key="r_csv")
+
+PLOT_CONFIG = {"toImageButtonOptions": {"format": "png", "scale": 2}, "displaylogo": False}
+
+
+def show(fig, key: str) -> None:  # noqa: ANN001
+    st.plotly_chart(fig, key=key, config={**PLOT_CONFIG, "toImageButtonOptions": {
+        **PLOT_CONFIG["toImageButtonOptions"], "filename": key}})
+
+
+efficiency = data_efficiency(runs)
+if len({row["real_per_class"] for row in efficiency}) > 1:
+    from core.training.figures import data_efficiency_figure
+
+    st.subheader("Data efficiency")
+    st.caption("Accuracy on the real test set against real training images per class, with and "
+               "without synthetic images added. Where the lines part, synthetic data helps; the "
+               "horizontal gap says how much real data it replaces.")
+    show(data_efficiency_figure(efficiency), "data_efficiency")
+    st.dataframe(pd.DataFrame(efficiency), hide_index=True, width="stretch")
+
+st.subheader("Training curves")
+curve_left, curve_right = st.columns(2)
+with curve_left:
+    show(history_figure(runs, "loss"), "training_loss")
+with curve_right:
+    show(history_figure(runs, "acc"), "training_accuracy")
+
+st.subheader("Per run")
+normalised = st.toggle("Normalise the confusion matrices (rows sum to 1)", key="r_norm")
+shown = runs[:4]
+if len(runs) > 4:
+    st.caption(f"Showing the first 4 of {len(runs)} runs side by side; narrow the selection to see others.")
+columns = st.columns(len(shown))
+for column, run in zip(columns, shown):
+    with column:
+        st.markdown(f"**#{run.id}** {escape_markdown(run.name)}")
+        curves = (run.curves or {}).get(eval_set)
+        if not curves:
+            st.caption(f"Not evaluated on the {eval_set_label(eval_set)}.")
+            continue
+        counts = run.counts or {}
+        st.caption(", ".join(f"{role}: {n}" for role, n in counts.items() if n))
+        show(roc_figure(curves, f"ROC, run {run.id}"), f"roc_{run.id}")
+        show(pr_figure(curves, f"Precision-recall, run {run.id}"), f"pr_{run.id}")
+        show(confusion_figure(curves, run.class_names, normalised=normalised,
+                              title=f"Confusion, run {run.id}"), f"confusion_{run.id}")
+        with st.expander("Per-class report"):
+            st.dataframe(pd.DataFrame(curves.get("report", [])), hide_index=True, width="stretch")
+        with st.expander("Configuration and seeds"):
+            st.json({"seeds": run.seeds, "config": run.config, "job": run.job_id})
