@@ -214,9 +214,23 @@ def test_cache_parallel_build_prune_and_missing_file(settings, monkeypatch):
                                  for i in range(12)])
     real = default_pipeline("real", 16)
     cache = PreprocessedCache(settings, workers=2)
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(done, total):  # noqa: ANN001, ANN202 - what a job's progress does on cancel
+        raise Cancelled
+
+    with pytest.raises(Cancelled):
+        cache.build(refs, real, progress=cancel)
+    # How many shards finished before the cancel depends on timing; they are kept and a
+    # re-run (the resumed job) builds only the rest.
+    kept = sum(info.images for info in cache.entries())
+    assert kept >= 4
     seen = []
-    assert cache.build(refs, real, progress=lambda done, total: seen.append((done, total))) == 12
-    assert seen[-1] == (12, 12)
+    assert cache.build(refs, real, progress=lambda done, total: seen.append((done, total))) == 12 - kept
+    assert sum(info.images for info in cache.entries()) == 12
+    assert not seen or seen[-1] == (12 - kept, 12 - kept)
     assert np.array_equal(cache.load(refs, real), load_uncached(refs, real, settings=settings))
     other = real.with_size(24)
     cache.load(refs[:2], other)
@@ -229,3 +243,23 @@ def test_cache_parallel_build_prune_and_missing_file(settings, monkeypatch):
         cache.load(refs[:1], real.with_size(20))
     with pytest.raises(Exception, match="output size"):
         cache.load(refs[1:2], real.__class__(real.steps[:1]))
+
+
+def test_geometry_predicts_where_the_content_ends_up():
+    from core.preprocess import default_pipeline
+
+    pipeline = default_pipeline("synthetic", 64)
+    for size in ((512, 512), (300, 200)):
+        image = fruit_image("banana", 9, size)
+        for seed in range(8):
+            stages = dict(pipeline.apply_steps(image, seed))
+            cut = stages["Random margin"]
+            geometry = pipeline.geometry(*size, seed=seed)
+            assert (geometry.canvas_w, geometry.canvas_h) == (64, 64)
+            assert geometry.content_aspect == pytest.approx(cut.width / cut.height, rel=0.01)
+            # The letterboxed output has margins exactly where the geometry says.
+            out = np.asarray(stages["Resize"]).astype(int)
+            margin_rows = round((64 - geometry.content_h) / 2)
+            if margin_rows >= 2:
+                assert out[: margin_rows - 1].max() <= 3 and out[margin_rows + 1: 64 - margin_rows - 1].max() > 30
+

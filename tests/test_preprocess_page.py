@@ -90,6 +90,13 @@ def test_page_compares_real_and_synthetic_and_saves_a_preset(settings):
     assert [s.type_name for s in saved.steps] == ["random_margin", "letterbox", "resize", "hflip"]
     assert saved.steps[0].min_aspect == 2.0 and saved.steps[0].max_aspect == 3.0
 
+    # The random margin can follow the aspect ratios measured from a real dataset.
+    measure = next(b for b in at.button if b.label == "Use this dataset's aspect ratios"
+                   and b.key.startswith("pp_synthetic_"))
+    measure.click().run()
+    assert not at.exception
+    assert "Aspect ratios measured from a real dataset: 4 values, median 1.50" in _texts(at.caption)
+
     # Another class narrows the choices; a random pick works.
     at.selectbox(key="pp_class").set_value("lime").run()
     assert "No real images in this class." in _texts(at.info)

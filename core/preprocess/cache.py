@@ -113,12 +113,18 @@ class PreprocessedCache:
             if self.workers > 1 and len(missing) >= PARALLEL_MIN_IMAGES and len(chunks) > 1:
                 # Spawn, not fork: the caller may be a threaded server (Streamlit, the worker).
                 context = multiprocessing.get_context("spawn")
-                with ProcessPoolExecutor(max_workers=min(self.workers, len(chunks)),
-                                         mp_context=context) as pool:
+                pool = ProcessPoolExecutor(max_workers=min(self.workers, len(chunks)), mp_context=context)
+                try:
                     for count in pool.map(_build_shard, jobs):
                         done += count
                         if progress:
                             progress(done, len(missing))
+                except BaseException:
+                    # A cancel (raised by ``progress``) or an error: drop the shards not
+                    # started; finished ones stay cached for the re-run.
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
+                pool.shutdown(wait=True)
             else:
                 for job in jobs:
                     done += _build_shard(job)
