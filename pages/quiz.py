@@ -146,6 +146,11 @@ def _play_tab() -> None:
     if player == "anonymous":
         st.info("Enter your name in the sidebar to play: answers and scores are kept per player.")
         return
+    try:
+        rounds.check_player_name(player)
+    except rounds.QuizError as exc:
+        st.warning(f"Cannot play under this name: {exc}")
+        return
     _score_line()
     options = rounds.quiz_options(settings)
     _settings_panel(options)

@@ -101,6 +101,8 @@ def test_page_without_name_or_images_explains(settings):
     assert not at.exception and "Enter your name" in at.info[0].value
     at = _app("cat")
     assert any("No class has both real and synthetic" in w.value for w in at.warning)
+    at = _app("x" * 200)
+    assert not at.exception and "at most 120 characters" in at.warning[0].value
 
 
 def test_train_judge_button_queues_a_job(settings):

@@ -116,7 +116,8 @@ class Reveal:
     images: list[RevealedImage]
 
 
-def _player(name: str) -> str:
+def check_player_name(name: str) -> str:
+    """The cleaned player name; ``QuizError`` when it cannot be used."""
     name = (name or "").strip()
     if not name:
         raise QuizError("a player name is needed")
@@ -246,7 +247,7 @@ def _view_of(session: Session, rnd: QuizRound) -> RoundView:
 def new_round(player: str, request: RoundRequest, settings: Settings | None = None) -> RoundView:
     """Choose and record a new round for ``player``; raises ``QuizError`` when none fits."""
     settings = settings or get_settings()
-    player = _player(player)
+    player = check_player_name(player)
     request.validate()
     fmt = settings.quiz_image_format.upper()
     if fmt not in SERVED_FORMATS:
@@ -299,7 +300,7 @@ def get_round(round_token: str, settings: Settings | None = None) -> RoundView:
 
 def open_round(player: str, settings: Settings | None = None) -> RoundView | None:
     """The player's newest unanswered round (so a reload does not skip or re-deal it)."""
-    player = _player(player)
+    player = check_player_name(player)
     with session_scope(settings) as session:
         rnd = session.scalar(
             select(QuizRound).outerjoin(QuizAnswer, QuizAnswer.round_id == QuizRound.id)
@@ -384,7 +385,7 @@ def judge_answer(mode: str, images: list[tuple[int, bool]], *, position: int | N
 def answer_round(player: str, round_token: str, *, position: int | None = None,
                  guess: str | None = None, settings: Settings | None = None) -> Reveal:
     """Record the player's answer once and reveal the round; raises ``AlreadyAnswered``."""
-    player = _player(player)
+    player = check_player_name(player)
 
     def write(session: Session) -> Reveal:
         rnd = session.scalar(select(QuizRound).where(QuizRound.token == round_token))
