@@ -93,7 +93,8 @@ def run_import(ctx: jobs.JobContext) -> dict[str, Any]:
     staged = _staged_folder(ctx.settings, path)
     try:
         report = import_dataset(params["path"], ctx.settings, options,
-                                progress=lambda done, total, message: ctx.progress(done, total, message))
+                                progress=lambda done, total, message: ctx.progress(
+                                    done, total, message, force=done in (0, total)))
     except KeyboardInterrupt:
         raise  # the worker is stopping: keep the staged files for the resumed job
     except BaseException:
