@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from tests.tiny_sd import build_tiny_sd
+from tests.tiny_sd import tiny_sd_for_session
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"size": 32, "steps": 2, "guidance": 0.0}
@@ -34,7 +34,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd")
+    return tiny_sd_for_session(tmp_path_factory)
 
 
 def _config(model: Path, **overrides):

@@ -118,6 +118,11 @@ def build_tiny_sd(path: Path | str) -> Path:
     return path
 
 
+def tiny_sd_for_session(tmp_path_factory) -> Path:  # noqa: ANN001 - pytest's TempPathFactory
+    """One tiny model per pytest session, shared by every test module that asks for it."""
+    return build_tiny_sd(tmp_path_factory.getbasetemp() / "shared-models" / "tiny-sd")
+
+
 if __name__ == "__main__":  # pragma: no cover - handy by hand: python -m tests.tiny_sd DIR
     import sys
 

@@ -1,0 +1,272 @@
+"""Generate: choose a model, classes, prompts and parameters; preview; queue a job; watch it.
+
+Generation runs in the background worker (``core.generation.jobs``); only the 4-image
+preview runs here, because it is short and the user is waiting for it.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+from sqlalchemy import select
+
+from core.catalog import class_key
+from core.db.engine import session_scope
+from core.db.models import ImageClass
+from core.generation.generator import (GenerationConfig, GenerationError, load_prompt_config,
+                                       preview_images, save_prompt_config)
+from core.generation.jobs import KIND, extend_job, recent_images, submit_generation
+from core.generation.loading import (SCHEDULERS, ModelLoadError, ModelNotAvailable, load_tokenizer,
+                                     missing_model_message)
+from core.generation.prompts import (DEFAULT_NEGATIVE, PromptConfig, PromptError,
+                                     default_prompt_config, expand_prompts, token_warnings)
+from core.generation.registry import add_custom_model, list_models, locate
+from core.jobs import DONE, RUNNING, list_jobs
+from core.store import ImageStore
+from webui import boot, current_user, device_info
+from webui_jobs import render_job_list
+
+settings = boot()
+user = current_user()
+CUSTOM = "Another model: a Hugging Face id or a folder..."
+
+st.title("Generate synthetic images")
+device = device_info()
+if device.kind == "cpu":
+    st.warning(device.warning or "No GPU: generation runs on the CPU and is very slow.")
+
+# --- model ------------------------------------------------------------------------------
+
+entries = list_models(settings)
+available = [e for e in entries if e.available]
+if not available:
+    st.info("No diffusion model is on this machine yet, so images cannot be generated; the "
+            "rest of SynthLab works. The quickest start is SD-Turbo (about 5 GB), then reload "
+            "this page:")
+    st.code("hf download stabilityai/sd-turbo", language="bash")
+    st.caption("Or copy a diffusers model folder (with a model_index.json) into "
+               f"`{settings.home_path / 'models'}` or the folder set by SYNTHLAB_LOCAL_MODELS_DIR.")
+
+labels = {f"{e.label}" + ("" if e.available else "  (not downloaded)"): e
+          for e in sorted(entries, key=lambda e: not e.available)}
+choice = st.selectbox("Model", [*labels, CUSTOM], key="gen_model")
+model_entry = labels.get(choice)
+model_source = model_entry.source if model_entry else ""
+if choice == CUSTOM:
+    cols = st.columns([4, 1])
+    model_source = cols[0].text_input("Hugging Face id or folder path", key="gen_custom_model",
+                                      placeholder="segmind/small-sd or /models/my-sd").strip()
+    if cols[1].button("Add to the list", key="gen_add_model", disabled=not model_source):
+        try:
+            add_custom_model(model_source, added_by=user, settings=settings)
+            st.rerun()
+        except ValueError as exc:
+            st.error(str(exc))
+    model_entry = next((e for e in list_models(settings) if e.source == model_source), None)
+model_ready = bool(model_source) and locate(model_source, settings) is not None
+if choice == CUSTOM and model_source and not model_ready:
+    st.error(missing_model_message(model_source))
+elif model_entry is not None and not model_entry.available:
+    st.error(f"{model_entry.label} is not on this machine. Get it with:")
+    st.code(model_entry.how_to_get or f"hf download {model_entry.source}", language="bash")
+elif model_entry is not None and model_entry.preset:
+    st.caption(f"{model_entry.preset.notes}. Loads from `{model_entry.location}`.")
+
+# Parameters follow the chosen model's preset until the user changes them.
+defaults = model_entry.defaults() if model_entry else {"size": 512, "steps": 25, "guidance": 7.5}
+if st.session_state.get("gen_defaults_for") != model_source:
+    st.session_state["gen_defaults_for"] = model_source
+    st.session_state["gen_steps"] = int(defaults["steps"])
+    st.session_state["gen_guidance"] = float(defaults["guidance"])
+    st.session_state["gen_size"] = int(defaults["size"])
+
+# --- classes and prompts ----------------------------------------------------------------
+
+with session_scope(settings) as session:
+    existing = {c.name: c for c in session.scalars(select(ImageClass).order_by(ImageClass.name))}
+cols = st.columns(2)
+picked = cols[0].multiselect("Classes", list(existing), key="gen_classes",
+                             format_func=lambda k: existing[k].display_name)
+new_text = cols[1].text_input("New classes (comma-separated)", key="gen_new_classes",
+                              placeholder="Bell Pepper, Dragon Fruit")
+class_names = [existing[k].display_name for k in picked]
+for name in (n.strip() for n in new_text.split(",")):
+    if name and name not in class_names:
+        try:
+            class_key(name)
+            class_names.append(name)
+        except ValueError:
+            st.error(f"Not a usable class name: {name!r}")
+
+
+def _stored_config(name: str) -> PromptConfig:
+    key = class_key(name)
+    if key in existing:
+        with session_scope(settings) as session:
+            return load_prompt_config(session, session.get(ImageClass, existing[key].id))
+    return default_prompt_config(name)
+
+
+def _parse_slots(text: str) -> dict[str, list[str]]:
+    slots: dict[str, list[str]] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        if ":" not in line:
+            raise PromptError(f"slots line {number}: write `slot: value | value`, got {line!r}")
+        slot, values = line.split(":", 1)
+        slots[slot.strip()] = [v.strip() for v in values.split("|") if v.strip()]
+    return slots
+
+
+def _prompt_widgets(name: str) -> PromptConfig | None:
+    """The editors of one class's prompt config; None (with a message) when invalid."""
+    key = class_key(name)
+    if f"gen_pname_{key}" not in st.session_state:
+        stored = _stored_config(name)
+        st.session_state[f"gen_pname_{key}"] = stored.prompt_name
+        st.session_state[f"gen_templates_{key}"] = "\n".join(stored.templates)
+        st.session_state[f"gen_slots_{key}"] = "\n".join(
+            f"{slot}: {' | '.join(values)}" for slot, values in stored.slots.items())
+        st.session_state[f"gen_negative_{key}"] = stored.negative_prompt
+        st.session_state[f"gen_mode_{key}"] = stored.mode
+    with st.expander(f"Prompts for {name}"):
+        prompt_name = st.text_input("Name in prompts", key=f"gen_pname_{key}",
+                                    help="{name} in the templates, e.g. 'red bell pepper'")
+        templates = st.text_area("Templates, one per line ({name} and your slots)",
+                                 key=f"gen_templates_{key}")
+        slots = st.text_area("Slot values, one slot per line: `slot: value | value`",
+                             key=f"gen_slots_{key}")
+        negative = st.text_input("Negative prompt", key=f"gen_negative_{key}",
+                                 placeholder=DEFAULT_NEGATIVE)
+        mode = st.radio("Expansion", ["combinations", "random"], key=f"gen_mode_{key}",
+                        horizontal=True, help="combinations: cycle through every template and "
+                                              "slot value; random: seeded random draws")
+        try:
+            config = PromptConfig(prompt_name=prompt_name, templates=templates.splitlines(),
+                                  slots=_parse_slots(slots), negative_prompt=negative, mode=mode)
+            config.validate()
+        except PromptError as exc:
+            st.error(str(exc))
+            return None
+        examples = expand_prompts(config, 6, base_seed=int(st.session_state.get("gen_seed", 0)),
+                                  class_key=key)
+        st.caption(f"{config.combination_count()} combinations. First prompts:")
+        st.text("\n".join(examples))
+        tokenizer = _tokenizer(model_source) if model_ready else None
+        if tokenizer is not None:
+            for warning in token_warnings(examples + [config.negative_prompt], tokenizer):
+                st.warning(warning.message())
+        return config
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _tokenizer(source: str):  # noqa: ANN202 - a transformers tokenizer or None
+    return load_tokenizer(source, settings)
+
+
+prompt_configs: dict[str, PromptConfig | None] = {name: _prompt_widgets(name) for name in class_names}
+prompts_ok = all(config is not None for config in prompt_configs.values())
+
+# --- parameters --------------------------------------------------------------------------
+
+cols = st.columns(4)
+per_class = cols[0].number_input("Images per class", 1, 100_000, 50, key="gen_per_class")
+steps = cols[1].number_input("Steps", 1, 200, key="gen_steps")
+guidance = cols[2].number_input("Guidance", 0.0, 30.0, step=0.5, key="gen_guidance")
+size = cols[3].number_input("Size (px)", 16, 2048, step=8, key="gen_size")
+cols = st.columns(4)
+seed = cols[0].number_input("Base seed", 0, 2**31 - 1, 0, key="gen_seed")
+batch_size = cols[1].number_input("Batch size", 1, 64, settings.generation_batch_size,
+                                  key="gen_batch_size", help="halved by itself on GPU out-of-memory")
+scheduler = cols[2].selectbox("Scheduler", list(SCHEDULERS), key="gen_scheduler")
+dataset_name = cols[3].text_input("Dataset name", key="gen_dataset",
+                                  placeholder="generated-job-<id>")
+
+
+def _config() -> GenerationConfig:
+    return GenerationConfig(
+        model=model_source, classes=class_names, per_class=int(per_class), steps=int(steps),
+        guidance=float(guidance), size=int(size), seed=int(seed), batch_size=int(batch_size),
+        scheduler=scheduler, dataset_name=dataset_name.strip() or None,
+        prompts={class_key(n): c.to_dict() for n, c in prompt_configs.items() if c is not None})
+
+
+ready = model_ready and bool(class_names) and prompts_ok
+if not class_names:
+    st.caption("Pick or type at least one class.")
+
+# --- preview and queue -------------------------------------------------------------------
+
+cols = st.columns([2, 1, 1])
+preview_class = cols[0].selectbox("Preview class", class_names or ["-"], key="gen_preview_class")
+if cols[1].button("Preview 4 images", key="gen_preview", disabled=not ready):
+    if device.kind == "cpu" and model_entry is not None and model_entry.preset:
+        st.warning("On the CPU a real model takes minutes for 4 images.")
+    try:
+        with st.spinner("Generating 4 preview images..."):
+            config = _config()
+            config.validate()
+            st.session_state["gen_preview_images"] = preview_images(
+                config, preview_class, prompt_configs[preview_class], settings, count=4)
+    except (ModelNotAvailable, ModelLoadError, GenerationError, PromptError, ValueError) as exc:
+        st.error(str(exc))
+if cols[2].button("Queue job", key="gen_queue", type="primary", disabled=not ready):
+    try:
+        config = _config()
+        for name, prompt_config in prompt_configs.items():
+            save_prompt_config(name, prompt_config, user=user, settings=settings)
+        job_id = submit_generation(config, created_by=user, settings=settings)
+        st.success(f"Queued job #{job_id}: {config.total} images. It runs in the background; "
+                   "you can close this page.")
+    except (ModelNotAvailable, GenerationError, PromptError, ValueError) as exc:
+        st.error(str(exc))
+
+previews = st.session_state.get("gen_preview_images")
+if previews:
+    st.subheader("Preview (not stored)")
+    grid = st.columns(len(previews))
+    for column, (image, prompt, image_seed) in zip(grid, previews):
+        column.image(image, caption=f"seed {image_seed}: {prompt}", width="stretch")
+
+# --- jobs --------------------------------------------------------------------------------
+
+st.subheader("Generation jobs")
+render_job_list(kinds=(KIND,), user=user, key="gen_jobs")
+
+finished = [j for j in list_jobs(kind=KIND, statuses=(DONE,), limit=20, settings=settings)]
+if finished:
+    with st.expander("Extend a finished job with more images"):
+        cols = st.columns([3, 1, 1])
+        base = cols[0].selectbox("Job", [j.id for j in finished], key="gen_extend_job",
+                                 format_func=lambda i: next(f"#{j.id} {j.title}" for j in finished if j.id == i))
+        more = cols[1].number_input("More per class", 1, 100_000, 10, key="gen_extend_more")
+        if cols[2].button("Queue extension", key="gen_extend"):
+            try:
+                new_id = extend_job(int(base), int(more), created_by=user, settings=settings)
+                st.success(f"Queued job #{new_id}: the next {int(more)} images of each class.")
+            except GenerationError as exc:
+                st.error(str(exc))
+
+
+@st.fragment(run_every=3.0)
+def _latest_images() -> None:
+    """The newest images of the running (or last) job, as they are stored."""
+    jobs = list_jobs(kind=KIND, limit=10, settings=settings)
+    job = next((j for j in jobs if j.status == RUNNING), None) or next(
+        (j for j in jobs if j.progress_done), None)
+    if job is None:
+        return
+    images = recent_images(job.id, limit=8, settings=settings)
+    if not images:
+        return
+    st.caption(f"Latest images of job #{job.id} ({job.status})")
+    store = ImageStore(settings)
+    grid = st.columns(8)
+    for column, image in zip(grid, images):
+        try:
+            column.image(str(store.thumbnail_path(image.relpath)), caption=image.class_name)
+        except OSError:
+            column.caption("(file missing)")
+
+
+_latest_images()

@@ -1,0 +1,88 @@
+"""The Generate page through ``streamlit.testing.v1.AppTest``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from streamlit.testing.v1 import AppTest
+
+from tests.tiny_sd import tiny_sd_for_session
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model is all overhead; threads only contend
+    yield tiny_sd_for_session(tmp_path_factory)
+    torch.set_num_threads(previous)
+
+
+def _page() -> AppTest:
+    return AppTest.from_file(str(ROOT / "pages" / "generate.py"), default_timeout=90)
+
+
+def _texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [c.value for c in at.code]
+    parts += [e.value for e in at.error] + [e.value for e in at.info] + [e.value for e in at.warning]
+    parts += [s.value for s in at.success]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_page_without_any_model_explains_how_to_get_one(settings):
+    at = _page().run()
+    assert not at.exception
+    text = _texts(at)
+    assert "hf download stabilityai/sd-turbo" in text and "No diffusion model" in text
+    assert at.button(key="gen_queue").disabled and at.button(key="gen_preview").disabled
+
+
+def test_page_previews_and_queues_a_job(settings, tiny_model, monkeypatch):
+    from core.db.engine import session_scope
+    from core.db.models import ImageClass
+    from core.generation.models import ClassPromptConfig
+    from core.jobs import get_job, list_jobs
+    from core.worker import run_worker
+
+    monkeypatch.setenv("SYNTHLAB_LOCAL_MODELS_DIR", str(tiny_model.parent))
+    at = _page().run()
+    assert not at.exception
+    at.selectbox(key="gen_model").set_value("tiny-sd").run()
+    at.text_input(key="gen_new_classes").set_value("Bell Pepper").run()
+    at.text_input(key="gen_pname_bell_pepper").set_value("red bell pepper").run()
+    at.text_area(key="gen_templates_bell_pepper").set_value("a photo of a {name}, {background}").run()
+    assert "a photo of a red bell pepper, on a wooden table" in _texts(at) or \
+        any("red bell pepper" in t.value for t in at.text)
+    at.number_input(key="gen_per_class").set_value(3)
+    at.number_input(key="gen_steps").set_value(2)
+    at.number_input(key="gen_guidance").set_value(0.0)
+    at.number_input(key="gen_size").set_value(32).run()
+    at.button(key="gen_preview").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    captions = [c for image in at.get("image") for c in image.captions]
+    assert len(captions) == 4 and all("seed" in c and "red bell pepper" in c for c in captions)
+    at.button(key="gen_queue").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("Queued job" in s.value for s in at.success)
+    job = list_jobs(kind="generate", settings=settings)[0]
+    assert job.params["classes"] == ["Bell Pepper"] and job.params["size"] == 32
+    assert job.created_by == "anonymous" and job.progress_total == 3
+    with session_scope(settings) as session:
+        pepper = session.scalar(select(ImageClass).where(ImageClass.name == "bell_pepper"))
+        stored = session.scalar(select(ClassPromptConfig).where(ClassPromptConfig.class_id == pepper.id))
+        assert pepper.prompt_name == "red bell pepper"
+        assert stored.templates == ["a photo of a {name}, {background}"]
+    run_worker(settings, once=True)
+    assert get_job(job.id, settings).status == "done"
+    at = _page().run()  # a fresh session: prompts come back from the DB, images are shown
+    assert not at.exception
+    assert "Latest images of job" in _texts(at)
+    assert len(at.get("image")) == 3
+    at.multiselect(key="gen_classes").set_value(["bell_pepper"]).run()
+    assert at.text_input(key="gen_pname_bell_pepper").value == "red bell pepper"
+    assert at.text_area(key="gen_templates_bell_pepper").value == "a photo of a {name}, {background}"
