@@ -1,7 +1,8 @@
 """Consistency check of the image store against the index, with an optional repair.
 
 Finds: rows whose file is missing, files without a row (orphans, e.g. after a crash
-between writing a file and committing its row), leftover temporary files, and cached
+between writing a file and committing its row), leftover temporary files and upload
+staging folders no import job needs any more, and cached
 thumbnails of images that no longer exist. Files younger than ``min_age_seconds`` are
 reported but left alone: they may belong to an import that is running right now.
 """
@@ -9,6 +10,7 @@ reported but left alone: they may belong to an import that is running right now.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,19 @@ class CheckReport:
                 "orphan_files": self.orphan_files, "temp_files": self.temp_files,
                 "stale_thumbnails": self.stale_thumbnails, "skipped_recent": self.skipped_recent,
                 "repaired": self.repaired, "actions": self.actions}
+
+
+def _staged_paths_in_use(settings: Settings) -> set[str]:
+    """Upload folders that a queued or running import job still needs."""
+    from core import jobs
+
+    names = set()
+    for job in jobs.list_jobs(kind="import", statuses=jobs.ACTIVE_STATUSES, limit=1000,
+                              settings=settings):
+        parts = Path(str((job.params or {}).get("path", ""))).parts
+        if "uploads" in parts and parts.index("uploads") + 1 < len(parts):
+            names.add(parts[parts.index("uploads") + 1])
+    return names
 
 
 def _old_enough(path: Path, min_age: float, now: float) -> bool:
@@ -97,6 +112,16 @@ def check(settings: Settings | None = None, repair: bool = False, *,
             else:
                 report.skipped_recent.append(label)
 
+    uploads = settings.home_path / "uploads"
+    if uploads.is_dir():
+        in_use = _staged_paths_in_use(settings)
+        for folder in uploads.iterdir():
+            label = str(folder.relative_to(settings.home_path))
+            if folder.name in in_use or not _old_enough(folder, min_age_seconds, now):
+                report.skipped_recent.append(label)
+            else:
+                report.temp_files.append(label)
+
     if store.thumbs.is_dir():
         for path in store.thumbs.glob("*/*.jpg"):
             stem = path.stem.rsplit("_", 1)[0]
@@ -144,8 +169,12 @@ def _repair(settings: Settings, store: ImageStore, report: CheckReport) -> None:
             report.actions.append(f"removed orphan file images/{relpath}")
 
     for label in report.temp_files:
+        path = settings.home_path / label
         with contextlib.suppress(OSError):
-            (settings.home_path / label).unlink()
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
             report.actions.append(f"removed temporary file {label}")
 
     for label in report.stale_thumbnails:

@@ -153,11 +153,18 @@ def test_check_finds_and_repairs_orphan_file_and_row_without_file(indexed):
     leftover.write_bytes(b"half")
     _age(leftover)
     fresh_orphan = store.put(decode_image(_png(fruit_image("lime", 78, SMALL))))  # maybe in use
+    from core.ingest.jobs import stage_uploads, submit_import
+
+    abandoned = stage_uploads([("a.jpg", b"x")], indexed)  # its job is long gone
+    _age(abandoned)
+    waiting = stage_uploads([("b.zip", b"y")], indexed)  # a queued job still needs it
+    submit_import(str(waiting), settings=indexed)
+    _age(waiting.parent)
 
     report = maintenance.check(indexed)
     assert not report.ok and report.orphan_files == [orphan.relpath]
     assert report.rows_missing_file == [{"id": victim.id, "path": victim.path}]
-    assert report.temp_files == ["tmp/.part-crashed.jpg"]
+    assert sorted(report.temp_files) == ["tmp/.part-crashed.jpg", f"uploads/{abandoned.name}"]
     assert f"images/{fresh_orphan.relpath}" in report.skipped_recent
     assert store.exists(orphan.relpath)  # a check alone changes nothing
 
@@ -165,5 +172,6 @@ def test_check_finds_and_repairs_orphan_file_and_row_without_file(indexed):
     assert len(repaired.actions) >= 3
     assert not store.exists(orphan.relpath) and store.exists(fresh_orphan.relpath)
     assert gallery.image_detail(victim.id) is None and not leftover.exists()
+    assert not abandoned.exists() and waiting.exists()
     after = maintenance.check(indexed)
     assert after.orphan_files == [] and after.rows_missing_file == [] and after.temp_files == []
