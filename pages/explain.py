@@ -110,12 +110,12 @@ def _upscaled(pixels: np.ndarray, side: int = 256):  # noqa: ANN202 - PIL image
 
 
 def _show(result: Explanation) -> None:
-    left, middle, right = st.columns([2, 3, 2])
+    left, middle, right = st.columns([1, 2, 1])
     with left:
         st.markdown("**Input the model saw**")
-        st.image(_upscaled(result.prepared.pixels), width=256,
+        st.image(_upscaled(result.prepared.pixels), width="stretch",
                  caption=f"{result.prepared.pipeline_name} pipeline")
-        st.image(result.subject.image, width=256, caption="original")
+        st.image(result.subject.image, width="stretch", caption="original")
     with middle:
         st.plotly_chart(
             attribution_figure(result.prepared.pixels, result.attribution, opacity=opacity,
@@ -131,14 +131,16 @@ def _show(result: Explanation) -> None:
                                              highlight=result.subject.true_class),
                         key="x_probs")
         st.metric("Predicted", result.predicted_class,
-                  f"{float(result.probabilities[result.predicted]):.1%}", delta_color="off")
+                  f"{float(result.probabilities[result.predicted]):.1%}", delta_color="off",
+                  delta_arrow="off")
         if result.subject.true_class:
             verdict = "correct" if result.subject.true_class == result.predicted_class else "wrong"
             st.metric("True class", result.subject.true_class, verdict,
                       delta_color="normal" if verdict == "correct" else "inverse")
         if result.margin_mass is not None:
             st.metric("Attribution on margins", f"{result.margin_mass:.1%}",
-                      f"margins are {result.margin_area:.0%} of the input", delta_color="off")
+                      f"margins are {result.margin_area:.0%} of the input", delta_color="off",
+                      delta_arrow="off")
         st.caption(("from the cache" if result.cached else f"computed in {result.seconds:.2f} s")
                    + f" · source: {result.subject.source}")
 
@@ -239,7 +241,7 @@ with tab_compare:
                                              scale=4, side_by_side=False,
                                              content_box=result.prepared.content_box
                                              if result.prepared.has_margins else None)
-                    grid[k % 2].image(overlay, caption=(
+                    grid[k % 2].image(overlay, width="stretch", caption=(
                         f"#{image_id}: {result.predicted_class} "
                         f"{float(result.probabilities[result.predicted]):.0%}"))
                 if masses:
@@ -251,10 +253,10 @@ with tab_compare:
 
 with tab_margins:
     st.caption("Mean share of the attribution that falls on the letterbox margins, per run and "
-               "image source, over every cached map of the chosen method; the tick marks how much "
-               "of the input the margins cover. Bars well above their tick: the model looks at the "
-               "margins more than their size explains — it may be cheating on them. Compute maps "
-               "for many images with the Batch job tab first.")
+               "image source, over every cached map of the chosen method; the outlined bar is how "
+               "much of the input the margins cover. A filled bar that overflows its outline: the "
+               "model looks at the margins more than their size explains — it may be cheating on "
+               "them. Compute maps for many images with the Batch job tab first.")
     m_method = st.selectbox("Method", METHODS, format_func=METHOD_LABELS.get, key="x_m_method",
                             index=METHODS.index(method))
     table = margin_table(run_ids, method=m_method, settings=settings)

@@ -57,19 +57,23 @@ def margin_figure(rows: Sequence[dict]) -> go.Figure:
     """Mean margin attribution mass per run and source, against the margin's area share.
 
     ``rows``: dicts with ``label``, ``source``, ``mean_margin_mass``, ``mean_margin_area``.
+    Each source's filled bar (attribution) sits inside an outlined bar (area), so a filled
+    bar that overflows its outline means more attention on the margins than their size.
     """
+    palette = {"real": "#1f77b4", "synthetic": "#d62728", "upload": "#7f7f7f"}
     figure = go.Figure()
     for source in sorted({row["source"] for row in rows}):
         subset = [row for row in rows if row["source"] == source]
-        figure.add_trace(go.Bar(name=f"{source}: attribution on margins",
-                                x=[row["label"] for row in subset],
-                                y=[row["mean_margin_mass"] for row in subset],
-                                hovertemplate="%{x}: %{y:.1%}<extra></extra>"))
-        figure.add_trace(go.Scatter(name=f"{source}: margin share of the area", mode="markers",
-                                    x=[row["label"] for row in subset],
-                                    y=[row["mean_margin_area"] for row in subset],
-                                    marker={"symbol": "line-ew-open", "size": 28},
-                                    hovertemplate="%{x}: %{y:.1%} of the pixels<extra></extra>"))
+        labels = [row["label"] for row in subset]
+        colour = palette.get(source, "#2ca02c")
+        figure.add_trace(go.Bar(name=f"{source}: attribution on margins", x=labels,
+                                y=[row["mean_margin_mass"] for row in subset], offsetgroup=source,
+                                marker_color=colour,
+                                hovertemplate="%{x}: %{y:.1%} of the attribution<extra></extra>"))
+        figure.add_trace(go.Bar(name=f"{source}: margins' share of the area", x=labels,
+                                y=[row["mean_margin_area"] for row in subset], offsetgroup=source,
+                                marker={"color": "rgba(0,0,0,0)", "line": {"color": colour, "width": 2}},
+                                hovertemplate="%{x}: %{y:.1%} of the pixels<extra></extra>"))
     figure.update_yaxes(tickformat=".0%", rangemode="tozero")
-    figure.update_layout(barmode="group", height=320, margin={"l": 0, "r": 0, "t": 10, "b": 0})
+    figure.update_layout(barmode="group", height=340, margin={"l": 0, "r": 0, "t": 10, "b": 0})
     return figure
