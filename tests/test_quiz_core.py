@@ -122,6 +122,10 @@ def test_no_image_repeats_until_the_pool_is_used_up(settings):
     for _ in range(2):
         rounds.new_round("dee", rounds.RoundRequest(mode="pair"), settings)
     assert len(set(shown("dee"))) == 9  # every synthetic image shown once before any repeat
+    # Single-image rounds use up both sides before anything repeats.
+    for _ in range(9):
+        rounds.new_round("fin", rounds.RoundRequest(mode="single"), settings)
+    assert sorted(shown("fin")) == sorted(set(shown("dee")))
     # Another player starts afresh.
     rounds.new_round("eve", rounds.RoundRequest(mode="pair"), settings)
     assert len(set(shown("eve"))) == 2

@@ -208,6 +208,12 @@ def _choose_images(candidates: list[_Candidate], mode: str, shown: Counter,
     show_real = True
     if mode == MODE_SINGLE:
         show_real = bool(rng.random() < 0.5)
+        # A side whose images were all shown already yields to one with fresh images:
+        # a repeated image gives its answer away.
+        real_level = min(_freshness(real_by_class[c], 1, shown) for c, _m in combos)
+        synthetic_level = min(_freshness(synthetic_by_combo[combo], 1, shown) for combo in combos)
+        if real_level != synthetic_level:
+            show_real = real_level < synthetic_level
 
     def freshness(combo: tuple[int, str]) -> int:
         class_id, model = combo

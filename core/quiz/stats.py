@@ -51,7 +51,8 @@ def _streaks(results: list[bool]) -> tuple[int, int]:
     return run, best
 
 
-def answers_frame(settings: Settings | None = None, *, mode: str | None = None) -> pd.DataFrame:
+def answers_frame(settings: Settings | None = None, *, mode: str | None = None,
+                  player: str | None = None) -> pd.DataFrame:
     """One row per answer, with what the round showed (oldest first)."""
     with session_scope(settings) as session:
         query = (select(QuizAnswer.round_id, QuizAnswer.player, QuizRound.mode, QuizRound.view_label,
@@ -62,13 +63,14 @@ def answers_frame(settings: Settings | None = None, *, mode: str | None = None) 
                  .order_by(QuizAnswer.id))
         if mode:
             query = query.where(QuizRound.mode == mode)
+        if player is not None:
+            query = query.where(QuizAnswer.player == player)
         rows = [tuple(r) for r in session.execute(query)]
     return pd.DataFrame(rows, columns=ANSWER_COLUMNS)
 
 
 def player_score(player: str, settings: Settings | None = None) -> PlayerScore:
-    frame = answers_frame(settings)
-    return _score_of(player, frame[frame["player"] == player])
+    return _score_of(player, answers_frame(settings, player=player))
 
 
 def _score_of(player: str, frame: pd.DataFrame) -> PlayerScore:
