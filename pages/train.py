@@ -6,7 +6,8 @@ from __future__ import annotations
 import streamlit as st
 
 from core.training.data import MODES, DataError, DataSpec, available_choices
-from core.training.experiments import DEFAULT_SWEEP_LEVELS, ExperimentRequest, create_runs, list_runs
+from core.training.experiments import (DEFAULT_SWEEP_LEVELS, ExperimentRequest, create_runs,
+                                       list_runs, reconcile_runs)
 from core.training.figures import history_figure
 from core.training.jobs import JOB_KIND, submit_training
 from core.training.models import RUN_RUNNING
@@ -132,6 +133,7 @@ render_job_list(kinds=(JOB_KIND,), user=user, key="train_jobs")
 
 @st.fragment(run_every=2.0)
 def live_curves() -> None:
+    reconcile_runs(settings)
     running = list_runs(statuses=(RUN_RUNNING,), limit=5, settings=settings)
     if not running:
         st.caption("No run is training right now.")

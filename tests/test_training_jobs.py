@@ -142,3 +142,33 @@ def test_data_efficiency_sweep(settings) -> None:
         ("real + 4 synthetic/class", "all")}
     two = [r for r in runs if r.config["data"]["real_per_class"] == 2]
     assert all(r.counts["train_real"] == 4 for r in two)
+
+
+def test_pretrain_finetune_and_cross_dataset_evaluation(settings) -> None:
+    add_fruit_images(settings, "orchard", per_class=8, seed=1)
+    add_fruit_images(settings, "market", per_class=3, seed=3)
+    add_fruit_images(settings, "generated", per_class=8, seed=2, source="synthetic")
+    [run_id] = create_runs(ExperimentRequest(
+        data=DataSpec(mode="pretrain-finetune", real_datasets=["orchard"], cross_datasets=["market"],
+                      classes=["apple", "plum"]),
+        train=TrainConfig(epochs=2, finetune_epochs=1, image_size=16, batch_size=8)), settings=settings)
+    from core.training.experiments import execute_run
+    metrics = execute_run(run_id, settings)
+    run = get_run(run_id, settings)
+    assert [(h["phase"], h["epoch"]) for h in run.history] == [("pretrain", 1), ("pretrain", 2), ("finetune", 1)]
+    assert set(metrics) >= {"real_test", "synthetic_test", "cross:market"}
+    assert metrics["cross:market"]["n"] == 6
+    assert run.counts["train_real"] > 0 and run.counts["train_synthetic"] > 0
+
+
+def test_runs_of_a_failed_job_do_not_look_alive(settings) -> None:
+    add_fruit_images(settings, "orchard", per_class=6, seed=1)
+    [run_id] = create_runs(ExperimentRequest(train=TrainConfig(epochs=1, image_size=16)), settings=settings)
+    job_id = submit_training([run_id], title="doomed", settings=settings)
+    from core.jobs import FAILED, finish
+    from core.training.experiments import reconcile_runs
+    finish(job_id, FAILED, error="interrupted 3 times; giving up", settings=settings)
+    assert reconcile_runs(settings) == 1
+    run = get_run(run_id, settings)
+    assert run.status == "failed" and "giving up" in run.error
+    assert reconcile_runs(settings) == 0

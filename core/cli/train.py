@@ -103,7 +103,9 @@ def _train(args: argparse.Namespace) -> int:
     from core.config import get_settings
     from core.training.data import DataError
     from core.training.experiments import (create_runs, execute_run, get_run, headline,
-                                           list_runs, plan_for_run, summarize, training_units)
+                                           list_runs, mark_runs, plan_for_run, summarize,
+                                           training_units)
+    from core.training.models import RUN_CANCELLED, RUN_FAILED
 
     settings = get_settings()
     request = _request(args, settings)
@@ -129,7 +131,14 @@ def _train(args: argparse.Namespace) -> int:
                 execute_run(run_id, settings, on_progress=report, progress_offset=done,
                             progress_total=total)
             except DataError as exc:
+                mark_runs(run_ids, RUN_FAILED, settings, error=str(exc))
                 raise CliError(str(exc)) from exc
+            except KeyboardInterrupt:
+                mark_runs(run_ids, RUN_CANCELLED, settings, error="interrupted on the command line")
+                raise
+            except Exception as exc:
+                mark_runs([run_id], RUN_FAILED, settings, error=f"{type(exc).__name__}: {exc}")
+                raise
             done += plans[run_id]
             run = get_run(run_id, settings)
             entry: dict[str, Any] = {"run_id": run_id, "name": run.name, "seed": run.seeds.get("train"),
@@ -160,8 +169,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from core.training.experiments import headline, list_runs
+    from core.training.experiments import headline, list_runs, reconcile_runs
 
+    reconcile_runs()
     rows = list_runs(limit=args.limit, group_id=args.group)
     payload = [{"id": r.id, "name": r.name, "mode": r.mode, "model": r.model_name, "status": r.status,
                 "group_id": r.group_id, "seeds": r.seeds, "job_id": r.job_id,

@@ -172,6 +172,30 @@ def mark_runs(run_ids: list[int], status: str, settings: Settings, error: str | 
     run_write(write, settings)
 
 
+def reconcile_runs(settings: Settings | None = None) -> int:
+    """Runs left queued/running by a job that ended (failed, cancelled, gave up after
+    repeated crashes) take the job's final status, so no run looks alive forever."""
+    from core.db.models import Job
+    from core.jobs import FINAL_STATUSES
+
+    settings = settings or get_settings()
+    orphaned = (select(Run, Job).join(Job, Run.job_id == Job.id)
+                .where(Run.status.in_((RUN_QUEUED, RUN_RUNNING)), Job.status.in_(FINAL_STATUSES)))
+    # A cheap read first: pages call this every few seconds and must not take the write lock.
+    with session_scope(settings) as session:
+        if session.execute(orphaned.limit(1)).first() is None:
+            return 0
+
+    def write(session) -> int:  # noqa: ANN001
+        rows = session.execute(orphaned).all()
+        for run, job in rows:
+            run.status = RUN_CANCELLED if job.status == "cancelled" else RUN_FAILED
+            run.error = run.error or job.error or f"its job {job.id} ended ({job.status})"
+            run.finished_at = utcnow()
+        return len(rows)
+    return run_write(write, settings)
+
+
 def _record_roles(run_id: int, data: ExperimentData, settings: Settings) -> None:
     def write(session) -> None:  # noqa: ANN001
         session.execute(delete(RunImage).where(RunImage.run_id == run_id))
