@@ -216,3 +216,20 @@ def test_cli_subprocess(trained, tmp_path):
     payload = json.loads(proc.stdout)
     assert payload["image"]["source"] == "synthetic" and payload["method"] == "gradcam"
     assert out.is_file()
+
+
+def test_concurrent_sessions_get_their_own_maps(trained):
+    """Dashboard sessions share one loaded model; Grad-CAM's layer hooks must not mix
+    two sessions' images."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings, info = trained
+    run = load_run(info.run_id, settings)
+    subjects = [subject_from_image_id(i, settings) for i in info.real_ids[:3] + info.synthetic_ids[:3]]
+    config = AttributionConfig(method="gradcam")
+    alone = [explain(run, s, config, use_cache=False, settings=settings).attribution for s in subjects]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(lambda s: explain(run, s, config, use_cache=False,
+                                                   settings=settings).attribution, subjects * 3))
+    for k, result in enumerate(together):
+        assert np.allclose(result, alone[k % len(subjects)], atol=1e-6)

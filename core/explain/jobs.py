@@ -48,7 +48,11 @@ def run_explain_job(ctx: JobContext) -> dict[str, Any]:
         config = AttributionConfig.from_dict(params.get("config") or {})
     except AttributionError as exc:
         raise ExplainError(f"bad attribution settings: {exc}") from exc
-    run = load_run(int(params["run_id"]), ctx.settings)
+    from core.device import detect_device
+
+    device = detect_device(ctx.settings)
+    run = load_run(int(params["run_id"]), ctx.settings, device=device.torch_device)
+    ctx.log(f"explaining on {device.label}")
     image_ids = [int(i) for i in params.get("image_ids", [])]
     total = len(image_ids)
     computed = cached = failed = 0

@@ -126,10 +126,12 @@ def eval_predictions(run_id: int, settings: Settings | None = None, *,
 def _predict(run: LoadedRun, pixels: np.ndarray, batch_size: int) -> np.ndarray:
     from core.training.model import to_input
 
+    device = next(run.model.parameters()).device
     chunks = []
-    for start in range(0, len(pixels), batch_size):
-        logits = run.model(to_input(pixels[start:start + batch_size]))
-        chunks.append(torch.softmax(logits.float(), dim=1).numpy())
+    with run.lock:
+        for start in range(0, len(pixels), batch_size):
+            logits = run.model(to_input(pixels[start:start + batch_size], device))
+            chunks.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     return np.concatenate(chunks) if chunks else np.zeros((0, len(run.class_names)))
 
 

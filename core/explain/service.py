@@ -62,6 +62,9 @@ class LoadedRun:
     pipelines: dict[str, Any]
     image_size: int
     checkpoint: Path
+    # One model serves every browser session of the dashboard; captum's layer hooks
+    # (Grad-CAM) would catch another thread's forward pass, so attributions take turns.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def class_index(self, name_or_index: str | int) -> int:
         if isinstance(name_or_index, int) or str(name_or_index).isdigit():
@@ -76,12 +79,14 @@ class LoadedRun:
 
 
 _RUN_CACHE_SIZE = 4
-_runs: OrderedDict[tuple[int, str, float], LoadedRun] = OrderedDict()
+_runs: OrderedDict[tuple[int, str, float, str], LoadedRun] = OrderedDict()
 _runs_lock = threading.Lock()
 
 
-def load_run(run_id: int, settings: Settings | None = None) -> LoadedRun:
-    """The run's trained model, cached per process (keyed by the checkpoint file's mtime)."""
+def load_run(run_id: int, settings: Settings | None = None, *, device: str = "cpu") -> LoadedRun:
+    """The run's trained model on ``device``, cached per process (keyed by the checkpoint
+    file's mtime). The dashboard explains single images on the CPU so the web server holds no
+    GPU memory; the batch job passes the worker's device."""
     from core.training.checkpoint import CheckpointError, load_trained_model, trained_model_path
 
     settings = settings or get_settings()
@@ -94,7 +99,7 @@ def load_run(run_id: int, settings: Settings | None = None) -> LoadedRun:
     if not path.is_file():
         raise ExplainError(f"run {run_id} has no trained model yet ({path} is missing); "
                            "wait until it finishes, or pick a finished run")
-    key = (run_id, str(path), path.stat().st_mtime)
+    key = (run_id, str(path), path.stat().st_mtime, str(device))
     with _runs_lock:
         if key in _runs:
             _runs.move_to_end(key)
@@ -105,8 +110,8 @@ def load_run(run_id: int, settings: Settings | None = None) -> LoadedRun:
         raise ExplainError(str(exc)) from exc
     if not class_names:
         raise ExplainError(f"run {run_id}'s checkpoint has no class names")
-    loaded = LoadedRun(run_id, explainable_copy(model), list(class_names), dict(pipelines or {}),
-                       int(image_size), path)
+    loaded = LoadedRun(run_id, explainable_copy(model).to(device), list(class_names),
+                       dict(pipelines or {}), int(image_size), path)
     with _runs_lock:
         _runs[key] = loaded
         while len(_runs) > _RUN_CACHE_SIZE:
@@ -325,7 +330,8 @@ def explain(run: LoadedRun | int, subject: Subject, config: AttributionConfig, *
         run = load_run(run, settings)
     started = time.perf_counter()
     prepared = prepare_input(run, subject, input_mode=input_mode, input_seed=input_seed)
-    probabilities = predict_probabilities(run.model, prepared.pixels)
+    with run.lock:
+        probabilities = predict_probabilities(run.model, prepared.pixels)
     predicted = int(np.argmax(probabilities))
     target_index = resolve_target(run, subject, target, predicted)
     key = cache_key(config, target_index, input_mode, input_seed)
@@ -341,7 +347,8 @@ def explain(run: LoadedRun | int, subject: Subject, config: AttributionConfig, *
                                     seconds=time.perf_counter() - started)
 
     try:
-        attribution = attribute(run.model, prepared.pixels, target_index, config, prepared=True)
+        with run.lock:
+            attribution = attribute(run.model, prepared.pixels, target_index, config, prepared=True)
     except AttributionError as exc:
         raise ExplainError(str(exc)) from exc
     result = _explanation(run, subject, prepared, config, probabilities, predicted, target_index,
