@@ -1,0 +1,282 @@
+"""The whole flow in a real browser: ``streamlit run app.py`` driven through Chromium.
+
+Import a small real set, generate with the tiny test model, see both in the Gallery, open
+the Compare (Preprocess) page, train a short run, open its Results and a saliency view,
+play one quiz round, look at the Admin page. A screenshot of each page is saved under the
+test's output folder (test-output/test_whole_flow_in_a_browser/).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.imagemaker import make_imagefolder
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CLASSES = ["apple", "banana"]
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """``streamlit run app.py`` on a free local port, stopped by its own PID."""
+
+    def __init__(self, home: Path, log: Path, extra_env: dict[str, str]) -> None:
+        self.home = home
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SYNTHLAB_")}
+        env.update(SYNTHLAB_HOME=str(home), SYNTHLAB_AUTOSTART_WORKER="1",
+                   SYNTHLAB_WORKER_POLL_SECONDS="0.2", PYTHONPATH=str(ROOT), **extra_env)
+        self.log = log
+        handle = open(log, "ab")  # noqa: SIM115 - the child keeps it
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
+             "--server.port", str(self.port), "--server.headless", "true"],
+            cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        handle.close()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(self.url + "_stcore/health", timeout=2) as reply:
+                    if reply.read().strip() == b"ok":
+                        return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.3)
+        self.stop()
+        raise AssertionError("streamlit did not start:\n" + log.read_text()[-3000:])
+
+    def stop(self) -> None:
+        # The worker the dashboard started holds a lock with its PID next to it.
+        pid_file = self.home / "worker-default.pid"
+        with contextlib.suppress(OSError, ValueError, ProcessLookupError):
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def e2e_data(tmp_path_factory) -> dict[str, Path]:
+    from tests.tiny_sd import build_tiny_sd
+
+    base = tmp_path_factory.mktemp("e2e")
+    real = make_imagefolder(base / "fruit-photos", CLASSES, per_class=8, size=(40, 32))
+    model = build_tiny_sd(base / "models" / "tiny-sd")
+    return {"home": base / "synthlab-home", "real": real, "model": model}
+
+
+@pytest.fixture()
+def server(e2e_data, output_dir):
+    running = Server(e2e_data["home"], output_dir / "server.log",
+                     {"SYNTHLAB_LOCAL_MODELS_DIR": str(e2e_data["model"].parent),
+                      "SYNTHLAB_IMAGE_SIZE": "32"})
+    yield running
+    running.stop()
+
+
+@pytest.fixture()
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        tab = context.new_page()
+        tab.set_default_timeout(30_000)
+        try:
+            yield tab
+        finally:
+            context.close()
+            browser.close()
+
+
+class Flow:
+    """Steps through the dashboard like a user, with a screenshot of each page."""
+
+    def __init__(self, page, server: Server, output_dir: Path) -> None:  # noqa: ANN001
+        self.page = page
+        self.server = server
+        self.output_dir = output_dir
+        self.shots: list[str] = []
+
+    def idle(self, timeout: float = 60) -> None:
+        """Wait until the script run finished (Streamlit's running indicator is gone)."""
+        self.page.wait_for_timeout(300)
+        self.page.wait_for_function(
+            "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
+            timeout=timeout * 1000)
+
+    def open(self, title: str) -> None:
+        self.page.get_by_role("link", name=title, exact=True).first.click()
+        self.idle()
+
+    def see(self, text: str | re.Pattern, timeout: float = 60) -> None:
+        from playwright.sync_api import expect
+
+        expect(self.page.get_by_text(text).first).to_be_visible(timeout=timeout * 1000)
+
+    def no_errors(self) -> None:
+        exceptions = self.page.locator("[data-testid='stException']")
+        assert exceptions.count() == 0, exceptions.first.inner_text()
+
+    def shot(self, name: str) -> None:
+        self.idle()
+        # Images and charts arrive after the script run; wait for them before the picture.
+        self.page.wait_for_function(
+            "() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)",
+            timeout=30_000)
+        self.page.wait_for_timeout(800)
+        self.no_errors()
+        path = self.output_dir / f"{len(self.shots) + 1:02d}-{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        self.shots.append(path.name)
+
+    def choose(self, label: str, option: str) -> None:
+        """Pick ``option`` in the select box labelled ``label``."""
+        self.page.get_by_role("combobox", name=label, exact=True).click()
+        self.page.get_by_role("option", name=option).first.click()
+        self.idle()
+
+    def number(self, label: str, value: float) -> None:
+        box = self.page.get_by_role("spinbutton", name=label, exact=True)
+        box.fill(str(value))
+        box.press("Enter")
+        self.idle()
+
+    def text(self, label: str, value: str) -> None:
+        box = self.page.get_by_label(label, exact=True)
+        box.fill(value)
+        box.press("Enter")
+        self.idle()
+
+    def click(self, name: str) -> None:
+        self.page.get_by_role("button", name=name, exact=True).first.click()
+        self.idle()
+
+
+def _wait_for_job(settings, kind: str, timeout: float) -> None:  # noqa: ANN001
+    """The newest job of ``kind`` finished well (polled in the DB the server uses)."""
+    from core import jobs
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        latest = jobs.list_jobs(kind=kind, limit=1, settings=settings)
+        if latest and latest[0].status in jobs.FINAL_STATUSES:
+            assert latest[0].status == jobs.DONE, (kind, latest[0].status, latest[0].error)
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the {kind} job did not finish within {timeout:.0f} s")
+
+
+def test_whole_flow_in_a_browser(page, server, e2e_data, output_dir):
+    from core.config import Settings
+
+    settings = Settings(home=e2e_data["home"])
+    for old in output_dir.glob("*.png"):
+        old.unlink()
+    flow = Flow(page, server, output_dir)
+    page.goto(server.url)
+    flow.see("SynthLab")
+    flow.idle()
+    flow.text("Your name", "erin")
+    flow.shot("home")
+
+    # 1. Import a small real set from a folder on the server (a job in the worker).
+    flow.open("Import")
+    page.get_by_text("Folder or zip on the server").click()
+    page.get_by_label("Server path (a folder or a .zip)", exact=True).fill(str(e2e_data["real"]))
+    page.get_by_label("Dataset name", exact=True).fill("fruit-photos")
+    flow.click("Import")
+    flow.see(re.compile(r"Import queued as job #\d+"))
+    _wait_for_job(settings, "import", 120)
+    flow.see("Added", timeout=30)
+    flow.shot("import")
+
+    # 2. Generate with the tiny test model, loaded by its folder path.
+    flow.open("Generate")
+    flow.see("Generate synthetic images")
+    flow.choose("Model", "Another model: a Hugging Face id or a folder...")
+    flow.text("Hugging Face id or folder path", str(e2e_data["model"]))
+    flow.text("New classes (comma-separated)", "apple, banana")
+    flow.number("Images per class", 4)
+    flow.number("Steps", 2)
+    flow.number("Size (px)", 32)
+    flow.text("Dataset name", "tiny-sd-fruit")
+    flow.click("Queue job")
+    flow.see(re.compile(r"Queued job #\d+: 8 images"))
+    _wait_for_job(settings, "generate", 180)
+    flow.shot("generate")
+
+    # 3. Both sets in the Gallery.
+    flow.open("Gallery")
+    flow.see(re.compile(r"24\s+images"))
+    flow.see("Apple · synthetic")
+    flow.see("Banana · real")
+    flow.shot("gallery")
+
+    # 4. The Compare (Preprocess) page.
+    flow.open("Preprocess")
+    flow.see("Preprocess")
+    flow.shot("preprocess-compare")
+
+    # 5. Train a short run on real + synthetic images.
+    flow.open("Train")
+    page.get_by_text("mixed: all real images plus synthetic ones", exact=False).first.click()
+    flow.number("Epochs", 2)
+    flow.number("Batch size", 8)
+    flow.number("Early-stopping patience (0 = off)", 0)
+    flow.number("Image size", 32)
+    flow.click("Start training")
+    flow.see(re.compile(r"Queued job \d+ with 1 run"))
+    _wait_for_job(settings, "train", 180)
+    flow.shot("train")
+
+    # 6. Its results.
+    flow.open("Results")
+    flow.see("Metrics")
+    flow.shot("results")
+
+    # 7. A saliency view of one image.
+    flow.open("Explain")
+    flow.see("Predicted", timeout=120)
+    flow.shot("explain")
+
+    # 8. One quiz round.
+    flow.open("Quiz")
+    flow.click("Deal a round")
+    flow.see("This one is real")
+    flow.click("This one is real")
+    flow.see(re.compile(r"^(Right!|Fooled|Wrong)"))
+    flow.shot("quiz")
+
+    # 9. The Admin page: the worker and the audit log.
+    flow.open("Admin")
+    flow.see("Audit log")
+    flow.shot("admin")
+    assert len(flow.shots) == 10
