@@ -71,7 +71,8 @@ def naive_choose(settings, player, request, seed):  # noqa: ANN001, ANN201
 
     with session_scope(settings) as session:
         images = list(session.scalars(select(Image).where(Image.excluded.is_(False))))
-        candidates = [_Candidate(i.id, i.class_id, i.source, _model_key(i.model)) for i in images]
+        candidates = [_Candidate(i.id, i.class_id, i.source, _model_key(i.model), min(i.width, i.height))
+                      for i in images]
         shown: Counter = Counter()
         for rnd in session.scalars(select(QuizRound).where(QuizRound.player == player)):
             for round_image in rnd.images:

@@ -76,6 +76,13 @@ def test_served_images_carry_no_metadata_and_match(settings, monkeypatch, fmt):
     for token in [view.token, *view.image_tokens]:
         assert len(token) >= 20 and not any(s in token for s in secrets_of_rows if len(s) > 3)
     assert rounds.reveal_round(view.token, settings) is None  # nothing revealed before answering
+    # Single-image rounds: the size does not depend on which side is shown.
+    sizes = {}
+    for _ in range(6):
+        single = rounds.new_round("bea", rounds.RoundRequest(mode="single"), settings)
+        data = rounds.round_images(single.token, settings)[0]
+        sizes.setdefault(_truth(single.token, settings)[0], set()).add(Image.open(io.BytesIO(data)).size)
+    assert sizes == {True: {(64, 64)}, False: {(64, 64)}}
 
 
 def test_positions_are_seeded_and_recorded(settings):

@@ -138,10 +138,12 @@ class _Candidate:
     class_id: int
     source: str
     model: str
+    short_side: int
 
 
 def _candidates(session: Session, request: RoundRequest) -> list[_Candidate]:
-    query = (select(Image.id, Image.class_id, Image.source, Image.model, Image.dataset_id)
+    query = (select(Image.id, Image.class_id, Image.source, Image.model, Image.dataset_id,
+                    Image.width, Image.height)
              .where(Image.excluded.is_(False)))
     if request.class_name:
         class_id = session.scalar(select(ImageClass.id).where(ImageClass.name == request.class_name))
@@ -157,12 +159,12 @@ def _candidates(session: Session, request: RoundRequest) -> list[_Candidate]:
                 raise QuizError(f"no dataset named {name!r}")
             dataset_ids[source] = dataset_id
     out = []
-    for image_id, class_id, source, model, dataset_id in session.execute(query):
+    for image_id, class_id, source, model, dataset_id, width, height in session.execute(query):
         if source in dataset_ids and dataset_id != dataset_ids[source]:
             continue
         if source == SOURCE_SYNTHETIC and request.model and _model_key(model) != request.model:
             continue
-        out.append(_Candidate(image_id, class_id, source, _model_key(model)))
+        out.append(_Candidate(image_id, class_id, source, _model_key(model), min(width, height)))
     return out
 
 
@@ -187,16 +189,28 @@ def _freshness(pool: list[int], k: int, shown: Counter) -> int:
     return sorted(shown[i] for i in pool)[k - 1]
 
 
+@dataclass
+class _Choice:
+    class_id: int
+    model: str | None  # None: a single round showing a real image
+    images: list[tuple[int, bool]]  # (image id, is real)
+    pool_short_side: int  # smallest side over both pools the round drew from
+
+
 def _choose_images(candidates: list[_Candidate], mode: str, shown: Counter,
-                   rng: np.random.Generator) -> tuple[int, str | None, list[tuple[int, bool]]]:
-    """(class id, model or None, [(image id, is real)]) for a new round."""
+                   rng: np.random.Generator) -> _Choice:
     real_by_class: dict[int, list[int]] = defaultdict(list)
     synthetic_by_combo: dict[tuple[int, str], list[int]] = defaultdict(list)
+    short_real: dict[int, int] = {}
+    short_synthetic: dict[tuple[int, str], int] = {}
     for c in candidates:
         if c.source == SOURCE_REAL:
             real_by_class[c.class_id].append(c.image_id)
+            short_real[c.class_id] = min(short_real.get(c.class_id, c.short_side), c.short_side)
         else:
-            synthetic_by_combo[(c.class_id, c.model)].append(c.image_id)
+            combo = (c.class_id, c.model)
+            synthetic_by_combo[combo].append(c.image_id)
+            short_synthetic[combo] = min(short_synthetic.get(combo, c.short_side), c.short_side)
     need_synthetic = {MODE_PAIR: 1, MODE_QUAD: 3, MODE_SINGLE: 1}[mode]
     combos = [(class_id, model) for (class_id, model), pool in synthetic_by_combo.items()
               if len(pool) >= need_synthetic and real_by_class.get(class_id)]
@@ -227,15 +241,17 @@ def _choose_images(candidates: list[_Candidate], mode: str, shown: Counter,
     levels = [freshness(combo) for combo in combos]
     freshest = [combo for combo, level in zip(combos, levels) if level == min(levels)]
     class_id, model = freshest[int(rng.integers(len(freshest)))]
+    short_side = min(short_real[class_id], short_synthetic[(class_id, model)])
     if mode == MODE_SINGLE:
         if show_real:
-            return class_id, None, [(_least_shown(real_by_class[class_id], 1, shown, rng)[0], True)]
-        return class_id, model, [(_least_shown(synthetic_by_combo[(class_id, model)], 1, shown, rng)[0],
-                                  False)]
+            return _Choice(class_id, None,
+                           [(_least_shown(real_by_class[class_id], 1, shown, rng)[0], True)], short_side)
+        return _Choice(class_id, model, [(_least_shown(synthetic_by_combo[(class_id, model)], 1,
+                                                       shown, rng)[0], False)], short_side)
     chosen = [(_least_shown(real_by_class[class_id], 1, shown, rng)[0], True)]
     chosen += [(image_id, False) for image_id in
                _least_shown(synthetic_by_combo[(class_id, model)], need_synthetic, shown, rng)]
-    return class_id, model, chosen
+    return _Choice(class_id, model, chosen, short_side)
 
 
 # --- rounds -------------------------------------------------------------------------------
@@ -270,16 +286,15 @@ def new_round(player: str, request: RoundRequest, settings: Settings | None = No
     def write(session: Session) -> RoundView:
         rng = np.random.default_rng(seed)
         candidates = _candidates(session, request)
-        class_id, model, chosen = _choose_images(candidates, request.mode,
-                                                 _times_shown(session, player), rng)
+        choice = _choose_images(candidates, request.mode, _times_shown(session, player), rng)
+        class_id, model, chosen = choice.class_id, choice.model, choice.images
         positions = rng.permutation(len(chosen))
         served_px = settings.quiz_image_px
         if request.view == VIEW_ORIGINAL:
-            # Never enlarge one side only: a blown-up small photo next to a downsized
-            # generation looks softer and gives the answer away.
-            sides = session.execute(select(func.min(Image.width), func.min(Image.height))
-                                    .where(Image.id.in_([i for i, _ in chosen]))).one()
-            served_px = max(MIN_SERVED_PX, min(served_px, *sides))
+            # Never enlarge one side only: a blown-up small photo beside a downsized
+            # generation looks softer. The size comes from both pools, not from the images
+            # shown, so in single-image rounds it does not tell the source either.
+            served_px = max(MIN_SERVED_PX, min(served_px, choice.pool_short_side))
         rnd = QuizRound(token=secrets.token_urlsafe(18), player=player, mode=request.mode,
                         view=request.view, view_label=view_label, pipelines=pipelines,
                         class_id=class_id, model=model,
