@@ -58,10 +58,13 @@ def test_page_compares_real_and_synthetic_and_saves_a_preset(settings):
     assert not at.exception
     assert not at.info
     captions = _image_captions(at)
-    assert captions[:4] == ["Original · 150x100", "Letterbox · 150x150", "Resize · 64x64",
-                            "Plain resize (stretched) · 64x64"]
-    assert captions[4] == "Original · 256x256" and captions[5].startswith("Random margin")
-    assert captions[6:] == ["Letterbox · 256x256", "Resize · 64x64", "Plain resize (stretched) · 64x64"]
+    # Every stage, for both sides, beside the stretched plain resize; big images are first
+    # shrunk to the working size (twice the output).
+    assert captions[:5] == ["Original · 150x100", "Downscale to 128px · 128x85", "Letterbox · 128x128",
+                            "Resize · 64x64", "Plain resize (stretched) · 64x64"]
+    assert captions[5:7] == ["Original · 256x256", "Downscale to 128px · 128x128"]
+    assert captions[7].startswith("Random margin")
+    assert captions[8:] == ["Letterbox · 128x128", "Resize · 64x64", "Plain resize (stretched) · 64x64"]
     assert at.get("plotly_chart")
     captions = _texts(at.caption)
     assert "before" in captions and "after" in captions
@@ -71,7 +74,7 @@ def test_page_compares_real_and_synthetic_and_saves_a_preset(settings):
     at.selectbox(key="pp_real_1_0_fill").set_value("white").run()
     assert not at.exception
     after = _image_urls(at)
-    assert after[0] == before[0] and after[1] != before[1]  # same original, new letterbox
+    assert after[:2] == before[:2] and after[2] != before[2]  # same original, new letterbox
     # An invalid range is a clear error, not a crash.
     at.slider(key="pp_synthetic_1_0_min_aspect").set_value(2.0).run()
     at.slider(key="pp_synthetic_1_0_max_aspect").set_value(1.2).run()
