@@ -61,6 +61,9 @@ def test_to_input_normalises_to_minus_one_one_and_round_trips() -> None:
     assert torch.isclose(to_input(np.zeros((1, 2, 2, 3), np.uint8)), torch.tensor(-1.0)).all()
     np.testing.assert_array_equal(from_input(x), pixels)
     assert to_input(pixels[0]).shape == (1, 3, 8, 8)
+    as_float = torch.from_numpy(pixels).permute(0, 3, 1, 2).float()
+    kept = as_float.clone()
+    assert torch.equal(to_input(as_float), x) and torch.equal(as_float, kept)  # caller's tensor untouched
 
 
 def test_metrics_match_hand_computed_values() -> None:

@@ -36,7 +36,8 @@ def to_input(pixels: np.ndarray | torch.Tensor, device: torch.device | str | Non
         tensor = tensor.permute(0, 3, 1, 2)
     if device is not None:
         tensor = tensor.to(device, non_blocking=True)
-    tensor = tensor.float().div_(255.0)
+    # Out of place first: a float input must not be scaled in the caller's own buffer.
+    tensor = tensor.to(torch.float32) / 255.0
     return tensor.sub_(0.5).div_(0.5).contiguous()
 
 

@@ -212,8 +212,7 @@ class Classifier:
             total_loss, correct = 0.0, 0
             for b in range(batches_per_epoch):
                 index = order[b * config.batch_size:(b + 1) * config.batch_size]
-                inputs = to_input(pixels[index], self.device) if isinstance(pixels, torch.Tensor) \
-                    else to_input(pixels[index.cpu().numpy()], self.device)
+                inputs = to_input(pixels[index])
                 target = labels[index]
                 with torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_amp):
                     logits = model(inputs)
@@ -279,12 +278,13 @@ class Classifier:
         save_checkpoint(self.checkpoint_dir / LAST_FILE, model, info, optimizer=optimizer,
                         rng_state=_rng_state(shuffle), tmp_dir=self.tmp_dir)
 
-    @staticmethod
-    def _epoch_pixels(X: PixelSource, epoch: int, cache: dict[str, Any]) -> Any:
+    def _epoch_pixels(self, X: PixelSource, epoch: int, cache: dict[str, Any]) -> torch.Tensor:
+        """This epoch's uint8 images as a tensor on the training device (moved once for a
+        fixed array: a few MB at 64 px, so the GPU never waits for host copies)."""
         if callable(X):
-            return X(epoch)
+            return torch.from_numpy(np.ascontiguousarray(X(epoch))).to(self.device)
         if "fixed" not in cache:
-            cache["fixed"] = torch.from_numpy(np.ascontiguousarray(X))
+            cache["fixed"] = torch.from_numpy(np.ascontiguousarray(X)).to(self.device)
         return cache["fixed"]
 
     # --- prediction --------------------------------------------------------------------
