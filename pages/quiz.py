@@ -172,6 +172,8 @@ def _play_tab() -> None:
         return
     try:
         view = rounds.get_round(token, settings)
+        if view.player != player:  # the name in the sidebar changed
+            raise rounds.QuizError("another player's round")
     except rounds.QuizError:
         st.session_state.pop(ROUND_KEY, None)
         st.button("Deal a round", key="quiz_deal", on_click=_deal, type="primary")

@@ -94,6 +94,10 @@ def test_reload_keeps_the_dealt_round_and_single_mode(settings):
     guess = "real" if truth[0] else "synthetic"
     again.button(key=f"quiz_guess_{guess}").click().run()
     assert again.success and _stored_round(settings)[2].guess == guess
+    # Someone else takes over the browser: they get their own round, not bob's.
+    again.session_state["user_name"] = "ben"
+    again.run()
+    assert not again.image and again.button(key="quiz_deal")
 
 
 def test_page_without_name_or_images_explains(settings):

@@ -82,6 +82,7 @@ class RoundView:
     """A round as the player may see it before answering: tokens only."""
 
     token: str
+    player: str
     mode: str
     view: str
     class_name: str
@@ -259,7 +260,8 @@ def _choose_images(candidates: list[_Candidate], mode: str, shown: Counter,
 def _view_of(session: Session, rnd: QuizRound) -> RoundView:
     image_class = session.get(ImageClass, rnd.class_id)
     answered = session.scalar(select(QuizAnswer.id).where(QuizAnswer.round_id == rnd.id)) is not None
-    return RoundView(token=rnd.token, mode=rnd.mode, view=rnd.view, class_name=image_class.name,
+    return RoundView(token=rnd.token, player=rnd.player, mode=rnd.mode, view=rnd.view,
+                     class_name=image_class.name,
                      class_display=image_class.display_name,
                      image_tokens=[img.token for img in sorted(rnd.images, key=lambda i: i.position)],
                      created_at=rnd.created_at, answered=answered, filters=dict(rnd.filters or {}),
