@@ -73,37 +73,38 @@ class LiveServer:
             return self.log_path.read_text(errors="replace")[-chars:]
         return ""
 
-    def stop(self) -> None:
-        _stop_process(self.process)
-        _stop_worker(self.home)
+    def stop(self, grace_s: float = 10) -> None:
+        """Terminate the server and its worker together; kill whatever outlives ``grace_s``."""
+        workers = _worker_pids(self.home)
+        if self.process.poll() is None:
+            self.process.terminate()
+        for pid in workers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=grace_s)
+        deadline = time.monotonic() + grace_s
+        for pid in workers:
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if Path(f"/proc/{pid}").exists():
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
 
 
-def _stop_process(process: subprocess.Popen, grace_s: float = 10) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=grace_s)
-
-
-def _stop_worker(home: Path) -> None:
-    """Stop the worker this server's dashboard started (its pid file names it)."""
+def _worker_pids(home: Path) -> list[int]:
+    """The workers this server's dashboard started (their pid files name them)."""
+    pids = []
     for pid_file in home.glob("worker-*.pid"):
         with contextlib.suppress(ValueError, OSError):
             pid = int(pid_file.read_text().strip())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-            if b"core worker" not in cmdline:
-                continue  # a recycled pid: not ours
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(50):
-                if not Path(f"/proc/{pid}").exists():
-                    break
-                time.sleep(0.1)
-            else:
-                os.kill(pid, signal.SIGKILL)
+            if b"core worker" in cmdline:  # otherwise a recycled pid: not ours
+                pids.append(pid)
+    return pids
 
 
 def start_server(home: Path, *, env: dict[str, str] | None = None,

@@ -36,7 +36,11 @@ def test_import_a_folder_and_see_it_in_the_gallery(live_server, browser_page, ou
     page.get_by_role("link", name="Gallery").click()
     page.get_by_role("heading", name="Gallery").wait_for()
     wait_for_app(page)
-    page.get_by_text("9 images").wait_for()
+    try:
+        page.get_by_text("9 images · page 1 of 1").wait_for(timeout=60_000)
+    except Exception:
+        page.screenshot(path=output_dir / "gallery-failed.png", full_page=True)
+        raise
     thumbnails = page.locator('[data-testid="stImage"] img')
     thumbnails.nth(8).wait_for()
     assert thumbnails.count() == 9

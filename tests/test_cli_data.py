@@ -48,13 +48,13 @@ def test_ingest_stats_export_check(settings, tmp_path, capsys):
     code, text, _ = run_main(capsys, "ingest", str(root))
     assert code == 0 and "0 added, 6 duplicates, 1 rejected" in text and "lime/broken.jpg" in text
 
-    stats = json.loads(core("stats", "--json", check=True).stdout)
+    stats = json.loads(run_main(capsys, "stats", "--json")[1])
     assert stats["per_class"] == {"apple": {"real": 3}, "lime": {"real": 3}}
     assert "apple" in run_main(capsys, "stats")[1]
 
     out = tmp_path / "out.zip"
-    exported = json.loads(core("export", str(out), "--class", "lime", "--dataset", "cli-set",
-                               "--json", check=True).stdout)
+    exported = json.loads(run_main(capsys, "export", str(out), "--class", "lime", "--dataset",
+                                   "cli-set", "--json")[1])
     assert exported["images"] == 3
     with zipfile.ZipFile(out) as zf:
         assert {n.split("/")[0] for n in zf.namelist()} == {"lime"}
