@@ -24,6 +24,7 @@ def boot() -> Settings:
     With sign-in on (auth mode ``password`` or ``oidc``) it also stands at the door: a
     visitor who has not signed in sees the sign-in form and nothing else.
     """
+    _leave_legacy_multipage_mode()
     settings = get_settings()
     try:
         init_db(settings)
@@ -41,6 +42,22 @@ def boot() -> Settings:
         ensure_worker(settings)
         st.session_state["_worker_checked"] = True
     return settings
+
+
+def _leave_legacy_multipage_mode() -> None:
+    """Run every page through ``app.py``'s navigation, even from a bookmark.
+
+    Streamlit treats a ``pages/`` folder as its old multipage layout until some session in
+    the process has called ``st.navigation``; so after a server restart, the first visitor
+    who opens a bookmarked page (``/gallery``) got that page without ``app.py``: no sidebar,
+    no name, no layout. Switching the flag and rerunning sends the same URL through
+    ``app.py`` (the page hash is the URL path either way).
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
 
 
 def current_user() -> str:
