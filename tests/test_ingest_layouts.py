@@ -188,3 +188,28 @@ def test_concurrent_imports_of_the_same_images(settings, tmp_path):
     assert sum(r.added for r in reports) == 12 and sum(r.duplicates for r in reports) == 12
     with session_scope(settings) as session:
         assert session.scalar(select(func.count(Image.id))) == 12
+
+
+def test_batch_conflict_with_a_concurrent_import_falls_back_row_by_row(settings, tmp_path,
+                                                                         monkeypatch):
+    """On PostgreSQL another import can commit a hash between our lookup and our insert;
+    the batch then fails on the unique hash and is redone row by row."""
+    from core.ingest import ImportOptions, import_dataset, importer
+
+    root = make_imagefolder(tmp_path / "race", ["apple", "lime"], 3, size=SMALL)
+    first = import_dataset(root / "apple", settings, ImportOptions(dataset="first", force_class="apple"))
+    assert first.added == 3
+    original = importer._Importer._split_known
+    calls = []
+
+    def blind_first_lookup(self, session, batch):
+        calls.append(len(batch))
+        if len(calls) == 1:  # as if the other import's rows were not committed yet
+            return list(batch), []
+        return original(self, session, batch)
+    monkeypatch.setattr(importer._Importer, "_split_known", blind_first_lookup)
+    second = import_dataset(root, settings, ImportOptions(dataset="second", workers=1))
+    assert len(calls) == 2  # the failed batch, then the row-by-row redo
+    assert (second.added, second.duplicates) == (3, 3)
+    assert second.per_class == {"lime": 3}
+    assert len(_rows(settings)) == 6
