@@ -126,6 +126,11 @@ def _report() -> None:
     if result["rejected"]:
         st.markdown("**Rejected files**")
         st.dataframe(pd.DataFrame(result["rejected"]), hide_index=True, width="stretch")
+    if result.get("added_files"):
+        listed = len(result["added_files"])
+        more = f", first {listed} listed" if listed < result["added"] else ""
+        with st.expander(f"Added files ({result['added']}{more})"):
+            st.dataframe(pd.DataFrame(result["added_files"]), hide_index=True, width="stretch")
     if result.get("duplicate_files"):
         with st.expander(f"Duplicates ({result['duplicates']}): already in the index"):
             st.dataframe(pd.DataFrame(result["duplicate_files"]), hide_index=True)

@@ -42,6 +42,7 @@ def test_ingest_stats_export_check(settings, tmp_path, capsys):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["added"] == 6 and report["duplicates"] == 0
+    assert sorted(f["path"] for f in report["added_files"])[0] == "apple/apple_0.jpg"
     assert report["rejected"] == [{"path": "lime/broken.jpg",
                                    "reason": "not an image (unrecognised format)"}]
 

@@ -75,8 +75,10 @@ def test_import_page_server_path_runs_in_the_worker(settings, tmp_path):
     text = _texts(at)
     assert "Dataset **orchard**" in text
     assert [m.value for m in at.metric] == ["6", "0", "1"]
-    rejected = at.dataframe[-1].value
+    rejected = next(df.value for df in at.dataframe if "reason" in df.value.columns)
     assert list(rejected["path"]) == ["apple/bad.jpg"]
+    added = next(df.value for df in at.dataframe if "split" in df.value.columns)
+    assert len(added) == 6
 
     from core import jobs
 

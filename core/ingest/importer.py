@@ -40,7 +40,8 @@ ProgressFn = Callable[[int, int, str], None]
 # Below this many files a process pool costs more to start than it saves.
 POOL_MIN_FILES = 64
 CHUNK_FILES = 16
-MAX_LISTED_DUPLICATES = 500
+# Reports list files up to this many per kind (the counts are always complete).
+MAX_LISTED_FILES = 1000
 
 
 @dataclass
@@ -64,6 +65,7 @@ class ImportReport:
     duplicates: int = 0
     rejected: list[dict[str, str]] = field(default_factory=list)
     duplicate_files: list[dict[str, Any]] = field(default_factory=list)
+    added_files: list[dict[str, Any]] = field(default_factory=list)
     per_class: dict[str, int] = field(default_factory=dict)
     per_split: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -71,7 +73,8 @@ class ImportReport:
     def to_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "dataset_id": self.dataset_id, "layout": self.layout,
                 "origin": self.origin, "added": self.added, "duplicates": self.duplicates,
-                "rejected": self.rejected, "duplicate_files": self.duplicate_files,
+                "rejected": self.rejected, "added_files": self.added_files,
+                "duplicate_files": self.duplicate_files,
                 "per_class": self.per_class, "per_split": self.per_split,
                 "seconds": round(self.seconds, 3)}
 
@@ -270,12 +273,15 @@ class _Importer:
         self.seen.update(item.sha256 for item in added)
         for item in added:
             self.report.added += 1
+            if len(self.report.added_files) < MAX_LISTED_FILES:
+                self.report.added_files.append({"path": item.key, "class": item.class_name,
+                                                "split": item.split})
             self.report.per_class[item.class_name] = self.report.per_class.get(item.class_name, 0) + 1
             split = item.split or "-"
             self.report.per_split[split] = self.report.per_split.get(split, 0) + 1
         for item, existing_id, existing_path in duplicates:
             self.report.duplicates += 1
-            if len(self.report.duplicate_files) < MAX_LISTED_DUPLICATES:
+            if len(self.report.duplicate_files) < MAX_LISTED_FILES:
                 self.report.duplicate_files.append({"path": item.key, "same_as_image": existing_id})
             if item.created and existing_path != item.relpath:
                 # Same pixels stored under another extension: our copy would be an orphan.
