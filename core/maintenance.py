@@ -112,6 +112,13 @@ def check(settings: Settings | None = None, repair: bool = False, *,
             else:
                 report.skipped_recent.append(label)
 
+    exports = settings.cache_dir / "exports"  # zips prepared for download by the Gallery
+    if exports.is_dir():
+        for path in exports.iterdir():
+            label = str(path.relative_to(settings.home_path))
+            if _old_enough(path, max(min_age_seconds, 3600), now):
+                report.temp_files.append(label)
+
     uploads = settings.home_path / "uploads"
     if uploads.is_dir():
         in_use = _staged_paths_in_use(settings)

@@ -42,10 +42,17 @@ def _store(settings: Settings) -> ImageStore:
 
 
 def process(item: PlannedImage, settings: Settings, source_spec: dict[str, Any] | None,
-            ) -> list[Decoded | Rejection]:
-    """One planned file -> one image, or one image per VOC box when cropping."""
+            source: Any = None) -> list[Decoded | Rejection]:
+    """One planned file -> one image, or one image per VOC box when cropping.
+
+    ``source`` is the already open source when running in the importing process; decoding
+    processes reopen it from ``source_spec`` (once per process).
+    """
     try:
-        data = item.data if item.data is not None else reopen(source_spec).read(item.key)
+        if item.data is not None:
+            data = item.data
+        else:
+            data = (source or reopen(source_spec)).read(item.key)
     except OSError as exc:
         return [Rejection(item.key, f"cannot read file: {exc}")]
     try:

@@ -208,7 +208,7 @@ class _Importer:
         workers = self._workers(len(images))
         if workers == 1:
             for item in self._tasks(images):
-                yield process(item, self.settings, spec)
+                yield process(item, self.settings, spec, self.source)
             return
         # fork: children start at once and never re-run the caller's __main__ (a
         # forkserver/spawn child would, which breaks scripts and ``python -`` callers).
