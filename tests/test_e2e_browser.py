@@ -106,7 +106,7 @@ def page(server):
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context = browser.new_context(viewport={"width": 1400, "height": 1800})
         tab = context.new_page()
         tab.set_default_timeout(30_000)
         try:
@@ -166,13 +166,13 @@ class Flow:
     def number(self, label: str, value: float) -> None:
         box = self.page.get_by_role("spinbutton", name=label, exact=True)
         box.fill(str(value))
-        box.press("Enter")
+        box.press("Tab")  # Enter would submit a whole form
         self.idle()
 
     def text(self, label: str, value: str) -> None:
         box = self.page.get_by_label(label, exact=True)
         box.fill(value)
-        box.press("Enter")
+        box.press("Tab")
         self.idle()
 
     def click(self, name: str) -> None:
@@ -255,6 +255,9 @@ def test_whole_flow_in_a_browser(page, server, e2e_data, output_dir):
     flow.click("Start training")
     flow.see(re.compile(r"Queued job \d+ with 1 run"))
     _wait_for_job(settings, "train", 180)
+    from core import jobs
+
+    assert len(jobs.list_jobs(kind="train", settings=settings)) == 1  # one click, one job
     flow.shot("train")
 
     # 6. Its results.
@@ -265,6 +268,7 @@ def test_whole_flow_in_a_browser(page, server, e2e_data, output_dir):
     # 7. A saliency view of one image.
     flow.open("Explain")
     flow.see("Predicted", timeout=120)
+    page.get_by_text("Top predictions").first.scroll_into_view_if_needed()
     flow.shot("explain")
 
     # 8. One quiz round.
