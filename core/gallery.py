@@ -124,12 +124,13 @@ def count(flt: GalleryFilter, settings: Settings | None = None) -> int:
 
 
 def page(flt: GalleryFilter, *, sort: str = "newest", offset: int = 0, limit: int = 48,
-         settings: Settings | None = None) -> Page:
-    """One page of images and the total matching the filter."""
+         total: int | None = None, settings: Settings | None = None) -> Page:
+    """One page of images and the total matching the filter (pass ``total`` if known)."""
     limit = max(1, min(int(limit), 1000))
     offset = max(0, int(offset))
     with session_scope(settings) as session:
-        total = session.scalar(_where(select(func.count(Image.id)), flt)) or 0
+        if total is None:
+            total = session.scalar(_where(select(func.count(Image.id)), flt)) or 0
         # Pick the page's ids on the images table alone (index only), then join the names.
         ids_query = _order(_where(select(Image.id), flt), sort).offset(offset).limit(limit)
         ids = list(session.scalars(ids_query))

@@ -72,7 +72,7 @@ nav[2].number_input("Page", min_value=1, max_value=pages, key="g_page", label_vi
 nav[3].markdown(f"**{total:,}** images · page {st.session_state['g_page']} of {pages}")
 
 result = gallery.page(flt, sort=f_sort, offset=(st.session_state["g_page"] - 1) * f_size,
-                      limit=f_size, settings=settings)
+                      limit=f_size, total=total, settings=settings)
 
 
 def _select(image_id: int) -> None:
