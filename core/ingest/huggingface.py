@@ -8,8 +8,11 @@ column's names (a ``ClassLabel``) become classes, and each split's name its spli
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 from typing import Any
 
 from core.ingest.layouts import HUGGINGFACE, SPLIT_NAMES, Plan, PlannedImage
@@ -28,10 +31,31 @@ def looks_like_hub_id(text: str) -> bool:
     return bool(HUB_ID.match(text)) and not Path(text).exists()
 
 
+OFFLINE_HINT = (" (download it on a connected machine with "
+                "`datasets.load_dataset(ID).save_to_disk(DIR)`, copy DIR here and import DIR)")
+
+
+def hub_reachable(timeout_s: float = 3.0) -> str | None:
+    """None when the Hub can be reached; otherwise why not (fast, no retries)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or \
+            os.environ.get("HF_DATASETS_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return "offline mode is set (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)"
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+    except OSError as exc:
+        return f"no network: cannot reach {host} ({exc.strerror or exc})"
+    return None
+
+
 def _load(path_or_id: str) -> Any:
     import datasets
 
     path = Path(path_or_id).expanduser()
+    if not is_saved_dataset(path):
+        why = hub_reachable()
+        if why:
+            raise SourceError(f"cannot load Hugging Face dataset {path_or_id!r}: {why}{OFFLINE_HINT}")
     try:
         if is_saved_dataset(path):
             return datasets.load_from_disk(str(path))
@@ -40,9 +64,8 @@ def _load(path_or_id: str) -> Any:
         raise SourceError(f"no Hugging Face dataset at {path_or_id}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - offline hub, bad repo, ... all end here
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        hint = (" (no network? download it on a connected machine with "
-                "`datasets.load_dataset(...).save_to_disk(DIR)` and import DIR)")
-        raise SourceError(f"cannot load Hugging Face dataset {path_or_id!r}: {message}{hint}") from exc
+        raise SourceError(f"cannot load Hugging Face dataset {path_or_id!r}: {message}"
+                          f"{OFFLINE_HINT}") from exc
 
 
 class HuggingFaceSource:

@@ -101,7 +101,10 @@ def open_any(path_or_id: str | Path, settings: Settings):  # noqa: ANN201 - a so
             return HuggingFaceSource(text)
         return open_source(path, max_file, settings.max_upload_mb * 2**20 * 4)
     if looks_like_hub_id(text):
-        return HuggingFaceSource(text)
+        try:
+            return HuggingFaceSource(text)
+        except SourceError as exc:
+            raise SourceError(f"path does not exist: {text}; as a Hugging Face Hub id: {exc}") from exc
     raise SourceError(f"path does not exist: {text}")
 
 
