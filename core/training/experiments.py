@@ -9,6 +9,7 @@ continues. The trained model file is written before the row says ``done``.
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 import uuid
@@ -151,12 +152,23 @@ def run_images(run_id: int, role: str | None = None, settings: Settings | None =
         return list(session.scalars(query))
 
 
+def json_safe(value: Any) -> Any:
+    """NaN and infinities become None: PostgreSQL's JSON (unlike SQLite's) refuses them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def _update_run(run_id: int, settings: Settings, **values: Any) -> None:
     def write(session) -> None:  # noqa: ANN001
         run = session.get(Run, run_id)
         if run is not None:
             for key, value in values.items():
-                setattr(run, key, value)
+                setattr(run, key, json_safe(value))
     run_write(write, settings)
 
 
@@ -324,7 +336,8 @@ def execute_run(run_id: int, settings: Settings | None = None, *,
         metrics[key], curves[key] = evaluate(data.labels(role), proba, data.class_names)
     metrics["_train"] = {"seconds": round(time.perf_counter() - started, 2), "resumed": resuming,
                          "epochs_run": len(classifier.history_),
-                         "best_epoch": max((h["epoch"] for h in classifier.history_), default=0)}
+                         "best_epoch": classifier.best_.get("epoch"),
+                         "best_val_loss": classifier.best_.get("val_loss")}
     model_path = folder / MODEL_FILE
     save_checkpoint(model_path, classifier.model_.cpu(),
                     {**classifier._checkpoint_info("final", len(classifier.history_), {}),

@@ -117,6 +117,7 @@ class Classifier:
         self.history_: list[dict[str, Any]] = []
         self.phases_done_: list[str] = []
         self.resumed_from_: dict[str, int] | None = None
+        self.best_: dict[str, Any] = {}  # {"val_loss", "epoch"} of the weights kept, last phase
 
     @property
     def random_state(self) -> int:
@@ -181,6 +182,7 @@ class Classifier:
                 # This phase already finished before a restart: take its final weights.
                 model.load_state_dict(checkpoint.model_state)
                 self.resumed_from_ = {"phase_done": 1}
+                self.best_ = dict(checkpoint.info.get("best", {}))
                 return self
             if checkpoint.info.get("phase") == phase:
                 model.load_state_dict(checkpoint.model_state)
@@ -225,6 +227,9 @@ class Classifier:
                 correct += int((logits.detach().argmax(1) == target).sum())
                 if self.on_batch is not None:
                     self.on_batch((epoch - 1) * batches_per_epoch + b + 1, epochs * batches_per_epoch)
+            if not math.isfinite(total_loss):
+                raise FloatingPointError(f"training diverged in epoch {epoch} (the loss is not a "
+                                         f"number); lower the learning rate (now {lr})")
             row: dict[str, Any] = {"phase": phase, "epoch": epoch, "loss": total_loss / n,
                                    "acc": correct / n, "lr": lr}
             if validation is not None and len(validation[1]):
@@ -251,6 +256,7 @@ class Classifier:
 
         if best_state is not None:
             model.load_state_dict(best_state)
+        self.best_ = dict(best)
         self.phases_done_.append(phase)
         self._save(phase, epochs, best, model, None, shuffle, improved=False)
         model.eval()
