@@ -27,14 +27,20 @@ st.caption("The layout is recognised by itself: class folders (`apple/*.jpg`), F
            "with Pascal VOC `.xml` boxes) or a Hugging Face image-classification dataset. "
            "Every image is decoded and checked; bad files are listed with a reason and skipped.")
 
-FROM_UPLOAD, FROM_PATH, FROM_HF = "Upload files", "Folder or zip on the server", "Hugging Face dataset"
+FROM_UPLOAD, FROM_FOLDER = "Upload files", "Upload a folder"
+FROM_PATH, FROM_HF = "Folder or zip on the server", "Hugging Face dataset"
+UPLOAD_TYPES = ["zip", "xml", *sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS)]
 
 with st.form("import_form"):
-    origin = st.radio("From", [FROM_UPLOAD, FROM_PATH, FROM_HF], horizontal=True, key="import_from")
+    origin = st.radio("From", [FROM_UPLOAD, FROM_FOLDER, FROM_PATH, FROM_HF], horizontal=True,
+                      key="import_from")
     uploads = st.file_uploader(
-        "Images, or one .zip of a whole dataset (used when *From* is Upload)",
-        type=["zip", *sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS)],
-        accept_multiple_files=True, key="import_uploads",
+        "Images (with their VOC .xml files), or one .zip of a whole dataset",
+        type=UPLOAD_TYPES, accept_multiple_files=True, key="import_uploads",
+        max_upload_size=settings.max_upload_mb)
+    folder_upload = st.file_uploader(
+        "A whole folder (its sub-folders are kept: class folders, Training/Test, ...)",
+        type=UPLOAD_TYPES, accept_multiple_files="directory", key="import_folder",
         max_upload_size=settings.max_upload_mb)
     server_path = st.text_input("Server path (a folder or a .zip)", key="import_path",
                                 placeholder="/data/fruits-360")
@@ -54,12 +60,14 @@ with st.form("import_form"):
 
 def _target() -> str | None:
     """The path or id to import, after staging uploads; None (with a message) if unusable."""
-    if origin == FROM_UPLOAD:
-        if not uploads:
-            st.error("Choose one or more files to upload first.")
+    if origin in (FROM_UPLOAD, FROM_FOLDER):
+        chosen = uploads if origin == FROM_UPLOAD else folder_upload
+        if not chosen:
+            st.error("Choose the files to upload first." if origin == FROM_UPLOAD
+                     else "Choose a folder to upload first.")
             return None
         try:
-            return str(stage_uploads([(f.name, f.getvalue()) for f in uploads], settings))
+            return str(stage_uploads([(f.name, f.getvalue()) for f in chosen], settings))
         except (ValueError, OSError) as exc:
             st.error(f"Upload failed: {exc}")
             return None

@@ -86,7 +86,7 @@ def test_import_page_server_path_runs_in_the_worker(settings, tmp_path):
     assert job.status == "done" and job.created_by == "anonymous"
 
 
-def test_import_page_upload_zip_and_images(settings, tmp_path):
+def test_import_page_uploads_a_zip_and_a_folder(settings, tmp_path):
     from core import gallery
     from core.ingest.jobs import uploads_dir
     from core.worker import run_worker
@@ -97,17 +97,33 @@ def test_import_page_upload_zip_and_images(settings, tmp_path):
         for path in root.rglob("*.jpg"):
             zf.write(path, path.relative_to(root).as_posix())
     at = _page("import_data").run()
-    # AppTest cannot drive a file uploader, so the page's staging step is exercised directly.
-    from core.ingest.jobs import stage_uploads, submit_import
-
-    staged = stage_uploads([("../../limes.zip", archive.read_bytes())], settings)
-    assert staged.name == "limes.zip" and uploads_dir(settings) in staged.parents
-    submit_import(str(staged), dataset="uploaded", user="eve", settings=settings)
+    at.radio(key="import_from").set_value("Upload files")
+    at.button[0].click().run()
+    assert any("Choose the files" in e.value for e in at.error)
+    at.file_uploader(key="import_uploads").set_value(
+        ("../../limes.zip", archive.read_bytes(), "application/zip"))
+    at.text_input(key="import_dataset").set_value("uploaded")
+    at.button[0].click().run()
+    assert not at.exception and any("queued as job" in s.value for s in at.success)
     run_worker(settings, once=True)
     assert gallery.count(gallery.GalleryFilter(classes=["lime"])) == 3
-    assert not staged.exists() and not any(uploads_dir(settings).iterdir())
+    assert not any(uploads_dir(settings).iterdir())  # the staged upload is gone
     at.run()
-    assert not at.exception and "Dataset **uploaded**" in _texts(at)
+    assert "Dataset **uploaded**" in _texts(at)
+
+    # A folder upload names each file by its path inside the folder: class folders survive.
+    other = make_imagefolder(tmp_path / "orchard", ["apple", "plum"], 2, seed=7, size=SMALL)
+    files = [(f"orchard/{p.relative_to(other).as_posix()}", p.read_bytes(), "image/jpeg")
+             for p in sorted(other.rglob("*.jpg"))]
+    at.radio(key="import_from").set_value("Upload a folder")
+    at.file_uploader(key="import_folder").set_value(files)
+    at.text_input(key="import_dataset").set_value("orchard")
+    at.button[0].click().run()
+    assert not at.exception
+    run_worker(settings, once=True)
+    at.run()
+    assert "Dataset **orchard** (imagefolder layout)" in _texts(at)
+    assert gallery.count(gallery.GalleryFilter(classes=["apple", "plum"])) == 4
 
 
 def test_gallery_filter_detail_relabel_exclude_delete(imported):

@@ -1,7 +1,7 @@
 """Imports as background jobs (kind ``import``), so the dashboard never decodes in its own thread.
 
-Uploaded files are first staged under ``SYNTHLAB_HOME/uploads/<token>/`` (names reduced to
-their last component, written atomically); the job imports that folder or archive and
+Uploaded files are first staged under ``SYNTHLAB_HOME/uploads/<token>/`` (names made
+safe: relative, no ``..``; a folder upload keeps its sub-folders; written atomically); the job imports that folder or archive and
 removes the staging folder when it ends. A resumed job simply imports again: images
 already indexed count as duplicates, so nothing is added twice.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from core import jobs
@@ -27,15 +27,20 @@ def uploads_dir(settings: Settings) -> Path:
     return settings.home_path / "uploads"
 
 
-def safe_upload_name(name: str) -> str:
-    """The last path component of a browser-supplied name, without anything risky."""
-    base = re.split(r"[\\/]", name)[-1].strip().lstrip(".")
-    base = re.sub(r"[^\w.\- ()]+", "_", base)
-    return base or "upload"
+def safe_upload_path(name: str) -> PurePosixPath:
+    """A browser-supplied name (``photo.jpg``, or ``fruit/apple/1.jpg`` from a folder upload)
+    as a harmless relative path: no absolute part, no ``..``, no odd characters."""
+    parts = []
+    for part in re.split(r"[\\/]+", name):
+        part = re.sub(r"[^\w.\- ()]+", "_", part.strip()).lstrip(".")
+        if part and part not in (".", ".."):
+            parts.append(part)
+    return PurePosixPath(*parts) if parts else PurePosixPath("upload")
 
 
 def stage_uploads(files: list[tuple[str, bytes]], settings: Settings | None = None) -> Path:
-    """Write uploaded files to a fresh staging folder; a single zip is returned as itself."""
+    """Write uploaded files (keeping a folder upload's sub-folders) to a fresh staging
+    folder; a single zip is returned as itself."""
     settings = settings or get_settings()
     limit = settings.max_upload_mb * 2**20
     if sum(len(data) for _name, data in files) > limit:
@@ -45,14 +50,15 @@ def stage_uploads(files: list[tuple[str, bytes]], settings: Settings | None = No
     used: set[str] = set()
     paths = []
     for name, data in files:
-        safe = safe_upload_name(name)
-        stem, dot, ext = safe.rpartition(".")
-        candidate, n = safe, 1
-        while candidate.lower() in used:
-            candidate = f"{stem}-{n}.{ext}" if dot else f"{safe}-{n}"
+        relative = safe_upload_path(name)
+        candidate, n = relative, 1
+        while str(candidate).lower() in used:
+            candidate = relative.with_name(f"{relative.stem}-{n}{relative.suffix}")
             n += 1
-        used.add(candidate.lower())
+        used.add(str(candidate).lower())
         path = folder / candidate
+        if folder.resolve() not in path.resolve().parents:  # pragma: no cover - sanitised above
+            raise ValueError(f"unsafe upload name: {name!r}")
         atomic_write(path, data, settings.tmp_dir)
         paths.append(path)
     if len(paths) == 1 and paths[0].suffix.lower() == ".zip":
