@@ -6,6 +6,7 @@ Kept free of database imports so a process pool starts quickly. A worker returns
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +92,17 @@ def process(item: PlannedImage, settings: Settings, source_spec: dict[str, Any] 
         return out
     except StoreError as exc:
         return [Rejection(item.key, str(exc))]
+
+
+def init_decoding_process() -> None:
+    """Pool initializer: leave stopping to the importing process.
+
+    A forked child inherits the worker's SIGTERM handler; if a service manager signals the
+    whole process group, the children must not die first and turn a clean "interrupted,
+    resume later" into a broken pool. They exit when the parent shuts the pool down or dies.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def process_chunk(items: list[PlannedImage], settings: Settings,

@@ -30,7 +30,7 @@ from core.catalog import class_key, get_or_create_class, get_or_create_dataset
 from core.config import Settings, get_settings
 from core.db.engine import run_write
 from core.db.models import SOURCES, Image, utcnow
-from core.ingest.decoding import Decoded, process, process_chunk
+from core.ingest.decoding import Decoded, init_decoding_process, process, process_chunk
 from core.ingest.huggingface import HuggingFaceSource, is_saved_dataset, looks_like_hub_id
 from core.ingest.layouts import Plan, PlannedImage, plan_import
 from core.ingest.sources import Rejection, SourceError, open_source
@@ -220,7 +220,8 @@ class _Importer:
         context = multiprocessing.get_context(method)
         in_flight: collections.deque[Future] = collections.deque()
         chunk: list[PlannedImage] = []
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                 initializer=init_decoding_process) as pool:
             try:
                 for item in self._tasks(images):
                     chunk.append(item)
