@@ -282,6 +282,49 @@ def delete_images(image_ids: list[int], *, actor: Any = None,
     return len(paths)
 
 
+def update_filtered(flt: GalleryFilter, *, excluded: bool | None = None,
+                    class_name: str | None = None, actor: Any = None,
+                    settings: Settings | None = None) -> int:
+    """Exclude, restore or relabel every image matching ``flt`` in one statement.
+
+    The matching ids are read once inside the write transaction (the update changes
+    columns the filter looks at) and updated in chunks of 500, well under SQLite's limit on
+    bound parameters. Returns how many rows changed.
+    """
+    if (excluded is None) == (class_name is None):
+        raise ValueError("give exactly one of excluded= or class_name=")
+    action = "relabel" if class_name is not None else ("exclude" if excluded else "restore")
+
+    def write(session: Session) -> int:
+        from core.users.identity import Identity
+        from core.users.permissions import require
+
+        ids = _where(select(Image.id), flt).scalar_subquery()
+        if isinstance(actor, Identity):
+            for owner in session.scalars(select(Image.added_by).where(Image.id.in_(ids)).distinct()):
+                require(actor, owner, "exclude" if action == "restore" else action,
+                        f"images added by {owner or 'nobody'}")
+        values: dict[str, Any] = {}
+        if class_name is not None:
+            values["class_id"] = get_or_create_class(session, class_name).id
+        else:
+            values["excluded"] = excluded
+        matching = list(session.scalars(_where(select(Image.id), flt)))
+        changed = 0
+        for start in range(0, len(matching), 500):
+            chunk = matching[start:start + 500]
+            changed += session.execute(update(Image).where(Image.id.in_(chunk))
+                                       .values(**values)).rowcount or 0
+        name = actor.name if isinstance(actor, Identity) else (actor or None)
+        from core.users import audit
+
+        audit.record(session, name, action, target_kind="image", target_id="filter",
+                     detail={"count": changed, "filter": repr(flt), **(
+                         {"class": values.get("class_id")} if class_name is not None else {})})
+        return changed
+    return run_write(write, settings)
+
+
 # --- export ----------------------------------------------------------------------------
 
 def iter_rows(flt: GalleryFilter, settings: Settings | None = None,

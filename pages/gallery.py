@@ -153,8 +153,34 @@ for start in range(0, len(result.rows), COLUMNS):
             st.button(f"#{row.id}", key=f"g_open_{row.id}", on_click=_select, args=(row.id,),
                       help="Show details")
 
-# --- export -----------------------------------------------------------------------------
+# --- every filtered image at once -------------------------------------------------------
 st.divider()
+with st.expander(f"Change all {total:,} filtered images"):
+    with st.form("g_bulk_form"):
+        bulk_action = st.radio("Action", ["Exclude", "Restore", "Relabel"], horizontal=True,
+                               key="g_bulk_action")
+        bulk_class = st.text_input("New class (for Relabel)", key="g_bulk_class")
+        bulk_confirm = st.checkbox(f"Yes, change all {total:,} images that match the filter",
+                                   key="g_bulk_confirm")
+        if st.form_submit_button("Apply to all filtered images"):
+            if not bulk_confirm:
+                st.error("Tick the confirmation first.")
+            elif bulk_action == "Relabel" and not bulk_class.strip():
+                st.error("Enter the new class.")
+            else:
+                try:
+                    changed = gallery.update_filtered(
+                        flt, excluded={"Exclude": True, "Restore": False}.get(bulk_action),
+                        class_name=bulk_class.strip() if bulk_action == "Relabel" else None,
+                        actor=identity, settings=settings)
+                    st.session_state["g_bulk_done"] = f"{bulk_action}: {changed:,} images changed."
+                    st.rerun()
+                except (PermissionDenied, ValueError) as exc:
+                    st.error(str(exc))
+if st.session_state.get("g_bulk_done"):
+    st.success(st.session_state.pop("g_bulk_done"))
+
+# --- export -----------------------------------------------------------------------------
 st.markdown(f"**Download the filtered set** ({total:,} images) as a zip in ImageFolder "
             "layout (`<class>/<file>`).")
 if st.button("Prepare zip", key="g_export", disabled=total == 0):

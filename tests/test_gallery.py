@@ -175,3 +175,26 @@ def test_check_finds_and_repairs_orphan_file_and_row_without_file(indexed):
     assert not abandoned.exists() and waiting.exists()
     after = maintenance.check(indexed)
     assert after.orphan_files == [] and after.rows_missing_file == [] and after.temp_files == []
+
+
+def test_update_every_filtered_image(indexed):
+    from core import gallery
+    from core.users import audit
+    from core.users.identity import AUTH_PASSWORD, Identity
+    from core.users.permissions import PermissionDenied
+
+    synthetic = gallery.GalleryFilter(sources=["synthetic"])
+    assert gallery.update_filtered(synthetic, excluded=True, actor="eve") == 3
+    assert gallery.count(synthetic) == 0 and gallery.stats()["excluded"] == 3
+    hidden = gallery.GalleryFilter(sources=["synthetic"], only_excluded=True)
+    assert gallery.update_filtered(hidden, excluded=False, actor="eve") == 3
+    assert gallery.count(synthetic) == 3
+    assert gallery.update_filtered(gallery.GalleryFilter(classes=["banana"]),
+                                   class_name="plantain", actor="eve") == 4
+    assert gallery.count(gallery.GalleryFilter(classes=["plantain"])) == 4
+    assert [e.action for e in audit.entries(actor="eve")] == ["relabel", "restore", "exclude"]
+    bob = Identity("bob", auth_mode=AUTH_PASSWORD, verified=True)
+    with pytest.raises(PermissionDenied):  # real-a belongs to ann
+        gallery.update_filtered(gallery.GalleryFilter(classes=["plantain"]), excluded=True, actor=bob)
+    with pytest.raises(ValueError):
+        gallery.update_filtered(synthetic)

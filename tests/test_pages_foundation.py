@@ -159,6 +159,17 @@ def test_gallery_filter_detail_relabel_exclude_delete(imported):
     assert not at.exception
     assert gallery.image_detail(first.id) is None
 
+    at.radio(key="g_bulk_action").set_value("Exclude")
+    at.button(key="FormSubmitter:g_bulk_form-Apply to all filtered images").click().run()
+    assert any("Tick the confirmation" in e.value for e in at.error)
+    at.checkbox(key="g_bulk_confirm").check()
+    at.button(key="FormSubmitter:g_bulk_form-Apply to all filtered images").click().run()
+    assert not at.exception and any("3 images changed" in m.value for m in at.success)
+    assert gallery.count(gallery.GalleryFilter(classes=["lime"])) == 0
+    at.radio(key="g_excluded").set_value("only")
+    at.sidebar.button[0].click().run()
+    assert "**3** images" in _texts(at)
+
     at.button(key="g_export").click().run()
     assert not at.exception
     assert at.get("download_button")
