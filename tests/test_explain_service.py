@@ -79,6 +79,10 @@ def test_explanations_are_cached_as_a_file_then_a_row(trained):
     assert not redone.cached and path.is_file() and len(_rows(settings)) == 1
     assert np.allclose(redone.attribution, first.attribution, atol=1e-5)
 
+    path.write_bytes(path.read_bytes()[:60])  # a torn file (power cut) is recomputed too
+    assert not explain(info.run_id, subject, config, settings=settings).cached
+    assert np.array_equal(np.load(path), redone.attribution)
+
     explain(info.run_id, subject, AttributionConfig(method="integrated-gradients", ig_steps=4),
             settings=settings)
     assert len(_rows(settings)) == 2  # other parameters: another entry

@@ -159,11 +159,13 @@ def predict_probabilities(model: nn.Module, pixels: np.ndarray,
 
 
 def attribute(model: nn.Module, pixels: np.ndarray, target: int, config: AttributionConfig,
-              *, to_input: ToInput = default_to_input, prepared: bool = False) -> np.ndarray:
+              *, to_input: ToInput = default_to_input, prepared: bool = False,
+              num_classes: int | None = None) -> np.ndarray:
     """The ``(H, W)`` attribution map of ``pixels`` (uint8 ``(H, W, 3)``) for class ``target``.
 
     ``prepared``: ``model`` already comes from :func:`explainable_copy` (saves a copy per
-    call when explaining many images with one model).
+    call when explaining many images with one model). ``num_classes``: when known, saves
+    the forward pass that checks ``target``.
     """
     from captum.attr import (IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion,
                              Saliency)
@@ -175,8 +177,9 @@ def attribute(model: nn.Module, pixels: np.ndarray, target: int, config: Attribu
     net = model if prepared else explainable_copy(model)
     device = _model_device(net)
     inputs = to_input(pixels).to(device)
-    with torch.no_grad():
-        num_classes = int(net(inputs).shape[1])
+    if num_classes is None:
+        with torch.no_grad():
+            num_classes = int(net(inputs).shape[1])
     target = int(target)
     if not 0 <= target < num_classes:
         raise AttributionError(f"target class {target} is out of range for a {num_classes}-class model")
