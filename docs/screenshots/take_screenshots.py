@@ -31,6 +31,12 @@ def shrink(path: Path, width: int = 1100) -> None:
         image.quantize(colors=192, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
 
 
+def images_loaded(page) -> None:  # noqa: ANN001 - playwright Page
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\\'stImage\\'] img')]"
+                           ".every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)
+    page.wait_for_timeout(500)
+
+
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="synthlab-shots-"))
     home = work / "home"
@@ -72,11 +78,12 @@ def main() -> None:
             page.get_by_role("heading", name="Gallery").wait_for()
             wait_for_app(page)
             page.locator('[data-testid="stImage"] img').nth(11).wait_for()
-            page.wait_for_timeout(800)
+            images_loaded(page)
             page.screenshot(path=HERE / "gallery.png")
             page.get_by_role("button", name="#50", exact=True).click()
             page.get_by_text("Image #50").wait_for()
             wait_for_app(page)
+            images_loaded(page)
             page.screenshot(path=HERE / "gallery-detail.png")
     finally:
         server.stop()
