@@ -257,9 +257,13 @@ with tab_margins:
                "much of the input the margins cover. A filled bar that overflows its outline: the "
                "model looks at the margins more than their size explains — it may be cheating on "
                "them. Compute maps for many images with the Batch job tab first.")
-    m_method = st.selectbox("Method", METHODS, format_func=METHOD_LABELS.get, key="x_m_method",
-                            index=METHODS.index(method))
-    table = margin_table(run_ids, method=m_method, settings=settings)
+    same_settings = st.toggle(f"Only maps made with the settings above ({config.describe()})",
+                              value=True, key="x_m_same",
+                              help="Off: every cached map of the chosen method, whatever its parameters.")
+    m_method = method if same_settings else st.selectbox(
+        "Method", METHODS, format_func=METHOD_LABELS.get, key="x_m_method", index=METHODS.index(method))
+    table = margin_table(run_ids, method=m_method, config=config if same_settings else None,
+                         settings=settings)
     rows = [{"label": run_names[row["run_id"]], **row} for row in table
             if row["mean_margin_mass"] is not None]
     if not rows:

@@ -165,7 +165,14 @@ def test_batch_job_computes_caches_and_resumes(trained):
     assert summary["real"]["maps"] == 4 and summary["real"]["with_margins"] == 4
     assert summary["real"]["mean_margin_area"] == pytest.approx(0.25)
     assert 0 <= summary["real"]["mean_margin_mass"] <= 1
-    assert job.result["margins"] == margin_summary(info.run_id, method="saliency", settings=settings)
+    assert job.result["margins"] == margin_summary(info.run_id, config=config, settings=settings)
+    # Maps made with other parameters are kept apart when asked for one configuration.
+    ig = AttributionConfig(method="integrated-gradients", ig_steps=4)
+    explain(info.run_id, subject_from_image_id(ids[0], settings), ig, settings=settings)
+    only_ig = margin_summary(info.run_id, config=ig, settings=settings)
+    assert [(r["source"], r["maps"]) for r in only_ig] == [("real", 1)]
+    assert margin_summary(info.run_id, config=AttributionConfig(method="integrated-gradients"),
+                          settings=settings) == []
 
     with pytest.raises(ExplainError, match="at least one image"):
         submit_explain_job(info.run_id, [], config, settings=settings)
