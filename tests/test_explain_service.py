@@ -244,3 +244,15 @@ def test_concurrent_sessions_get_their_own_maps(trained):
                                                    settings=settings).attribution, subjects * 3))
     for k, result in enumerate(together):
         assert np.allclose(result, alone[k % len(subjects)], atol=1e-6)
+
+
+def test_image_selection_helpers(trained):
+    settings, info = trained
+    rows = gallery_images(class_key="apple", source="synthetic", settings=settings)
+    assert rows and all(r.class_name == "apple" and r.source == "synthetic" for r in rows)
+    sample = compare_sample("banana", 3, seed=1, settings=settings)
+    assert len(sample["real"]) == 3 and len(sample["synthetic"]) == 3
+    assert sample == compare_sample("banana", 3, seed=1, settings=settings)  # seeded
+    assert set(sample["real"]) <= set(info.real_ids) and set(sample["synthetic"]) <= set(info.synthetic_ids)
+    evaluated = run_eval_image_ids(info.run_id, settings)
+    assert sorted(evaluated) == sorted(p.image_id for p in eval_predictions(info.run_id, settings))
