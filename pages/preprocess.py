@@ -109,7 +109,7 @@ def pipeline_editor(side: str, names: list[str], real_datasets: list[str]) -> Pi
     action: tuple[str, int] | None = None
     for index, step_spec in enumerate(spec["steps"]):
         cls = types[step_spec["type"]]
-        with st.expander(f"{index + 1}. {cls.label}", expanded=index < 3):
+        with st.expander(f"{index + 1}. {cls.label}", expanded=False):
             values = {f.name: _field_widget(cls, f, step_spec.get(f.name), f"pp_{side}_{version}_{index}_{f.name}")
                       for f in dataclasses.fields(cls)}
             try:
@@ -244,25 +244,32 @@ with pick_synthetic:
         st.info("No synthetic images in this class yet: generate some on the Generate page. "
                 "The real side works on its own.")
 
+# The previews are drawn above the editors (so a slider's effect is in view) but computed
+# after them, from the edited pipelines.
+stages_area = st.container()
+
 # --- the two pipelines ----------------------------------------------------------------------
 
 edit_real, edit_synthetic = st.columns(2)
 with edit_real:
     with st.container(border=True):
         st.subheader("Real pipeline")
+        st.caption("Open a step to change it; the previews above follow.")
         real_pipeline = pipeline_editor("real", preset_names, real_datasets)
 with edit_synthetic:
     with st.container(border=True):
         st.subheader("Synthetic pipeline")
+        st.caption("Open a step to change it; the previews above follow.")
         synthetic_pipeline = pipeline_editor("synthetic", preset_names, real_datasets)
 
 # --- side by side ----------------------------------------------------------------------------
 
-st.subheader("Step by step")
-if real_id is None and synthetic_id is None:
-    st.caption("Pick an image above to see each step.")
-show_stages(SOURCE_REAL, real_id, real_pipeline, seed)
-show_stages(SOURCE_SYNTHETIC, synthetic_id, synthetic_pipeline, seed)
+with stages_area:
+    st.subheader("Step by step")
+    if real_id is None and synthetic_id is None:
+        st.caption("Pick an image above to see each step.")
+    show_stages(SOURCE_REAL, real_id, real_pipeline, seed)
+    show_stages(SOURCE_SYNTHETIC, synthetic_id, synthetic_pipeline, seed)
 
 st.subheader("Aspect ratios, before and after")
 if real_pipeline is None or synthetic_pipeline is None:

@@ -44,8 +44,9 @@ from core.preprocess.pipeline import Pipeline, PipelineError, item_seed, load_pi
 from core.store import ImageStore, atomic_write
 
 SHARD_SIZE = 256
-# Below this many missing images, starting worker processes costs more than it saves.
-PARALLEL_MIN_IMAGES = 64
+# Below this many missing images, starting worker processes (spawn: a fresh interpreter
+# importing numpy, PIL and SQLAlchemy, about half a second each) costs more than it saves.
+PARALLEL_MIN_IMAGES = 512
 
 ImageRef = tuple[str, str]  # (sha256, path relative to the image store)
 ProgressFn = Callable[[int, int], Any]
