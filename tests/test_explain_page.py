@@ -8,7 +8,9 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 from core import jobs
+from core.imageio import encode_png
 from core.worker import run_worker
+from imagemaker import fruit_image
 from test_explain_fixtures import one_torch_thread, trained, trained_template  # noqa: F401
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "explain.py")
@@ -68,6 +70,16 @@ def test_explain_page_end_to_end(trained):
     options = at.selectbox(key="x_image").options
     assert options and all("apple" in o and "real" in o for o in options)
     assert any(m.label == "Attribution on margins" for m in at.metric)
+
+    # An upload: explained like an indexed image; a broken file gets a clear error.
+    at.radio(key="x_origin").set_value("Upload").run()
+    upload = encode_png(fruit_image("banana", 4242, (30, 50)))
+    at.file_uploader(key="x_upload").set_value(("mine.png", upload, "image/png")).run()
+    assert not at.exception, at.exception
+    assert any("source: upload" in c.value for c in at.caption)
+    assert "True class" not in [m.label for m in at.metric]
+    at.file_uploader(key="x_upload").set_value(("broken.png", b"not a picture", "image/png")).run()
+    assert any("not an image" in e.value for e in at.error)
 
     # Misclassified test images: scored with the run's model on demand.
     at.radio(key="x_origin").set_value("Misclassified test images").run()
