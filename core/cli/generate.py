@@ -111,9 +111,11 @@ def _partial_state():  # noqa: ANN202 - accelerate.PartialState | None
 
     if "ACCELERATE_PROCESS_ID" not in os.environ and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
+    import torch
     from accelerate import PartialState
 
-    return PartialState()
+    # Without CUDA, accelerate only forms a process group when told it is on CPUs (gloo).
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def _run_foreground(job_id: int, config: Any, settings: Any, state: Any,
@@ -137,8 +139,13 @@ def _run_foreground(job_id: int, config: Any, settings: Any, state: Any,
                                                 scheduler=config.scheduler)
             batches = generator.pending_batches()
             if state is not None and state.num_processes > 1:
+                # Every process must plan from the same stored state: none starts before all
+                # have listed the pending batches.
+                state.wait_for_everyone()
                 # Whole batches per process keep each image's batch (and pixels) as planned.
                 with state.split_between_processes(batches) as mine:
+                    reporter.log(f"process {state.process_index + 1} of {state.num_processes} "
+                                 f"({state.device}): {len(mine)} of {len(batches)} batches")
                     generator.run(reporter, batches=list(mine))
                 state.wait_for_everyone()
             else:
