@@ -125,7 +125,7 @@ def plan_import(entries: list[Entry], *, read: Callable[[str], bytes],
                          for k in other)
     if not image_keys:
         return plan
-    prefix, stripped = _strip_wrappers(image_keys)
+    _wrapper, stripped = _strip_wrappers(image_keys)
     layouts: Counter[str] = Counter()
     has_split_folders = any(len(PurePosixPath(s).parts) >= 3
                             and SPLIT_NAMES.get(PurePosixPath(s).parts[0].lower())
@@ -170,5 +170,4 @@ def plan_import(entries: list[Entry], *, read: Callable[[str], bytes],
             crop_boxes=bool(crop_boxes and boxes)))
     if layouts:
         plan.layout = layouts.most_common(1)[0][0]
-    del prefix
     return plan
