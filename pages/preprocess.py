@@ -190,7 +190,7 @@ def show_stages(source: str, image_id: int | None, pipeline: Pipeline | None, se
         return
     image, row = opened
     stages = pipeline.apply_steps(image, seed=seed)
-    size = pipeline.output_size() or settings.image_size
+    size = pipeline.output_size or settings.image_size
     shown = stages + [("Plain resize (stretched)", stretched(image, size))]
     st.markdown(f"**{source.capitalize()}** · image #{row.id} · {row.width}x{row.height} · seed {seed}")
     columns = st.columns(len(shown))

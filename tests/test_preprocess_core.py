@@ -140,8 +140,8 @@ def test_pipeline_split_and_defaults():
     from core.preprocess.transforms import GaussianNoise
 
     real, synthetic = default_pipeline("real"), default_pipeline("synthetic", 32)
-    assert not real.is_random and real.suffix == () and real.output_size() == 64
-    assert synthetic.prefix == () and len(synthetic.suffix) == 3 and synthetic.output_size() == 32
+    assert not real.is_random and real.suffix == () and real.output_size == 64
+    assert synthetic.prefix == () and len(synthetic.suffix) == 3 and synthetic.output_size == 32
     noisy = real.__class__(real.steps + (GaussianNoise(4.0),), max_side=real.max_side)
     # Adding a random step after the prefix keeps the cached part (same prefix hash).
     assert noisy.prefix_hash() == real.prefix_hash() and noisy.hash() != real.hash()
@@ -164,7 +164,7 @@ def test_presets_are_saved_in_the_db_and_override_defaults(settings):
     save_preset("real", custom, "alice", settings=settings)
     assert load_pipeline("real", settings) == custom
     assert delete_preset("real", settings) and load_pipeline("real", settings) == default_pipeline("real")
-    assert load_pipeline("real", settings, size=32).output_size() == 32
+    assert load_pipeline("real", settings, size=32).output_size == 32
     with pytest.raises(PipelineError, match="available: gray real, real, synthetic"):
         load_pipeline("nope", settings)
 

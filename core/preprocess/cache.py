@@ -143,7 +143,7 @@ class PreprocessedCache:
         (``load_uncached`` is that reference) and ``last_load`` records what was used.
         """
         pipeline = load_pipeline(pipeline, self.settings)
-        size = pipeline.output_size()
+        size = pipeline.output_size
         if size is None:
             raise PipelineError("this pipeline's output size depends on the image: end it with "
                                 "a Resize (or a random crop + resize) to feed training")
@@ -309,7 +309,7 @@ def load_uncached(images: Sequence[ImageRef], pipeline: Pipeline | str, seed: in
     arrays = [np.asarray(pipeline.apply(store.open_rgb(rel), item_seed(seed, epoch, index)))
               for index, (_sha, rel) in enumerate(images)]
     if not arrays:
-        size = pipeline.output_size() or 0
+        size = pipeline.output_size or 0
         return np.empty((0, size, size, 3), np.uint8)
     return np.stack(arrays)
 

@@ -161,6 +161,7 @@ class Pipeline:
             geo = step.geometry(geo, _step_rng(seed, index) if step.is_random else None)
         return geo
 
+    @property
     def output_size(self) -> int | None:
         """Side of the square output, or None when it depends on the input."""
         size: int | None = None
