@@ -143,6 +143,15 @@ def import_dataset(path_or_id: str | Path, settings: Settings | None = None,
     return report
 
 
+def _write_retrying_conflicts(fn: Callable[[Session], Any], settings: Settings) -> Any:
+    """``run_write`` for get-or-create: on PostgreSQL two imports may create the same class
+    or dataset at once; the loser's unique-name conflict is retried and finds the winner's."""
+    try:
+        return run_write(fn, settings)
+    except IntegrityError:
+        return run_write(fn, settings)
+
+
 def _usable_class(name: str) -> bool:
     try:
         class_key(name)
@@ -170,7 +179,7 @@ class _Importer:
                 session, self.report.dataset, source=self.options.source,
                 origin=self.report.origin, layout=plan.layout,
                 created_by=self.options.added_by).id
-        self.report.dataset_id = run_write(create_dataset, self.settings)
+        self.report.dataset_id = _write_retrying_conflicts(create_dataset, self.settings)
         total = len(plan.images)
         self.progress(0, total, f"{total} files to import")
         done = 0
@@ -251,7 +260,7 @@ class _Importer:
 
         def create(session: Session) -> dict[str, int]:
             return {key: get_or_create_class(session, names[key]).id for key in missing}
-        self.class_ids.update(run_write(create, self.settings))
+        self.class_ids.update(_write_retrying_conflicts(create, self.settings))
 
     def _row(self, item: Decoded) -> dict[str, Any]:
         return {"sha256": item.sha256, "path": item.relpath,
