@@ -96,8 +96,9 @@ target = target_class if target_mode == "any class" else target_mode
 
 def _explain(subject, seed: int = 0) -> Explanation | None:  # noqa: ANN001
     try:
-        return explain(run, subject, config, target=target, input_mode=input_mode,
-                       input_seed=seed, settings=settings)
+        with st.spinner(f"{METHOD_LABELS[method]}..."):
+            return explain(run, subject, config, target=target, input_mode=input_mode,
+                           input_seed=seed, settings=settings)
     except ExplainError as exc:
         st.error(str(exc))
         return None

@@ -213,6 +213,16 @@ def test_cli_in_process(trained, tmp_path, capsys):
     code = cli_main(["explain", "--run", "77", "--image", "1", "--method", "gradcam",
                      "--out", str(tmp_path / "c.png")])
     assert code == 2 and "no training run with id 77" in capsys.readouterr().err
+    from core.training.data import DataSpec
+    from core.training.experiments import ExperimentRequest, create_runs
+
+    (queued,) = create_runs(ExperimentRequest(data=DataSpec(mode="real")), settings=settings)
+    code = cli_main(["explain", "--run", str(queued), "--image", "1", "--method", "gradcam",
+                     "--out", str(tmp_path / "d.png")])
+    assert code == 2 and "has no trained model yet" in capsys.readouterr().err
+    code = cli_main(["explain", "--run", str(info.run_id), "--image", "1", "--method", "gradcam",
+                     "--out", str(tmp_path / "e.jpg")])
+    assert code == 2 and "must be a .png" in capsys.readouterr().err
 
 
 def test_cli_subprocess(trained, tmp_path):
