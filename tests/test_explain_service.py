@@ -266,3 +266,17 @@ def test_image_selection_helpers(trained):
     assert set(sample["real"]) <= set(info.real_ids) and set(sample["synthetic"]) <= set(info.synthetic_ids)
     evaluated = run_eval_image_ids(info.run_id, settings)
     assert sorted(evaluated) == sorted(p.image_id for p in eval_predictions(info.run_id, settings))
+
+
+def test_batch_job_stops_when_cancelled(trained):
+    from core.worker import run_job
+
+    settings, info = trained
+    job_id = submit_explain_job(info.run_id, info.real_ids, AttributionConfig(method="gradcam"),
+                                settings=settings)
+    worker = jobs.worker_identity()
+    assert jobs.claim_next(worker, settings=settings) == job_id
+    assert jobs.request_cancel(job_id, by="tester", settings=settings)  # while it runs
+    assert run_job(job_id, settings, worker) == jobs.CANCELLED
+    with session_scope(settings) as session:
+        assert session.scalar(select(func.count()).select_from(Attribution)) == 0
