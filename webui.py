@@ -73,7 +73,9 @@ def escape_markdown(text: object) -> str:
     """
     import re
 
-    return re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~:$])", r"\\\1", str(text))
+    # Mid-line text only: list markers (- + 1.) need no escape there, and names such as
+    # "fruit-photos" stay readable in the page source and in tests.
+    return re.sub(r"([\\`*_\[\]()<>#!|~:$])", r"\\\1", str(text))
 
 
 # --- sign-in (issue 8) ------------------------------------------------------------------

@@ -11,7 +11,7 @@ import datetime as dt
 import streamlit as st
 
 from core import jobs
-from webui import current_identity, current_user
+from webui import current_identity, current_user, escape_markdown
 
 
 def _format_seconds(seconds: float | None) -> str:
@@ -21,12 +21,12 @@ def _format_seconds(seconds: float | None) -> str:
 
 
 def _job_line(job) -> str:  # noqa: ANN001
-    parts = [f"**#{job.id} {job.title or job.kind}**", f"`{job.status}`"]
+    parts = [f"**#{job.id} {escape_markdown(job.title or job.kind)}**", f"`{job.status}`"]
     if job.progress_total:
         parts.append(f"{job.progress_done}/{job.progress_total}")
     if job.rate and job.status == jobs.RUNNING:
         parts.append(f"{job.rate:.2f}/s, {_format_seconds(jobs.eta_seconds(job))} left")
-    parts.append(f"by {job.created_by or 'anonymous'}")
+    parts.append(f"by {escape_markdown(job.created_by or 'anonymous')}")
     return " · ".join(parts)
 
 
