@@ -194,3 +194,23 @@ def test_overlay_and_figures():
     margins = margin_figure([{"label": "#1", "source": "real", "mean_margin_mass": 0.1,
                               "mean_margin_area": 0.25}])
     assert len(margins.data) == 2
+
+
+def test_content_box_follows_the_random_margin_of_the_synthetic_pipeline():
+    """Square synthetic images get a random crop, then a letterbox: the box must follow the
+    crop drawn with the same seed."""
+    from core.explain.service import content_box_from_geometry
+    from core.preprocess.pipeline import default_pipeline
+
+    pipeline = default_pipeline("synthetic", SIDE)
+    boxes = set()
+    for seed in range(12):
+        box = content_box_from_geometry(pipeline.geometry(80, 80, seed=seed), SIDE)
+        boxes.add(box)
+        out = np.asarray(pipeline.apply(Image.new("RGB", (80, 80), (255, 255, 255)), seed=seed))
+        rows = np.where(out.max(axis=(1, 2)) > 128)[0]
+        cols = np.where(out.max(axis=(0, 2)) > 128)[0]
+        left, top, right, bottom = box
+        assert abs(rows[0] - top) <= 1 and abs(rows[-1] + 1 - bottom) <= 1, (seed, box)
+        assert abs(cols[0] - left) <= 1 and abs(cols[-1] + 1 - right) <= 1, (seed, box)
+    assert len(boxes) > 3  # the margins really vary with the seed
