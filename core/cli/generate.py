@@ -12,6 +12,7 @@ import argparse
 from typing import Any
 
 from core.cli import CliError, print_json
+from core.jobs import JobContext
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -120,10 +121,10 @@ def _partial_state():  # noqa: ANN202 - accelerate.PartialState | None
 
 def _run_foreground(job_id: int, config: Any, settings: Any, state: Any,
                     args: argparse.Namespace) -> int:
-    from core.generation.generator import Generator
+    from core.generation.generator import GenerationError, Generator
     from core.generation.jobs import finish_foreground, heartbeat_while_running, job_image_ids
-    from core.generation.loading import load_pipeline
-    from core.jobs import JobContext, get_job, worker_identity
+    from core.generation.loading import ModelLoadError, ModelNotAvailable, load_pipeline
+    from core.jobs import JobCancelled, get_job, worker_identity
 
     is_main = state is None or state.is_main_process
     reporter = _ProgressContext(job_id=job_id, kind="generate", params=config.to_params(),
@@ -135,8 +136,8 @@ def _run_foreground(job_id: int, config: Any, settings: Any, state: Any,
     try:
         with heartbeat_while_running(job_id, settings):
             device = str(state.device) if state is not None and state.num_processes > 1 else None
-            generator._pipeline = load_pipeline(config.model, settings, device=device,
-                                                scheduler=config.scheduler)
+            generator.use_pipeline(load_pipeline(config.model, settings, device=device,
+                                                 scheduler=config.scheduler))
             batches = generator.pending_batches()
             if state is not None and state.num_processes > 1:
                 # Every process must plan from the same stored state: none starts before all
@@ -155,7 +156,7 @@ def _run_foreground(job_id: int, config: Any, settings: Any, state: Any,
     finally:
         reporter.close()
     if not is_main:
-        if error is not None and not isinstance(error, KeyboardInterrupt):
+        if error is not None and not isinstance(error, (KeyboardInterrupt, JobCancelled)):
             raise CliError(f"{type(error).__name__}: {error}")
         return 0
     image_ids = job_image_ids(job_id, settings)
@@ -164,9 +165,6 @@ def _run_foreground(job_id: int, config: Any, settings: Any, state: Any,
     job = get_job(job_id, settings)
     payload = {"job_id": job_id, "status": status, "dataset": generator.dataset_name(),
                "images": len(image_ids), "image_ids": image_ids, "error": job.error if job else None}
-    from core.generation.loading import ModelLoadError, ModelNotAvailable
-    from core.generation.generator import GenerationError
-
     if isinstance(error, (ModelNotAvailable, ModelLoadError, GenerationError)):
         raise CliError(str(error))
     if isinstance(error, KeyboardInterrupt):
@@ -180,32 +178,27 @@ def _report(payload: dict[str, Any], as_json: bool, text: str) -> None:
     print_json(payload) if as_json else print(text)
 
 
-class _ProgressContext:
+class _ProgressContext(JobContext):
     """A ``JobContext`` that also draws a tqdm bar in the terminal."""
 
-    def __new__(cls, **kwargs: Any):  # noqa: ANN204
-        from core.jobs import JobContext
+    show_bar: bool = False
+    _bar: Any = None
 
-        class _Context(JobContext):
-            show_bar: bool = False
-            _bar: Any = None
+    def progress(self, done: int, total: int | None = None, message: str | None = None,
+                 *, force: bool = False) -> None:
+        if self.show_bar:
+            from tqdm import tqdm
 
-            def progress(self, done: int, total: int | None = None, message: str | None = None,
-                         *, force: bool = False) -> None:
-                if self.show_bar:
-                    from tqdm import tqdm
+            if self._bar is None and total:
+                self._bar = tqdm(total=total, unit="img", desc=f"job {self.job_id}")
+            if self._bar is not None:
+                self._bar.n = done
+                self._bar.refresh()
+        super().progress(done, total, message, force=force)
 
-                    if self._bar is None and total:
-                        self._bar = tqdm(total=total, unit="img", desc=f"job {self.job_id}")
-                    if self._bar is not None:
-                        self._bar.n = done
-                        self._bar.refresh()
-                super().progress(done, total, message, force=force)
-
-            def close(self) -> None:
-                if self._bar is not None:
-                    self._bar.close()
-        return _Context(**kwargs)
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 def _models(args: argparse.Namespace) -> int:

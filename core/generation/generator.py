@@ -253,6 +253,11 @@ class Generator:
             self._runner = PipelineRunner(self.pipeline, self.config, self.batch_size)
         return self._runner
 
+    def use_pipeline(self, loaded: Any) -> None:
+        """Run with this already-loaded pipeline (e.g. on a given device)."""
+        self._pipeline = loaded
+        self._runner = None
+
     @property
     def pipeline(self) -> Any:
         if self._pipeline is None:
