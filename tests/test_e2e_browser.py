@@ -68,10 +68,6 @@ class Server:
         raise AssertionError("streamlit did not start:\n" + log.read_text()[-3000:])
 
     def stop(self) -> None:
-        # The worker the dashboard started holds a lock with its PID next to it.
-        pid_file = self.home / "worker-default.pid"
-        with contextlib.suppress(OSError, ValueError, ProcessLookupError):
-            os.kill(int(pid_file.read_text()), signal.SIGTERM)
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -79,6 +75,29 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+        stop_dashboard_worker(self.home)
+
+
+def stop_dashboard_worker(home: Path, timeout: float = 30) -> None:
+    """Stop the detached worker the dashboard started (by the PID it wrote), if any.
+
+    The dashboard writes the worker's log before starting it and the worker writes its PID
+    once it runs, so a worker still starting up is waited for rather than left behind.
+    """
+    from core.config import Settings
+    from core.worker import worker_alive
+
+    settings = Settings(home=home)
+    if not (settings.logs_dir / "worker-default.log").exists():
+        return
+    pid_file = home / "worker-default.pid"
+    deadline = time.monotonic() + timeout
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    with contextlib.suppress(OSError, ValueError, ProcessLookupError):
+        os.kill(int(pid_file.read_text()), signal.SIGTERM)
+    while worker_alive(settings) and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
