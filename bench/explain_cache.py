@@ -118,7 +118,7 @@ def main() -> None:
                 naive_explain(run_id, image_id, method, settings)
             naive = (time.perf_counter() - started) / len(image_ids)
 
-            config = AttributionConfig(method=method)
+            config = AttributionConfig(method=method, baseline="black")  # the naive side's baseline
             run = load_run(run_id, settings)
             # Warm up (engines, captum, a first cache write) on an image outside the timed set.
             explain(run, subject_from_image_id(len(image_ids) + 1, settings), config, settings=settings)

@@ -57,7 +57,7 @@ st.caption(f"{len(run.class_names)} classes · {run.image_size}×{run.image_size
 with st.container(border=True):
     cols = st.columns([2, 2, 2, 2])
     method = cols[0].selectbox("Method", METHODS, format_func=METHOD_LABELS.get, key="x_method")
-    ig_steps, baseline, window, stride = 32, "black", 8, 4
+    ig_steps, baseline, window, stride = 32, "blurred", 8, 4
     if method == "integrated-gradients":
         ig_steps = cols[1].slider("Steps", 4, 128, 32, step=4, key="x_steps",
                                   help="Points on the path from the baseline to the image.")

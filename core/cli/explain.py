@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--target", default="predicted",
                         help="class to explain: predicted (default), true, or a class name/index")
     parser.add_argument("--steps", type=int, default=32, help="integrated gradients: path steps")
-    parser.add_argument("--baseline", default="black", choices=("black", "white", "blurred", "mean"),
+    parser.add_argument("--baseline", default="blurred", choices=("blurred", "black", "white", "mean"),
                         help="integrated gradients / occlusion: the reference image")
     parser.add_argument("--window", type=int, default=8, help="occlusion: window side in pixels")
     parser.add_argument("--stride", type=int, default=4, help="occlusion: stride in pixels")

@@ -27,7 +27,7 @@ from PIL import Image, ImageFilter
 from torch import nn
 
 METHODS = ("saliency", "integrated-gradients", "gradcam", "occlusion")
-BASELINES = ("black", "white", "blurred", "mean")
+BASELINES = ("blurred", "black", "white", "mean")
 METHOD_LABELS = {
     "saliency": "Saliency (|gradient|)",
     "integrated-gradients": "Integrated Gradients",
@@ -57,7 +57,9 @@ class AttributionConfig:
 
     method: str = "saliency"
     ig_steps: int = 32  # integrated gradients: points on the path from baseline to input
-    baseline: str = "black"  # integrated gradients and occlusion: black | white | blurred | mean
+    # Integrated gradients and occlusion: blurred | black | white | mean. Blurred by default:
+    # a black baseline equals black letterbox margins and so can never credit them.
+    baseline: str = "blurred"
     blur_radius: float = 6.0  # Gaussian radius (pixels) of the "blurred" baseline
     occlusion_window: int = 8  # side of the square patch that is covered (pixels)
     occlusion_stride: int = 4
