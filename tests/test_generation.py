@@ -350,3 +350,39 @@ def test_prompt_configs_persist_and_are_snapshotted(settings, tiny_model):
         config, settings, job_id=0).plan()
     pepper = [item for batch in batches for item in batch if item.class_key == "bell_pepper"]
     assert pepper[0].prompt == "red bell pepper on grass" and pepper[0].negative_prompt == "ugly"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_processes_split_one_job(settings, tiny_model, monkeypatch):
+    """``accelerate launch`` / ``torchrun`` with 2 processes: one job, batches split, same images."""
+    from core.generation.jobs import create_running_job, job_image_ids
+    from core.generation.generator import Generator
+    from core.jobs import JobContext, get_job, job_events, list_jobs
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", str(_free_port()), "-m", "core", "generate",
+         "--model", str(tiny_model), "--class", "apple", "--class", "lime", "--per-class", "4",
+         "--size", "32", "--steps", "2", "--guidance", "0", "--batch-size", "2", "--seed", "5",
+         "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    payload = json.loads(proc.stdout)
+    assert payload["status"] == "done" and payload["images"] == 8
+    assert [j.id for j in list_jobs(kind="generate", settings=settings)] == [payload["job_id"]]
+    log = [e.message for e in job_events(payload["job_id"], settings=settings)]
+    assert sum("2 of 4 batches" in m for m in log) == 2  # each process made half
+    config = _config(tiny_model, classes=["apple", "lime"], per_class=4)
+    single = create_running_job(config, settings=settings)
+    Generator(config, settings, job_id=single).run(
+        JobContext(job_id=single, kind="generate", params={}, settings=settings, worker_id="test"))
+    assert len(job_image_ids(single, settings)) == 8 and get_job(payload["job_id"], settings).status == "done"
+    _assert_same_images(single, payload["job_id"], settings)
+    _assert_store_matches_db(settings)
