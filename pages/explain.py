@@ -170,6 +170,8 @@ with tab_image:
         if not rows:
             st.info("No image matches these filters.")
         else:
+            if len(rows) == 200:
+                st.caption("The newest 200 matching images; narrow the filters to reach others.")
             labels = {r.id: f"#{r.id} · {r.class_name} · {r.source} · {r.dataset}" for r in rows}
             image_id = st.selectbox("Image", list(labels), format_func=labels.get, key="x_image")
             try:
