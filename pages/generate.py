@@ -36,6 +36,7 @@ if device.kind == "cpu":
 
 # --- model ------------------------------------------------------------------------------
 
+st.subheader("Model")
 entries = list_models(settings)
 available = [e for e in entries if e.available]
 if not available:
@@ -46,9 +47,17 @@ if not available:
     st.caption("Or copy a diffusers model folder (with a model_index.json) into "
                f"`{settings.home_path / 'models'}` or the folder set by SYNTHLAB_LOCAL_MODELS_DIR.")
 
-labels = {f"{e.label}" + ("" if e.available else "  (not downloaded)"): e
-          for e in sorted(entries, key=lambda e: not e.available)}
-choice = st.selectbox("Model", [*labels, CUSTOM], key="gen_model")
+labels: dict[str, object] = {}
+for entry in sorted(entries, key=lambda e: not e.available):
+    label = entry.label + ("" if entry.available else "  (not downloaded)")
+    labels[label if label not in labels else f"{label} [{entry.source}]"] = entry
+# The configured default model first when it is here, else the first available one.
+default_label = next((label for label, e in labels.items()
+                      if e.available and settings.default_model in (e.source, e.location)), None)
+options = [*labels, CUSTOM]
+if default_label:
+    options.insert(0, options.pop(options.index(default_label)))
+choice = st.selectbox("Model", options, key="gen_model")
 model_entry = labels.get(choice)
 model_source = model_entry.source if model_entry else ""
 if choice == CUSTOM:
@@ -81,6 +90,7 @@ if st.session_state.get("gen_defaults_for") != model_source:
 
 # --- classes and prompts ----------------------------------------------------------------
 
+st.subheader("Classes and prompts")
 with session_scope(settings) as session:
     existing = {c.name: c for c in session.scalars(select(ImageClass).order_by(ImageClass.name))}
 cols = st.columns(2)
@@ -169,6 +179,7 @@ prompts_ok = all(config is not None for config in prompt_configs.values())
 
 # --- parameters --------------------------------------------------------------------------
 
+st.subheader("Parameters")
 cols = st.columns(4)
 per_class = cols[0].number_input("Images per class", 1, 100_000, 50, key="gen_per_class")
 steps = cols[1].number_input("Steps", 1, 200, key="gen_steps")
@@ -264,7 +275,8 @@ def _latest_images() -> None:
     grid = st.columns(8)
     for column, image in zip(grid, images):
         try:
-            column.image(str(store.thumbnail_path(image.relpath)), caption=image.class_name)
+            column.image(str(store.thumbnail_path(image.relpath)), caption=image.class_name,
+                         width="stretch")
         except OSError:
             column.caption("(file missing)")
 

@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "foreground; under `accelerate launch -m core generate ...` the images "
                     "are split across the processes (GPUs).")
     gen.add_argument("--model", help="Hugging Face id, preset key (sd15, sd-turbo, sdxl-turbo, "
-                                     "flux-schnell) or a local diffusers folder")
+                                     "flux-schnell) or a local diffusers folder "
+                                     "(default: SYNTHLAB_DEFAULT_MODEL)")
     gen.add_argument("--class", dest="classes", action="append", default=[], metavar="NAME",
                      help="a class to generate (repeatable); created if it does not exist")
     gen.add_argument("--per-class", type=int, help="images per class")
@@ -59,12 +60,13 @@ def _config_from_args(args: argparse.Namespace, settings: Any):  # noqa: ANN202
     try:
         if args.extend is not None:
             return extension_config(args.extend, args.per_class, settings)
-        if not args.model:
+        if not args.model and not settings.default_model:
             raise CliError("--model is required (see `python -m core models`)")
         if not args.classes:
             raise CliError("give at least one --class")
         config = GenerationConfig(
-            model=args.model, classes=args.classes, per_class=args.per_class, steps=args.steps,
+            model=args.model or settings.default_model, classes=args.classes,
+            per_class=args.per_class, steps=args.steps,
             guidance=args.guidance, size=args.size, seed=args.seed,
             batch_size=args.batch_size or settings.generation_batch_size,
             scheduler=args.scheduler, dataset_name=args.dataset,
