@@ -69,7 +69,7 @@ def run_explain_job(ctx: JobContext) -> dict[str, Any]:
         else:
             cached += int(result.cached)
             computed += int(not result.cached)
-        ctx.progress(done, total, f"{done}/{total} images ({cached} were cached)")
+        ctx.progress(done, total, f"{done}/{total} images ({cached} from the cache)")
     summary = margin_summary(run.run_id, config=config, settings=ctx.settings)
     ctx.log(f"{computed} computed, {cached} from the cache, {failed} failed")
     return {"run_id": run.run_id, "method": config.method, "computed": computed,
