@@ -133,7 +133,7 @@ def main() -> int:
           f"(epochs: {', '.join(f'{t:.2f}s' for t in naive)})")
     print(f"cache (random suffix applied on the fly):       {cached_rate:8.0f} images/s  "
           f"(epochs: {', '.join(f'{t:.2f}s' for t in cached)})")
-    print(f"one-time cache build ({cache.workers} processes): {build_s:.2f}s "
+    print(f"one-time cache build ({cache.workers} process{'es' if cache.workers > 1 else ''}): {build_s:.2f}s "
           f"= {total / build_s:.0f} images/s")
     print(f"ratio cache/naive per epoch: {cached_rate / naive_rate:.1f}x; over {args.epochs} epochs "
           f"including the build: {with_build / naive_rate:.1f}x")
