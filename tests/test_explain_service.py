@@ -280,3 +280,26 @@ def test_batch_job_stops_when_cancelled(trained):
     assert run_job(job_id, settings, worker) == jobs.CANCELLED
     with session_scope(settings) as session:
         assert session.scalar(select(func.count()).select_from(Attribution)) == 0
+
+
+def test_cache_housekeeping_after_a_deleted_run(trained, capsys):
+    from core.explain.cache import inspect_cache
+    from core.training.experiments import delete_run
+
+    settings, info = trained
+    config = AttributionConfig(method="saliency")
+    for image_id in info.real_ids[:3]:
+        explain(info.run_id, subject_from_image_id(image_id, settings), config, settings=settings)
+    report = inspect_cache(settings)
+    assert (report.rows, report.files, report.rows_without_file, report.files_without_row) == (3, 3, 0, 0)
+    first = _rows(settings)[0]
+    (attributions_dir(settings) / first.path).unlink()
+    assert inspect_cache(settings).rows_without_file == 1
+
+    delete_run(info.run_id, settings)  # its rows go with it (foreign key cascade)...
+    assert _rows(settings) == []
+    assert inspect_cache(settings).files_without_row == 0  # ...its files are too new to touch
+    report = inspect_cache(settings, prune=True, min_age_seconds=0)
+    assert report.removed_files == 2 and inspect_cache(settings).files == 0
+    assert cli_main(["explain-cache", "--prune", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["files"] == 0

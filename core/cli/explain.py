@@ -42,6 +42,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=_explain)
 
+    cache = subparsers.add_parser(
+        "explain-cache", help="size of the attribution cache; --prune removes stale entries",
+        description="Counts cached attribution maps. --prune removes rows whose file is gone, "
+                    "files no row points at (older than 10 minutes) and maps of deleted runs.")
+    cache.add_argument("--prune", action="store_true", help="remove the stale entries")
+    cache.add_argument("--json", action="store_true", help="machine-readable output")
+    cache.set_defaults(func=_cache)
+
 
 def _explain(args: argparse.Namespace) -> int:
     from core.config import get_settings
@@ -93,4 +101,19 @@ def _explain(args: argparse.Namespace) -> int:
         print(f"attribution on the letterbox margins: {result.margin_mass:.1%} "
               f"(margins are {result.margin_area:.1%} of the input)")
     print(f"overlay written to {out}")
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from core.explain.cache import inspect_cache
+
+    report = inspect_cache(prune=args.prune)
+    if args.json:
+        print_json(report.to_dict())
+        return 0
+    print(f"{report.rows} cached maps, {report.files} files, {report.bytes / 2**20:.1f} MiB")
+    print(f"stale: {report.rows_without_file} rows without a file, "
+          f"{report.files_without_row} files without a row")
+    if args.prune:
+        print(f"removed {report.removed_rows} rows and {report.removed_files} files")
     return 0
