@@ -143,7 +143,9 @@ def _run_foreground(job_id: int, config: Any, settings: Any, state: Any,
             batches = generator.pending_batches()
             if state is not None and state.num_processes > 1:
                 # Every process must plan from the same stored state: none starts before all
-                # have listed the pending batches.
+                # have listed the pending batches (and the dataset exists, made once).
+                if is_main:
+                    generator.ensure_dataset()
                 state.wait_for_everyone()
                 # Whole batches per process keep each image's batch (and pixels) as planned.
                 with state.split_between_processes(batches) as mine:

@@ -240,10 +240,9 @@ class Generator:
 
     def image_ids(self) -> list[int]:
         with session_scope(self.settings) as session:
-            return list(session.scalars(
-                select(GenerationItem.image_id).join(ImageClass, ImageClass.id == GenerationItem.class_id)
-                .where(GenerationItem.job_id == self.job_id)
-                .order_by(GenerationItem.id)))
+            return list(session.scalars(select(GenerationItem.image_id)
+                                        .where(GenerationItem.job_id == self.job_id)
+                                        .order_by(GenerationItem.id)))
 
     # running
 
@@ -278,6 +277,7 @@ class Generator:
         reporter.progress(done, total, f"{done}/{total} images", force=True)
         if not batches:
             return GenerationResult(self.image_ids(), 0, total)
+        self.ensure_dataset()
         loaded = self.pipeline
         from core.generation.loading import prepare_for_batch, set_scheduler
 
@@ -351,6 +351,10 @@ class Generator:
                                            gen_index=item.index, seed=item.seed,
                                            image_id=result.image.id))
         run_write(write, self.settings)
+
+    def ensure_dataset(self) -> None:
+        """Create the job's dataset up front (before several processes store into it)."""
+        run_write(self._dataset, self.settings)
 
     def dataset_name(self) -> str:
         return self.config.dataset_name or f"generated-job-{self.job_id}"
