@@ -43,8 +43,12 @@ def group_label(group_id: str) -> str:
 
 
 pick_left, pick_right = st.columns([1, 2])
-group_choice = pick_left.selectbox("Repeat / sweep group", [None, *groups],
-                                   format_func=lambda g: "(none)" if g is None else group_label(g),
+NO_GROUP = ""
+group_options = [NO_GROUP, *groups]
+# Open on the newest result: its whole repeat/sweep group when it belongs to one.
+group_choice = pick_left.selectbox("Repeat / sweep group", group_options,
+                                   index=group_options.index(finished[0].group_id or NO_GROUP),
+                                   format_func=lambda g: group_label(g) if g else "(none: pick runs)",
                                    key="r_group")
 default_ids = sorted(groups[group_choice]) if group_choice else [finished[0].id]
 selected_ids = pick_right.multiselect("Runs", list(by_id), default=default_ids, format_func=run_label,

@@ -43,9 +43,11 @@ def test_results_page_shows_metrics_curves_and_the_data_efficiency_plot(settings
     ids = _finished_runs(settings)
     app = AppTest.from_file(str(PAGES / "results.py"), default_timeout=60).run()
     assert not app.exception, app.exception
-    # Default: the newest run alone.
-    assert app.dataframe[0].value.shape[0] == 1
+    # Default: the newest run's sweep group; without a group, the newest run alone.
     group = list_runs(ids=ids, settings=settings)[0].group_id
+    assert app.selectbox(key="r_group").value == group
+    app.selectbox(key="r_group").set_value("").run()
+    assert app.dataframe[0].value.shape[0] == 1
     app.selectbox(key="r_group").set_value(group).run()
     assert not app.exception, app.exception
     metrics = app.dataframe[0].value
