@@ -9,14 +9,19 @@ A worker subprocess learns these kinds through ``SYNTHLAB_EXTRA_JOB_MODULES=test
   made again from their seeds (same pixels, same file).
 - ``test_progress``: many progress updates, to load the DB while writers write.
 
-``python -m tests.crashjobs writer ID N`` is one concurrent writer process.
+``python -m tests.crashjobs writer ID N`` is one concurrent writer process;
+``stop_dashboard_worker(home)`` stops the worker a dashboard started, even one still starting.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -110,6 +115,28 @@ def writer(writer_id: int, count: int) -> int:
         jobs.list_jobs(limit=5, settings=settings)
     print(f"writer {writer_id}: {count} images, jobs {submitted}")
     return 0
+
+
+def stop_dashboard_worker(home: Path, timeout: float = 30) -> None:
+    """Stop the detached worker a dashboard started (by the PID it wrote), if any.
+
+    The dashboard creates the worker's log before starting it and the worker writes its PID
+    once it runs, so a worker still starting up is waited for rather than left behind.
+    """
+    from core.config import Settings
+    from core.worker import pid_path, worker_alive
+
+    settings = Settings(home=home)
+    if not (settings.logs_dir / "worker-default.log").exists():
+        return
+    pid_file = pid_path(settings)
+    deadline = time.monotonic() + timeout
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    with contextlib.suppress(OSError, ValueError, ProcessLookupError):
+        os.kill(int(pid_file.read_text()), signal.SIGTERM)
+    while worker_alive(settings) and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 if __name__ == "__main__":

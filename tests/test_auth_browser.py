@@ -2,55 +2,48 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from tests.test_e2e_browser import CHROMIUM, CHROMIUM_ARGS, ROOT, Server
+from tests.browser import chromium_missing_reason, launch_browser, start_server
+from tests.crashjobs import stop_dashboard_worker
 
 
 @pytest.mark.browser
 @pytest.mark.slow
 def test_password_gate_in_the_browser(tmp_path, output_dir):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
+    from core.config import Settings
+    from core.users import accounts
+
+    if chromium_missing_reason():
+        pytest.fail(chromium_missing_reason())
     home = tmp_path / "synthlab-home"
-    env_home = {"SYNTHLAB_HOME": str(home)}
-    added = subprocess.run([sys.executable, "-m", "core", "user", "add", "alice",
-                            "--password-stdin"], input="alices-password\n", cwd=ROOT,
-                           env={**__import__("os").environ, **env_home},
-                           capture_output=True, text=True, timeout=60)
-    assert added.returncode == 0, added.stderr
-    server = Server(home, output_dir / "server.log", {"SYNTHLAB_AUTH_MODE": "password"})
+    accounts.add_user("alice", "alices-password", settings=Settings(home=home))
+    server = start_server(home, env={"SYNTHLAB_AUTH_MODE": "password"})
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page()
-                page.set_default_timeout(60_000)
-                page.goto(server.url + "gallery")  # a bookmark does not get past the gate
-                expect(page.get_by_role("heading", name="Sign in to SynthLab")).to_be_visible()
-                assert page.get_by_role("link", name="Gallery", exact=True).count() == 0
-                page.get_by_label("User name", exact=True).fill("alice")
-                page.get_by_label("Password", exact=True).fill("wrong-password")
-                page.get_by_role("button", name="Sign in", exact=True).click()
-                expect(page.get_by_text("wrong name or password")).to_be_visible()
-                page.screenshot(path=str(output_dir / "refused.png"))
+        with launch_browser() as page:
+            page.set_default_timeout(60_000)
+            page.goto(server.url + "/gallery")  # a bookmark does not get past the gate
+            expect(page.get_by_role("heading", name="Sign in to SynthLab")).to_be_visible()
+            assert page.get_by_role("link", name="Gallery", exact=True).count() == 0
+            page.get_by_label("User name", exact=True).fill("alice")
+            page.get_by_label("Password", exact=True).fill("wrong-password")
+            page.get_by_role("button", name="Sign in", exact=True).click()
+            expect(page.get_by_text("wrong name or password")).to_be_visible()
+            page.screenshot(path=str(output_dir / "refused.png"))
 
-                page.get_by_label("User name", exact=True).fill("alice")
-                page.get_by_label("Password", exact=True).fill("alices-password")
-                page.get_by_role("button", name="Sign in", exact=True).click()
-                expect(page.get_by_text("Signed in as")).to_be_visible()
-                # Back on the page the bookmark asked for, with the form gone.
-                expect(page.get_by_role("heading", name="Gallery", exact=True)).to_be_visible()
-                expect(page.get_by_text("Sign in to SynthLab")).to_have_count(0)
-                expect(page.get_by_text("wrong name or password")).to_have_count(0)
-                expect(page.get_by_text(" images · page 1 of 1")).to_be_visible()
-                expect(page.get_by_role("link", name="Gallery", exact=True)).to_be_visible()
-                assert page.get_by_label("Your name", exact=True).count() == 0
-                page.screenshot(path=str(output_dir / "signed-in.png"))
-            finally:
-                browser.close()
+            page.get_by_label("User name", exact=True).fill("alice")
+            page.get_by_label("Password", exact=True).fill("alices-password")
+            page.get_by_role("button", name="Sign in", exact=True).click()
+            expect(page.get_by_text("Signed in as")).to_be_visible()
+            # Back on the page the bookmark asked for, with the form gone.
+            expect(page.get_by_role("heading", name="Gallery", exact=True)).to_be_visible()
+            expect(page.get_by_text("Sign in to SynthLab")).to_have_count(0)
+            expect(page.get_by_text("wrong name or password")).to_have_count(0)
+            expect(page.get_by_text(" images · page 1 of 1")).to_be_visible()
+            assert page.get_by_label("Your name", exact=True).count() == 0
+            page.screenshot(path=str(output_dir / "signed-in.png"))
     finally:
         server.stop()
+        stop_dashboard_worker(home)

@@ -225,85 +225,6 @@ def test_generation_job_killed_mid_way_resumes(settings, tiny_model):
 
 # --- the dashboard server restarted while a job waits ------------------------------------
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start_server(port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
-    import urllib.request
-
-    handle = open(log, "ab")  # noqa: SIM115 - closed with the process
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
-         "--server.port", str(port), "--server.headless", "true"],
-        cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    return server
-        except OSError:
-            time.sleep(0.3)
-        assert server.poll() is None, log.read_text()[-3000:]
-    server.kill()
-    raise AssertionError("streamlit did not come up: " + log.read_text()[-3000:])
-
-
-def _stop_pid(pid: int, timeout: float = 20) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        with __import__("contextlib").suppress(ChildProcessError):
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
-
-
-def _stop_worker(settings) -> None:  # noqa: ANN001
-    # The worker is the server's child, not ours: once it exits it may linger as a zombie,
-    # so wait for its lock to be freed rather than for its PID to vanish.
-    from core.worker import worker_alive
-
-    pid = _worker_pid(settings)
-    if pid is None:
-        return
-    with __import__("contextlib").suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while worker_alive(settings) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if worker_alive(settings):
-        os.kill(pid, signal.SIGKILL)
-
-
-def _worker_pid(settings) -> int | None:  # noqa: ANN001
-    from core.worker import pid_path, worker_alive
-
-    if not worker_alive(settings):
-        return None
-    try:
-        return int(pid_path(settings).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _wait(condition, timeout: float, what: str) -> None:  # noqa: ANN001
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -316,48 +237,41 @@ def _wait(condition, timeout: float, what: str) -> None:  # noqa: ANN001
 @pytest.mark.browser
 @pytest.mark.slow
 def test_job_queued_across_a_server_restart_runs_after_it(settings, output_dir):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect
 
-    env = _env(SYNTHLAB_AUTOSTART_WORKER="1")
-    port = _free_port()
-    log = output_dir / "server.log"
-    url = f"http://127.0.0.1:{port}/"
-    server = _start_server(port, env, log)
+    from tests.browser import chromium_missing_reason, launch_browser, start_server
+    from tests.crashjobs import stop_dashboard_worker
+    from core.worker import worker_alive
+
+    if chromium_missing_reason():
+        pytest.fail(chromium_missing_reason())
+    env = {"SYNTHLAB_EXTRA_JOB_MODULES": "tests.crashjobs", "PYTHONPATH": str(ROOT)}
+    home = settings.home_path
+    server = start_server(home, env=env)
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium",
-                                                 args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page()
-                page.goto(url)
-                _wait(lambda: _worker_pid(settings) is not None, 60, "the worker to start")
-                # Everything goes down: the worker first, then the server.
-                _stop_worker(settings)
-                job_id = jobs.submit("test_slow_images", {"count": 3, "delay": 0},
-                                     created_by="dana", settings=settings)
-                page.close()
-                _stop_pid(server.pid)
-                server.wait(timeout=20)
-                assert jobs.get_job(job_id, settings).status == jobs.QUEUED
+        with launch_browser() as page:
+            page.goto(server.url + "/")
+            _wait(lambda: worker_alive(settings), 60, "the dashboard to start a worker")
+            # Everything goes down: the worker first, then the server.
+            stop_dashboard_worker(home)
+            assert not worker_alive(settings)
+            job_id = jobs.submit("test_slow_images", {"count": 3, "delay": 0},
+                                 created_by="dana", settings=settings)
+            server.stop()
+            assert jobs.get_job(job_id, settings).status == jobs.QUEUED
 
-                server = _start_server(port, env, log)
-                page = browser.new_page()
-                # The first visitor after the restart comes from a bookmark: the page must
-                # still run inside app.py's navigation (sidebar, name), not on its own.
-                page.goto(url + "admin")
-                _wait(lambda: jobs.get_job(job_id, settings).status == jobs.DONE, 90,
-                      "the queued job to run after the restart")
-                from playwright.sync_api import expect
-
-                expect(page.get_by_role("heading", name="Admin")).to_be_visible(timeout=60_000)
-                expect(page.get_by_label("Your name", exact=True)).to_be_visible(timeout=60_000)
-                expect(page.get_by_role("link", name="Gallery", exact=True)).to_be_visible()
-                page.screenshot(path=str(output_dir / "after-restart.png"))
-            finally:
-                browser.close()
+            server = start_server(home, env=env)
+            # The first visitor after the restart comes from a bookmark: the page must
+            # still run inside app.py's navigation (sidebar, name), not on its own.
+            page.goto(server.url + "/admin")
+            _wait(lambda: jobs.get_job(job_id, settings).status == jobs.DONE, 90,
+                  "the queued job to run after the restart")
+            expect(page.get_by_role("heading", name="Admin")).to_be_visible(timeout=60_000)
+            expect(page.get_by_label("Your name", exact=True)).to_be_visible(timeout=60_000)
+            expect(page.get_by_role("link", name="Gallery", exact=True)).to_be_visible()
+            page.screenshot(path=str(output_dir / "after-restart.png"))
     finally:
-        _stop_worker(settings)
-        _stop_pid(server.pid)
-        server.wait(timeout=20)
+        server.stop()
+        stop_dashboard_worker(home)
     assert _indexed(settings, job_id) == [0, 1, 2]
     assert_store_consistent(settings)

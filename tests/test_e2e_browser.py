@@ -8,96 +8,19 @@ test's output folder (test-output/test_whole_flow_in_a_browser/).
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.browser import LiveServer, chromium_missing_reason, launch_browser, start_server
+from tests.crashjobs import stop_dashboard_worker
 from tests.imagemaker import make_imagefolder
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 CLASSES = ["apple", "banana"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """``streamlit run app.py`` on a free local port, stopped by its own PID."""
-
-    def __init__(self, home: Path, log: Path, extra_env: dict[str, str]) -> None:
-        self.home = home
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SYNTHLAB_")}
-        env.update(SYNTHLAB_HOME=str(home), SYNTHLAB_AUTOSTART_WORKER="1",
-                   SYNTHLAB_WORKER_POLL_SECONDS="0.2", PYTHONPATH=str(ROOT), **extra_env)
-        self.log = log
-        handle = open(log, "ab")  # noqa: SIM115 - the child keeps it
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
-             "--server.port", str(self.port), "--server.headless", "true"],
-            cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        handle.close()
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(self.url + "_stcore/health", timeout=2) as reply:
-                    if reply.read().strip() == b"ok":
-                        return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.3)
-        self.stop()
-        raise AssertionError("streamlit did not start:\n" + log.read_text()[-3000:])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        stop_dashboard_worker(self.home)
-
-
-def stop_dashboard_worker(home: Path, timeout: float = 30) -> None:
-    """Stop the detached worker the dashboard started (by the PID it wrote), if any.
-
-    The dashboard writes the worker's log before starting it and the worker writes its PID
-    once it runs, so a worker still starting up is waited for rather than left behind.
-    """
-    from core.config import Settings
-    from core.worker import worker_alive
-
-    settings = Settings(home=home)
-    if not (settings.logs_dir / "worker-default.log").exists():
-        return
-    pid_file = home / "worker-default.pid"
-    deadline = time.monotonic() + timeout
-    while not pid_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    with contextlib.suppress(OSError, ValueError, ProcessLookupError):
-        os.kill(int(pid_file.read_text()), signal.SIGTERM)
-    while worker_alive(settings) and time.monotonic() < deadline:
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -111,34 +34,29 @@ def e2e_data(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture()
-def server(e2e_data, output_dir):
-    running = Server(e2e_data["home"], output_dir / "server.log",
-                     {"SYNTHLAB_LOCAL_MODELS_DIR": str(e2e_data["model"].parent),
-                      "SYNTHLAB_IMAGE_SIZE": "32"})
-    yield running
-    running.stop()
+def server(e2e_data):
+    running = start_server(e2e_data["home"], env={"SYNTHLAB_IMAGE_SIZE": "32",
+                                                   "SYNTHLAB_WORKER_POLL_SECONDS": "0.2"})
+    try:
+        yield running
+    finally:
+        running.stop()
+        stop_dashboard_worker(e2e_data["home"])
 
 
 @pytest.fixture()
 def page(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1800})
-        tab = context.new_page()
-        tab.set_default_timeout(30_000)
-        try:
-            yield tab
-        finally:
-            context.close()
-            browser.close()
+    reason = chromium_missing_reason()
+    if reason:
+        pytest.fail(reason)  # this test is the issue's acceptance test: never skipped
+    with launch_browser(viewport=(1400, 1800)) as tab:
+        yield tab
 
 
 class Flow:
     """Steps through the dashboard like a user, with a screenshot of each page."""
 
-    def __init__(self, page, server: Server, output_dir: Path) -> None:  # noqa: ANN001
+    def __init__(self, page, server: LiveServer, output_dir: Path) -> None:  # noqa: ANN001
         self.page = page
         self.server = server
         self.output_dir = output_dir
@@ -220,7 +138,7 @@ def test_whole_flow_in_a_browser(page, server, e2e_data, output_dir):
     for old in output_dir.glob("*.png"):
         old.unlink()
     flow = Flow(page, server, output_dir)
-    page.goto(server.url)
+    page.goto(server.url + "/")
     flow.see("SynthLab")
     flow.idle()
     flow.text("Your name", "erin", key="Enter")  # not in a form: Enter applies it
