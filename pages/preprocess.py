@@ -41,6 +41,11 @@ FLOAT_RANGES = {
 PAIR_RANGES = {"scale": (0.05, 1.0, 0.05), "ratio": (0.25, 4.0, 0.05)}
 CHOICES = {"fill": LETTERBOX_FILLS, "resample": tuple(RESAMPLING), "position": ("random", "center")}
 NO_STEP = "(add a step)"
+# Parameters that only matter for some values of another: hidden (kept as they are) otherwise.
+SHOWN_WHEN = {
+    ("letterbox", "colour"): lambda values: values.get("fill") == "colour",
+    ("coloured_margins", "colour"): lambda values: not values.get("random_colour"),
+}
 
 
 def _hex(colour) -> str:  # noqa: ANN001
@@ -110,8 +115,12 @@ def pipeline_editor(side: str, names: list[str], real_datasets: list[str]) -> Pi
     for index, step_spec in enumerate(spec["steps"]):
         cls = types[step_spec["type"]]
         with st.expander(f"{index + 1}. {cls.label}", expanded=False):
-            values = {f.name: _field_widget(cls, f, step_spec.get(f.name), f"pp_{side}_{version}_{index}_{f.name}")
-                      for f in dataclasses.fields(cls)}
+            values: dict = {}
+            for f in dataclasses.fields(cls):
+                shown = SHOWN_WHEN.get((cls.type_name, f.name), lambda _values: True)(values)
+                current = step_spec.get(f.name)
+                values[f.name] = (_field_widget(cls, f, current, f"pp_{side}_{version}_{index}_{f.name}")
+                                  if shown else (tuple(current) if isinstance(current, list) else current))
             try:
                 steps.append(cls(**values))
             except (TransformError, TypeError) as exc:

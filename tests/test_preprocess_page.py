@@ -71,6 +71,10 @@ def test_page_compares_real_and_synthetic_and_saves_a_preset(settings):
 
     # Sliders and selects drive the preview: switch the real letterbox fill to white.
     before = _image_urls(at)
+    assert "pp_real_1_0_colour" not in [c.key for c in at.color_picker]  # only for fill "colour"
+    at.selectbox(key="pp_real_1_0_fill").set_value("colour").run()
+    at.color_picker(key="pp_real_1_0_colour").pick("#00ff00").run()
+    assert not at.exception
     at.selectbox(key="pp_real_1_0_fill").set_value("white").run()
     assert not at.exception
     after = _image_urls(at)

@@ -66,7 +66,8 @@ def image_choices(session: Session, class_name: str | None, source: str, *,
     """The first ``limit`` images of a class and source, labelled for a select box."""
     query = _filtered(select(Image.id, Image.original_name, Image.width, Image.height), class_name, source)
     rows = session.execute(query.order_by(Image.id).limit(limit)).all()
-    return [ImageChoice(row.id, f"#{row.id} {row.original_name or ''} ({row.width}x{row.height})".replace("  ", " "))
+    return [ImageChoice(row.id, " ".join(part for part in (f"#{row.id}", row.original_name,
+                                                          f"({row.width}x{row.height})") if part))
             for row in rows]
 
 

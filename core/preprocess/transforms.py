@@ -96,7 +96,10 @@ class Transform:
         return stable_hash(self.to_dict())
 
     def describe(self) -> str:
-        params = ", ".join(f"{k}={v}" for k, v in self.to_dict().items() if k != "type")
+        def short(value: Any) -> Any:
+            return f"[{len(value)} values]" if isinstance(value, list) and len(value) > 4 else value
+
+        params = ", ".join(f"{k}={short(v)}" for k, v in self.to_dict().items() if k != "type")
         return f"{self.label} ({params})" if params else self.label
 
     def _rng(self, rng: np.random.Generator | None) -> np.random.Generator:
