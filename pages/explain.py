@@ -35,6 +35,11 @@ st.caption("Which pixels drive the model's decision: the fruit, or the margins a
            "that give away where an image came from? Maps are computed with captum on the "
            "exact input the model saw, and cached.")
 
+def _error(exc: Exception) -> None:
+    # Messages can quote user text (an upload's file name): never let it become markdown.
+    st.error(escape_markdown(exc))
+
+
 runs = finished_runs(settings)
 if not runs:
     st.info("No finished training run yet. Train a model on the **Train** page (or with "
@@ -47,7 +52,7 @@ run_id = st.selectbox("Run", run_ids, format_func=run_names.get, key="x_run")
 try:
     run = load_run(run_id, settings)
 except ExplainError as exc:
-    st.error(str(exc))
+    _error(exc)
     st.stop()
 st.caption(f"{len(run.class_names)} classes · {run.image_size}×{run.image_size} input · "
            f"model file `{run.checkpoint.name}`")
@@ -89,7 +94,7 @@ try:
     config = AttributionConfig(method=method, ig_steps=ig_steps, baseline=baseline,
                                occlusion_window=window, occlusion_stride=stride)
 except AttributionError as exc:
-    st.error(str(exc))
+    _error(exc)
     st.stop()
 target = target_class if target_mode == "any class" else target_mode
 
@@ -100,7 +105,7 @@ def _explain(subject, seed: int = 0) -> Explanation | None:  # noqa: ANN001
             return explain(run, subject, config, target=target, input_mode=input_mode,
                            input_seed=seed, settings=settings)
     except ExplainError as exc:
-        st.error(str(exc))
+        _error(exc)
         return None
 
 
@@ -177,14 +182,14 @@ with tab_image:
             try:
                 subject = subject_from_image_id(image_id, settings)
             except ExplainError as exc:
-                st.error(str(exc))
+                _error(exc)
     elif origin == "Upload":
         upload = st.file_uploader("An image file", type=None, key="x_upload")
         if upload is not None:
             try:
                 subject = subject_from_bytes(upload.getvalue(), settings, name=upload.name)
             except ExplainError as exc:
-                st.error(str(exc))
+                _error(exc)
     else:
         key = f"x_eval_{run.run_id}_{run.checkpoint.stat().st_mtime}"
         if st.button("Find the misclassified test images", key="x_find_wrong") or key in st.session_state:
@@ -193,7 +198,7 @@ with tab_image:
                     try:
                         st.session_state[key] = eval_predictions(run.run_id, settings)
                     except ExplainError as exc:
-                        st.error(str(exc))
+                        _error(exc)
                         st.session_state[key] = []
             predictions = st.session_state[key]
             wrong = sorted((p for p in predictions if not p.correct), key=lambda p: -p.confidence)
@@ -305,7 +310,7 @@ with tab_batch:
                                         input_mode=input_mode, created_by=identity.name,
                                         settings=settings)
         except ExplainError as exc:
-            st.error(str(exc))
+            _error(exc)
         else:
             st.success(f"Queued job #{job_id} for {len(ids)} images.")
     st.markdown(f"Jobs started by **{escape_markdown(identity.name)}** and others:")
