@@ -300,6 +300,8 @@ else:
 # --- presets ---------------------------------------------------------------------------------
 
 st.subheader("Presets")
+if "pp_flash" in st.session_state:  # the outcome of the last save or delete, before its rerun
+    st.success(st.session_state.pop("pp_flash"))
 saved_by_name = {p.name: p for p in presets}
 with st.form("pp_save_preset"):
     which = st.radio("Save which pipeline", ["real", "synthetic"], horizontal=True)
@@ -315,9 +317,12 @@ with st.form("pp_save_preset"):
             if existing is not None:
                 require(identity, existing.created_by, "delete", "this preset")
             saved = save_preset(name, pipeline, identity.name, settings=settings, notes=notes or None)
-            st.success(f"Saved preset “{saved.name}” ({len(pipeline.steps)} steps).")
         except (PipelineError, PermissionDenied) as exc:
             st.error(str(exc))
+        else:
+            # Rerun so every preset menu on the page lists the new one.
+            st.session_state["pp_flash"] = f"Saved preset “{saved.name}” ({len(pipeline.steps)} steps)."
+            st.rerun()
 if presets:
     st.dataframe([{"name": p.name, "steps": Pipeline.from_dict(p.spec).describe(), "by": p.updated_by,
                    "updated": p.updated_at, "notes": p.notes} for p in presets], hide_index=True)
@@ -327,8 +332,11 @@ if presets:
             try:
                 require(identity, saved_by_name[doomed].created_by, "delete", "this preset")
                 delete_preset(doomed, settings)
-                st.success("Deleted." + (" The built-in default is back." if doomed in DEFAULT_NAMES else ""))
             except PermissionDenied as exc:
                 st.error(str(exc))
+            else:
+                st.session_state["pp_flash"] = f"Deleted preset “{doomed}”." + (
+                    " The built-in default is back." if doomed in DEFAULT_NAMES else "")
+                st.rerun()
 else:
     st.caption("No saved presets: training uses the built-in `real` and `synthetic` pipelines.")

@@ -97,6 +97,17 @@ def test_page_compares_real_and_synthetic_and_saves_a_preset(settings):
     assert [s.type_name for s in saved.steps] == ["random_margin", "letterbox", "resize", "hflip"]
     assert saved.steps[0].min_aspect == 2.0 and saved.steps[0].max_aspect == 3.0
 
+    # A saved preset is a starting point for either side; steps can be removed.
+    at.selectbox(key="pp_real_base").set_value("wide synthetic").run()
+    real_steps = [e.label for e in at.expander if e.label[0].isdigit()][:4]
+    assert real_steps == ["1. Random margin", "2. Letterbox", "3. Resize", "4. Horizontal flip"]
+    remove = next(b for b in at.button if b.label == "Remove this step" and b.key.startswith("pp_real_")
+                  and b.key.endswith("_3_remove"))
+    remove.click().run()
+    assert not at.exception
+    assert [e.label for e in at.expander if e.label[0].isdigit()][:4] == [
+        "1. Random margin", "2. Letterbox", "3. Resize", "1. Random margin"]
+
     # The random margin can follow the aspect ratios measured from a real dataset.
     measure = next(b for b in at.button if b.label == "Use this dataset's aspect ratios"
                    and b.key.startswith("pp_synthetic_"))
@@ -108,4 +119,15 @@ def test_page_compares_real_and_synthetic_and_saves_a_preset(settings):
     at.selectbox(key="pp_class").set_value("lime").run()
     assert "No real images in this class." in _texts(at.info)
     next(b for b in at.button if b.label == "Random").click().run()
+    assert not at.exception
+
+    # Deleting the preset the real side started from falls back cleanly.
+    at.selectbox(key="pp_class").set_value(None).run()
+    delete_form_select = next(s for s in at.selectbox if s.label == "Preset")
+    delete_form_select.set_value("wide synthetic")
+    next(b for b in at.button if b.label == "Delete preset").click().run()
+    assert not at.exception
+    assert "Deleted preset “wide synthetic”." in _texts(at.success)
+    assert get_preset("wide synthetic", settings) is None
+    at.run()
     assert not at.exception
