@@ -36,7 +36,7 @@ def _env(settings) -> dict[str, str]:  # noqa: ANN001
 def test_killed_worker_resumes_training_from_the_last_checkpoint(settings, monkeypatch) -> None:
     add_fruit_images(settings, "orchard", per_class=20, seed=1)
     request = ExperimentRequest(data=DataSpec(mode="real"),
-                                train=TrainConfig(epochs=40, image_size=16, batch_size=16, patience=0,
+                                train=TrainConfig(epochs=30, image_size=16, batch_size=16, patience=0,
                                                   widths={"conv1": 8, "conv2": 16, "hidden": 32}))
     [run_id] = create_runs(request, created_by="tester", settings=settings)
     job_id = submit_training([run_id], title="resume test", created_by="tester", settings=settings)
@@ -46,10 +46,10 @@ def test_killed_worker_resumes_training_from_the_last_checkpoint(settings, monke
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             run = get_run(run_id, settings)
-            if len(run.history or []) >= 3:
+            if len(run.history or []) >= 1:  # a checkpoint exists: kill as early as possible
                 break
             assert worker.poll() is None, worker.stderr.read().decode()[-2000:]
-            time.sleep(0.05)
+            time.sleep(0.02)
         else:
             pytest.fail("training never got going")
         worker.send_signal(signal.SIGKILL)
@@ -58,7 +58,7 @@ def test_killed_worker_resumes_training_from_the_last_checkpoint(settings, monke
         if worker.poll() is None:
             worker.kill()
     killed_at = len(get_run(run_id, settings).history)
-    assert killed_at < 40, "the run finished before the kill; make it longer"
+    assert killed_at < 30, "the run finished before the kill; make it longer"
     assert (run_dir(settings, run_id) / LAST_FILE).is_file()
     assert not (run_dir(settings, run_id) / MODEL_FILE).exists()
     assert get_job(job_id, settings).status == "running"
@@ -72,7 +72,7 @@ def test_killed_worker_resumes_training_from_the_last_checkpoint(settings, monke
     assert job.status == "done", job.error
     run = get_run(run_id, settings)
     assert run.status == "done" and run.metrics["_train"]["resumed"] is True
-    assert [h["epoch"] for h in run.history] == list(range(1, 41))  # no epoch lost or repeated
+    assert [h["epoch"] for h in run.history] == list(range(1, 31))  # no epoch lost or repeated
     assert run.metrics["real_test"]["accuracy"] >= 0.8
     assert any("resumed" in e.message for e in job_events(job_id, settings=settings))
     model, classes, pipelines, size = load_trained_model(run_id, settings)
