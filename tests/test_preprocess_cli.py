@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.imagemaker import fruit_image, save_jpeg
@@ -114,3 +115,24 @@ def test_aspect_statistics_before_and_after(settings):
     matched = aspect_ratios_after(synthetic_sizes, measured_pipeline)
     square = np.ones(len(synthetic_sizes))
     assert log_aspect_distance(real, matched) < log_aspect_distance(real, square)
+
+
+def test_compare_aspects_samples_across_all_images(settings):
+    from core.db.engine import session_scope
+    from core.preprocess import Pipeline, default_pipeline
+    from core.preprocess.compare import aspect_figure, compare_aspects
+    from core.preprocess.transforms import Letterbox, RandomMargin, Resize
+
+    add_images(settings, [(fruit_image("lime", i, (80, 60)), "lime", "real") for i in range(6)])
+    add_images(settings, [(fruit_image("lime", 70 + i, (64, 64)), "lime", "synthetic") for i in range(4)])
+    four_three = Pipeline((RandomMargin(aspects=(1.3333,)), Letterbox(), Resize(64)))
+    with session_scope(settings) as session:
+        full = compare_aspects(session, default_pipeline("real"), four_three, class_name="lime")
+        sampled = compare_aspects(session, default_pipeline("real"), four_three, class_name="lime", sample=4)
+    assert len(full.real_before) == 6 and len(full.synthetic_before) == 4
+    assert len(sampled.real_before) == 4 and len(sampled.synthetic_before) == 4
+    # Squares against 4:3 photos before; the margin gives them the photos' shape after.
+    assert full.distance_before == pytest.approx(np.log(4 / 3), rel=0.01)
+    assert full.distance_after < 0.02
+    figure = aspect_figure(full)
+    assert [trace.name for trace in figure.data] == ["Real", "Synthetic", "Real", "Synthetic"]

@@ -118,13 +118,22 @@ class AspectComparison:
 def compare_aspects(session: Session, real_pipeline: Pipeline, synthetic_pipeline: Pipeline, *,
                     class_name: str | None = None, seed: int = 0,
                     sample: int = HISTOGRAM_SAMPLE) -> AspectComparison:
-    real = image_sizes(session, ImageFilter(source=SOURCE_REAL, class_name=class_name), limit=sample)
-    synth = image_sizes(session, ImageFilter(source=SOURCE_SYNTHETIC, class_name=class_name), limit=sample)
+    rng = np.random.default_rng(seed)
+    real = _subsample(image_sizes(session, ImageFilter(source=SOURCE_REAL, class_name=class_name)), sample, rng)
+    synth = _subsample(image_sizes(session, ImageFilter(source=SOURCE_SYNTHETIC, class_name=class_name)),
+                       sample, rng)
     return AspectComparison(
         real_before=real[:, 0] / real[:, 1] if len(real) else np.empty(0),
         synthetic_before=synth[:, 0] / synth[:, 1] if len(synth) else np.empty(0),
         real_after=aspect_ratios_after(real, real_pipeline, seed),
         synthetic_after=aspect_ratios_after(synth, synthetic_pipeline, seed))
+
+
+def _subsample(sizes: np.ndarray, sample: int, rng: np.random.Generator) -> np.ndarray:
+    """At most ``sample`` rows drawn from all of them (the first rows may be one dataset)."""
+    if len(sizes) <= sample:
+        return sizes
+    return sizes[np.sort(rng.choice(len(sizes), size=sample, replace=False))]
 
 
 def aspect_figure(comparison: AspectComparison) -> go.Figure:
