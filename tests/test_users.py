@@ -138,24 +138,34 @@ def test_oidc_identity_takes_admin_role_from_local_account(settings):
         accounts.oidc_identity({}, settings)
 
 
-def _cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core", *args], input=stdin, cwd=ROOT,
+def test_user_cli(settings, monkeypatch, capsys):
+    import io
+
+    from core.cli import main
+
+    # The real entry point once, as a script would call it ...
+    done = subprocess.run([sys.executable, "-m", "core", "user", "add", "ivy", "--admin",
+                           "--password-stdin"], input="ivys-password\n", cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
-
-
-def test_user_cli(settings):
-    done = _cli("user", "add", "ivy", "--admin", "--password-stdin", stdin="ivys-password\n")
     assert done.returncode == 0, done.stderr
     assert accounts.authenticate("ivy", "ivys-password", settings).is_admin
-    refused = _cli("user", "add", "ivy", "--password-stdin", stdin="another-pass\n")
-    assert refused.returncode == 2 and "already exists" in refused.stderr
-    weak = _cli("user", "passwd", "ivy", "--password-stdin", stdin="short\n")
-    assert weak.returncode == 2 and "at least" in weak.stderr
-    no_tty = _cli("user", "add", "jim")
-    assert no_tty.returncode == 2 and "--password-stdin" in no_tty.stderr
-    assert _cli("user", "passwd", "ivy", "--password-stdin", stdin="new-password\n").returncode == 0
+
+    # ... the rest in-process (same parser and handlers, no interpreter start-up each time).
+    def cli(*args: str, stdin: str = "") -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, _, err = cli("user", "add", "ivy", "--password-stdin", stdin="another-pass\n")
+    assert code == 2 and "already exists" in err
+    code, _, err = cli("user", "passwd", "ivy", "--password-stdin", stdin="short\n")
+    assert code == 2 and "at least" in err
+    code, _, err = cli("user", "add", "jim")  # no terminal to ask on
+    assert code == 2 and "--password-stdin" in err
+    assert cli("user", "passwd", "ivy", "--password-stdin", stdin="new-password\n")[0] == 0
     assert accounts.authenticate("ivy", "new-password", settings)
-    listing = _cli("user", "list")
-    assert "ivy" in listing.stdout and "admin" in listing.stdout
-    log = _cli("audit")
-    assert "user_passwd" in log.stdout and "user_add" in log.stdout
+    code, out, _ = cli("user", "list")
+    assert code == 0 and "ivy" in out and "admin" in out
+    code, out, _ = cli("audit")
+    assert "user_passwd" in out and "user_add" in out
