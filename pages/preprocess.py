@@ -111,7 +111,7 @@ def pipeline_editor(side: str, names: list[str], real_datasets: list[str]) -> Pi
     types = transform_types()
     steps: list[Transform] = []
     valid = True
-    action: tuple[str, int] | None = None
+    action: tuple[str, int, str] | None = None
     for index, step_spec in enumerate(spec["steps"]):
         cls = types[step_spec["type"]]
         with st.expander(f"{index + 1}. {cls.label}", expanded=False):
@@ -130,9 +130,9 @@ def pipeline_editor(side: str, names: list[str], real_datasets: list[str]) -> Pi
                 dataset = st.selectbox("Measure the aspect ratios of", real_datasets,
                                        key=f"pp_{side}_{version}_{index}_dataset")
                 if st.button("Use this dataset's aspect ratios", key=f"pp_{side}_{version}_{index}_measure"):
-                    action = ("measure", index)
+                    action = ("measure", index, dataset)
             if st.button("Remove this step", key=f"pp_{side}_{version}_{index}_remove"):
-                action = ("remove", index)
+                action = ("remove", index, "")
     labels = {cls.label: name for name, cls in types.items() if name != "downscale"}
     added = st.selectbox("Add a step", [NO_STEP] + sorted(labels), key=f"pp_{side}_{version}_add")
     max_side = st.number_input("Working size cap (longer side, px)", 16, 4096,
@@ -149,8 +149,7 @@ def pipeline_editor(side: str, names: list[str], real_datasets: list[str]) -> Pi
         with session_scope(settings) as session:
             try:
                 measured = random_margin_from_dataset(
-                    session, ImageFilter(source=SOURCE_REAL, dataset_name=st.session_state[
-                        f"pp_{side}_{version}_{action[1]}_dataset"]),
+                    session, ImageFilter(source=SOURCE_REAL, dataset_name=action[2]),
                     position=steps[action[1]].position)  # type: ignore[attr-defined]
             except ValueError as exc:
                 st.error(str(exc))
