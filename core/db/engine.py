@@ -116,11 +116,22 @@ def run_write(fn: Callable[[Session], T], settings: Settings | None = None, *, a
             with session_scope(settings, write=True) as session:
                 return fn(session)
         except OperationalError as exc:
-            if "locked" not in str(exc).lower() or attempt == attempts - 1:
+            if not _is_transient(exc) or attempt == attempts - 1:
                 raise
             time.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
+
+
+# Errors that a retry of the whole transaction cures: SQLite's lock wait running out, and
+# PostgreSQL's deadlock and serialization failures (same shared-server code on either).
+_TRANSIENT_MARKERS = ("database is locked", "database table is locked", "deadlock detected",
+                      "could not serialize access")
+
+
+def _is_transient(exc: OperationalError) -> bool:
+    text = str(exc).lower()
+    return any(marker in text for marker in _TRANSIENT_MARKERS)
 
 
 def _migrations_dir() -> Path:
