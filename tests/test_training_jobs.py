@@ -81,6 +81,31 @@ def test_killed_worker_resumes_training_from_the_last_checkpoint(settings, monke
     assert {link.role for link in run_images(run_id, settings=settings)} >= {"train_real", "val_real", "test_real"}
 
 
+def test_cancel_stops_a_running_training_job(settings) -> None:
+    import threading
+
+    from core.jobs import request_cancel
+    add_fruit_images(settings, "orchard", per_class=8, seed=1)
+    ids = create_runs(ExperimentRequest(train=TrainConfig(epochs=200, image_size=16, batch_size=4,
+                                                          patience=0), repeats=2), settings=settings)
+    job_id = submit_training(ids, title="to cancel while running", settings=settings)
+
+    def cancel_after_first_epoch() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not get_run(ids[0], settings).history:
+            time.sleep(0.02)
+        request_cancel(job_id, by="tester", settings=settings)
+    canceller = threading.Thread(target=cancel_after_first_epoch)
+    canceller.start()
+    run_worker(settings, once=True)
+    canceller.join()
+    assert get_job(job_id, settings).status == "cancelled"
+    runs = list_runs(ids=ids, settings=settings)
+    assert {r.status for r in runs} == {"cancelled"}
+    first = get_run(ids[0], settings)
+    assert 1 <= len(first.history) < 200 and not (run_dir(settings, ids[0]) / MODEL_FILE).exists()
+
+
 def test_cancel_marks_runs_cancelled(settings) -> None:
     add_fruit_images(settings, "orchard", per_class=6, seed=1)
     ids = create_runs(ExperimentRequest(train=TrainConfig(epochs=1, image_size=16), repeats=2),
