@@ -165,7 +165,10 @@ def _oidc_gate(settings: Settings) -> None:
         st.write("This server signs you in through your organisation's identity provider.")
         provider = (_secrets().get("synthlab") or {}).get("oidc_provider")
         if st.button("Log in", type="primary", key="_oidc_login"):
-            st.login(provider) if provider else st.login()
+            if provider:
+                st.login(provider)
+            else:
+                st.login()
         st.stop()
     try:
         st.session_state[_IDENTITY_KEY] = accounts.oidc_identity(st.user.to_dict(), settings)
