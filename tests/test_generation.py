@@ -386,3 +386,17 @@ def test_two_processes_split_one_job(settings, tiny_model, monkeypatch):
     assert len(job_image_ids(single, settings)) == 8 and get_job(payload["job_id"], settings).status == "done"
     _assert_same_images(single, payload["job_id"], settings)
     _assert_store_matches_db(settings)
+
+
+def test_bad_prompt_template_is_refused_and_leaves_nothing(settings, tiny_model):
+    from core.db.engine import session_scope
+    from core.db.models import ImageClass, Job
+    from core.generation.generator import GenerationError
+    from core.generation.jobs import submit_generation
+
+    with pytest.raises(GenerationError, match=r"slot \{nowhere\}"):
+        submit_generation(_config(tiny_model, classes=["durian"],
+                                  prompt_template="a {name} on {nowhere}"), settings=settings)
+    with session_scope(settings) as session:
+        assert session.scalar(select(func.count()).select_from(ImageClass)) == 0
+        assert session.scalar(select(func.count()).select_from(Job)) == 0

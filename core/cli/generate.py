@@ -81,7 +81,7 @@ def _generate(args: argparse.Namespace) -> int:
     from core.config import get_settings
     from core.db.engine import init_db
     from core.generation.generator import GenerationError
-    from core.generation.jobs import create_running_job, submit_generation
+    from core.generation.jobs import create_running_job, job_title, submit_generation
     from core.generation.loading import ModelNotAvailable, ModelLoadError
     from core.generation.prompts import PromptError
 
@@ -98,7 +98,9 @@ def _generate(args: argparse.Namespace) -> int:
                      f"queued job {job_id} ({config.total} images); a worker will run it")
             return 0
         if is_main:
-            job_id = create_running_job(config, created_by=args.user, settings=settings)
+            title = f"{job_title(config)} (extends #{args.extend})" if args.extend else None
+            job_id = create_running_job(config, created_by=args.user, title=title,
+                                        settings=settings)
     except (ModelNotAvailable, ModelLoadError, GenerationError, PromptError) as exc:
         raise CliError(str(exc)) from exc
     if state is not None and state.num_processes > 1:

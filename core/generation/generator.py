@@ -162,20 +162,24 @@ def save_prompt_config(class_name: str, config: PromptConfig, *, user: str | Non
 
 
 def snapshot_prompts(config: GenerationConfig, settings: Settings) -> GenerationConfig:
-    """Create missing classes and copy their stored prompt configs into the job's params."""
+    """Create missing classes and copy their stored prompt configs into the job's params.
+
+    All in one transaction: a prompt that does not validate leaves no new class behind.
+    """
     def write(session: Session) -> dict[str, dict[str, Any]]:
         snapshot = {}
         for name in config.classes:
             image_class = get_or_create_class(session, name)
             snapshot[image_class.name] = load_prompt_config(session, image_class).to_dict()
+        trial = GenerationConfig.from_params({**config.to_params(),
+                                              "prompts": {**snapshot, **config.prompts}})
+        for name in config.classes:
+            try:
+                trial.prompt_config(class_key(name), name).validate()
+            except ValueError as exc:
+                raise GenerationError(f"class {name}: {exc}") from exc
         return snapshot
     config.prompts = {**run_write(write, settings), **config.prompts}
-    for name in config.classes:
-        prompt_config = config.prompt_config(class_key(name), name)
-        try:
-            prompt_config.validate()
-        except ValueError as exc:
-            raise GenerationError(f"class {name}: {exc}") from exc
     return config
 
 
