@@ -11,15 +11,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import streamlit as st
+from PIL import Image
 
 from core import gallery
 from core.explain.attribution import (BASELINES, METHOD_LABELS, METHODS, AttributionConfig,
                                       AttributionError)
 from core.explain.figures import attribution_figure, margin_figure, probabilities_figure
-from core.explain.jobs import JOB_KIND, MAX_IMAGES_PER_JOB, submit_explain_job
+from core.explain.jobs import JOB_KIND, submit_explain_job
 from core.explain.overlay import render_overlay
-from core.explain.selection import (compare_sample, eval_predictions, finished_runs,
-                                    gallery_images, run_eval_image_ids, run_label)
+from core.explain.selection import (class_image_ids, compare_sample, eval_predictions,
+                                    finished_runs, gallery_images, run_eval_image_ids, run_label)
 from core.explain.service import (INPUT_MODES, Explanation, ExplainError, explain, load_run,
                                   subject_from_bytes, subject_from_image_id)
 from core.explain.summary import margin_table
@@ -30,15 +31,16 @@ from webui_jobs import render_job_list
 settings = boot()
 identity = current_identity()
 
-st.title("Explain")
-st.caption("Which pixels drive the model's decision: the fruit, or the margins and backgrounds "
-           "that give away where an image came from? Maps are computed with captum on the "
-           "exact input the model saw, and cached.")
 
 def _error(exc: Exception) -> None:
     # Messages can quote user text (an upload's file name): never let it become markdown.
     st.error(escape_markdown(exc))
 
+
+st.title("Explain")
+st.caption("Which pixels drive the model's decision: the fruit, or the margins and backgrounds "
+           "that give away where an image came from? Maps are computed with captum on the "
+           "exact input the model saw, and cached.")
 
 runs = finished_runs(settings)
 if not runs:
@@ -109,9 +111,7 @@ def _explain(subject, seed: int = 0) -> Explanation | None:  # noqa: ANN001
         return None
 
 
-def _upscaled(pixels: np.ndarray, side: int = 256):  # noqa: ANN202 - PIL image
-    from PIL import Image
-
+def _upscaled(pixels: np.ndarray, side: int = 256) -> Image.Image:
     return Image.fromarray(pixels).resize((side, side), Image.Resampling.NEAREST)
 
 
@@ -261,7 +261,7 @@ with tab_compare:
 
 with tab_margins:
     st.caption("Mean share of the attribution that falls on the letterbox margins, per run and "
-               "image source, over every cached map of the chosen method; the outlined bar is how "
+               "image source, over the cached maps; the outlined bar is how "
                "much of the input the margins cover. A filled bar that overflows its outline: the "
                "model looks at the margins more than their size explains — it may be cheating on "
                "them. Compute maps for many images with the Batch job tab first.")
@@ -303,8 +303,7 @@ with tab_batch:
         if which == "the run's test images":
             ids = run_eval_image_ids(run.run_id, settings)
         else:
-            ids = [r.id for r in gallery_images(class_key=b_class, limit=MAX_IMAGES_PER_JOB,
-                                                settings=settings)]
+            ids = class_image_ids(b_class, settings)
         try:
             job_id = submit_explain_job(run.run_id, ids, config, target=b_target,
                                         input_mode=input_mode, created_by=identity.name,

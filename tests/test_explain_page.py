@@ -102,6 +102,11 @@ def test_explain_page_end_to_end(trained):
     run_worker(settings, once=True)
     assert jobs.get_job(job.id, settings).status == jobs.DONE
     at.run()
+    at.selectbox(key="x_b_which").set_value("all images of a class").run()
+    at.selectbox(key="x_b_class").set_value("apple").run()
+    at.button(key="x_b_submit").click().run()
+    newest = jobs.list_jobs(kind="explain", settings=settings)[0]
+    assert newest.id != job.id and newest.progress_total == (len(info.real_ids) + len(info.synthetic_ids)) // 2
     margin_charts = [f for f in _figures(at) if any(t.get("type") == "bar" and "margins" in t.get("name", "")
                                                     for t in f["data"])]
     assert margin_charts, "the margins-per-run chart should show after the job"

@@ -20,8 +20,9 @@ from core.db.models import Image as ImageRow
 from core.explain.attribution import AttributionConfig
 from core.explain.jobs import submit_explain_job
 from core.explain.models import Attribution
-from core.explain.selection import (compare_sample, eval_predictions, finished_runs, gallery_images,
-                                    misclassified, run_eval_image_ids)
+from core.explain.selection import (class_image_ids, compare_sample, eval_predictions,
+                                    finished_runs, gallery_images, misclassified,
+                                    run_eval_image_ids)
 from core.explain.service import (ExplainError, attributions_dir, explain, load_run, prepare_input,
                                   subject_from_bytes, subject_from_image_id)
 from core.explain.summary import margin_summary
@@ -264,6 +265,9 @@ def test_image_selection_helpers(trained):
     assert len(sample["real"]) == 3 and len(sample["synthetic"]) == 3
     assert sample == compare_sample("banana", 3, seed=1, settings=settings)  # seeded
     assert set(sample["real"]) <= set(info.real_ids) and set(sample["synthetic"]) <= set(info.synthetic_ids)
+    assert class_image_ids("apple", settings) == sorted(
+        i for i in info.real_ids + info.synthetic_ids
+        if subject_from_image_id(i, settings).true_class == "apple")
     evaluated = run_eval_image_ids(info.run_id, settings)
     assert sorted(evaluated) == sorted(p.image_id for p in eval_predictions(info.run_id, settings))
 

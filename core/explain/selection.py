@@ -55,6 +55,18 @@ def compare_sample(class_key: str, per_source: int, *, seed: int = 0,
     return out
 
 
+def class_image_ids(class_key: str, settings: Settings | None = None, *,
+                    limit: int | None = None) -> list[int]:
+    """Every indexed (not excluded) image of one class, oldest first."""
+    settings = settings or get_settings()
+    with session_scope(settings) as session:
+        query = (select(Image.id).join(ImageClass, Image.class_id == ImageClass.id)
+                 .where(ImageClass.name == class_key, Image.excluded.is_(False)).order_by(Image.id))
+        if limit is not None:
+            query = query.limit(limit)
+        return list(session.scalars(query))
+
+
 def run_eval_image_ids(run_id: int, settings: Settings | None = None) -> list[int]:
     """Ids of the images a run was evaluated on (its test and cross-dataset sets)."""
     from core.training.experiments import run_images
