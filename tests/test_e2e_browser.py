@@ -221,3 +221,13 @@ def test_whole_flow_in_a_browser(page, server, e2e_data, output_dir):
     flow.see("Audit log")
     flow.shot("admin")
     assert len(flow.shots) == 10
+
+    # Everything erin did is recorded under her name.
+    from sqlalchemy import text
+
+    from core.db.engine import session_scope
+
+    assert {j.created_by for j in jobs.list_jobs(settings=settings)} == {"erin"}
+    with session_scope(settings) as session:
+        assert set(session.scalars(text("SELECT DISTINCT added_by FROM images"))) == {"erin"}
+        assert list(session.scalars(text("SELECT player FROM quiz_answers"))) == ["erin"]
