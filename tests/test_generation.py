@@ -400,3 +400,25 @@ def test_bad_prompt_template_is_refused_and_leaves_nothing(settings, tiny_model)
     with session_scope(settings) as session:
         assert session.scalar(select(func.count()).select_from(ImageClass)) == 0
         assert session.scalar(select(func.count()).select_from(Job)) == 0
+
+
+def test_model_in_the_hf_cache_is_listed_and_loads_offline_by_id(settings, tiny_model, tmp_path,
+                                                                 monkeypatch):
+    import shutil
+
+    from huggingface_hub import constants
+
+    from core.generation.loading import load_pipeline
+    from core.generation.registry import list_models, models_available
+
+    repo = tmp_path / "hub" / "models--acme--tiny-sd"
+    shutil.copytree(tiny_model, repo / "snapshots" / ("a" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    cached = [e for e in list_models(settings) if e.source == "acme/tiny-sd"]
+    assert cached and cached[0].kind == "cached" and cached[0].available
+    assert [e.source for e in models_available(settings)] == ["acme/tiny-sd"]
+    loaded = load_pipeline("acme/tiny-sd", settings)
+    assert type(loaded.pipe).__name__ == "StableDiffusionPipeline"
+    assert loaded.location.endswith("a" * 40) and loaded.dtype == "float32"

@@ -69,7 +69,7 @@ class ModelEntry:
 
     source: str  # what to pass to the loader: a Hub id or a folder path
     label: str
-    kind: str  # preset | custom | local
+    kind: str  # preset | custom | cached (in the HF cache) | local (a folder)
     available: bool
     location: str | None = None  # the folder it loads from, when available
     preset: ModelPreset | None = None
@@ -102,10 +102,10 @@ def looks_like_path(source: str) -> bool:
 
 def cached_snapshot(repo_id: str) -> Path | None:
     """The folder of ``repo_id`` in the local Hugging Face cache, or None."""
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import constants, try_to_load_from_cache
 
     try:
-        found = try_to_load_from_cache(repo_id, "model_index.json")
+        found = try_to_load_from_cache(repo_id, "model_index.json", cache_dir=constants.HF_HUB_CACHE)
     except Exception:  # noqa: BLE001 - a malformed id is simply not cached
         return None
     if isinstance(found, str) and Path(found).is_file():
@@ -149,6 +149,25 @@ def _scan_local_folders(settings: Settings) -> list[Path]:
         for child in sorted(folder.iterdir()):
             if child.is_dir() and is_model_folder(child):
                 found.append(child.resolve())
+    return found
+
+
+def _scan_hf_cache() -> list[tuple[str, Path]]:
+    """(repo id, snapshot folder) of every diffusers pipeline in the local Hugging Face cache."""
+    from huggingface_hub import constants, scan_cache_dir
+
+    try:
+        cache = scan_cache_dir(constants.HF_HUB_CACHE)
+    except Exception:  # noqa: BLE001 - no cache folder yet, or an unreadable one
+        return []
+    found = []
+    for repo in sorted(cache.repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model":
+            continue
+        for revision in sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True):
+            if is_model_folder(Path(revision.snapshot_path)):
+                found.append((repo.repo_id, Path(revision.snapshot_path)))
+                break
     return found
 
 
@@ -203,6 +222,11 @@ def list_models(settings: Settings | None = None) -> list[ModelEntry]:
         entries.append(ModelEntry(source, label or source, "custom", where is not None,
                                   str(where) if where else None, preset_for(source), how))
         seen.add(str(where) if where else source)
+    known_ids = {e.source.lower() for e in entries}
+    for repo_id, folder in _scan_hf_cache():
+        if repo_id.lower() in known_ids:
+            continue
+        entries.append(ModelEntry(repo_id, repo_id, "cached", True, str(folder), preset_for(repo_id)))
     for folder in _scan_local_folders(settings):
         if str(folder) in seen:
             continue
