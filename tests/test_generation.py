@@ -276,7 +276,7 @@ def test_resume_after_worker_is_killed(settings, tiny_model, monkeypatch):
     from core.config import get_settings
 
     settings = get_settings()
-    config = _config(tiny_model, classes=["banana"], per_class=10, batch_size=2)
+    config = _config(tiny_model, classes=["banana"], per_class=16, batch_size=2)
     job_id = submit_generation(config, settings=settings)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     worker = subprocess.Popen([sys.executable, "-m", "core", "worker"], cwd=ROOT,
@@ -292,14 +292,14 @@ def test_resume_after_worker_is_killed(settings, tiny_model, monkeypatch):
         if worker.poll() is None:
             worker.kill()
     stored_at_kill = len(job_image_ids(job_id, settings))
-    assert 2 <= stored_at_kill < 10 and get_job(job_id, settings).status == "running"
+    assert 2 <= stored_at_kill < 16 and get_job(job_id, settings).status == "running"
     time.sleep(1.5)  # the dead worker's heartbeat goes stale
     run_worker(settings, once=True)
     job = get_job(job_id, settings)
     assert job.status == "done" and job.attempts == 2
-    assert len(job_image_ids(job_id, settings)) == 10
+    assert len(job_image_ids(job_id, settings)) == 16
     # Exactly the images of an uninterrupted run of the same job.
-    reference = submit_generation(_config(tiny_model, classes=["banana"], per_class=10, batch_size=2),
+    reference = submit_generation(_config(tiny_model, classes=["banana"], per_class=16, batch_size=2),
                                   settings=settings)
     run_worker(settings, once=True)
     _assert_same_images(reference, job_id, settings)
