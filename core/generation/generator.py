@@ -390,7 +390,10 @@ class PipelineRunner:
             part = batch[position:position + self.batch_size]
             try:
                 images.extend(self._call_pipeline(part, reporter))
-            except torch.OutOfMemoryError as exc:
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                # CUDA raises OutOfMemoryError; MPS a RuntimeError saying "out of memory".
+                if not _is_out_of_memory(exc):
+                    raise
                 if self.batch_size == 1:
                     raise GenerationError(
                         f"out of GPU memory even at batch size 1 ({self.config.size} px): lower "
@@ -433,6 +436,12 @@ class PipelineRunner:
         with torch.inference_mode():
             output = loaded.pipe(**kwargs)
         return list(output.images)
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
 class _CancelCheck:
