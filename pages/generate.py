@@ -221,16 +221,33 @@ if cols[1].button("Preview 4 images", key="gen_preview", disabled=not ready):
                 config, preview_class, prompt_configs[preview_class], settings, count=4)
     except (ModelNotAvailable, ModelLoadError, GenerationError, PromptError, ValueError) as exc:
         st.error(str(exc))
-if cols[2].button("Queue job", key="gen_queue", type="primary", disabled=not ready):
+
+
+def _queue_job(config: GenerationConfig, configs: dict[str, PromptConfig | None]) -> None:
+    """Runs as the button's callback: a click is handled even if a live-panel refresh
+    interrupts the rerun that follows it (seen under load with ``if st.button(...)``)."""
     try:
-        config = _config()
-        for name, prompt_config in prompt_configs.items():
+        for name, prompt_config in configs.items():
             save_prompt_config(name, prompt_config, user=user, settings=settings)
         job_id = submit_generation(config, created_by=user, settings=settings)
-        st.success(f"Queued job #{job_id}: {config.total} images. It runs in the background; "
-                   "you can close this page.")
+        st.session_state["gen_queue_result"] = ("success", (
+            f"Queued job #{job_id}: {config.total} images. It runs in the background; "
+            "you can close this page."))
     except (ModelNotAvailable, GenerationError, PromptError, ValueError) as exc:
+        st.session_state["gen_queue_result"] = ("error", str(exc))
+
+
+queue_config: GenerationConfig | None = None
+if ready:
+    try:
+        queue_config = _config()
+    except (GenerationError, PromptError, ValueError) as exc:
         st.error(str(exc))
+cols[2].button("Queue job", key="gen_queue", type="primary", disabled=queue_config is None,
+               on_click=_queue_job, args=(queue_config, prompt_configs))
+queue_result = st.session_state.pop("gen_queue_result", None)
+if queue_result is not None:
+    (st.success if queue_result[0] == "success" else st.error)(queue_result[1])
 
 previews = st.session_state.get("gen_preview_images")
 if previews:

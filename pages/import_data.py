@@ -15,7 +15,8 @@ from core import jobs
 from core.imageio import IMAGE_EXTENSIONS
 from core.ingest.huggingface import looks_like_hub_id
 from core.ingest.jobs import KIND, stage_uploads, submit_import
-from webui import boot, current_user
+from core.users.permissions import PermissionDenied, require
+from webui import boot, current_identity, current_user
 from webui_jobs import render_job_list
 
 settings = boot()
@@ -77,6 +78,12 @@ def _target() -> str | None:
         return None
     path = Path(text).expanduser()
     if path.exists():
+        try:
+            require(current_identity(), None, "import_server_path")
+        except PermissionDenied as exc:
+            st.error(f"{exc}: reading a folder on the server is reserved to admins when "
+                     "sign-in is on. Upload the files instead.")
+            return None
         if path.is_dir() or path.suffix.lower() == ".zip":
             return str(path)
         st.error(f"Not a folder or a .zip file: {text}")

@@ -37,7 +37,7 @@ if len(choices.classes) < 2 or not choices.real_datasets:
             "`python -m core import ...`; generate synthetic ones on the **Generate** page.")
     st.stop()
 
-with st.form("train_form"):
+with st.form("train_form", enter_to_submit=False):
     mode = st.radio("Train on", MODES, format_func=lambda m: f"{m}: {MODE_HELP[m]}", key="t_mode")
     left, right = st.columns(2)
     with left:

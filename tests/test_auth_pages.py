@@ -148,3 +148,26 @@ def test_admin_page_check_worker_and_audit_in_mode_none(settings):
     at = [b for b in at.button if b.label == "Run check"][0].click().run()
     assert not at.exception
     assert "The image folder and the index agree." in _texts(at.success)
+
+
+def test_server_path_import_is_for_admins_when_sign_in_is_on(settings, monkeypatch, tmp_path):
+    from tests.imagemaker import make_imagefolder
+
+    monkeypatch.setenv("SYNTHLAB_AUTH_MODE", "password")
+    accounts.add_user("bob", "bobs-password", settings=settings)
+    accounts.add_user("root", "roots-password", is_admin=True, settings=settings)
+    folder = make_imagefolder(tmp_path / "photos", ["apple"], 2)
+    page = str(Path(ADMIN_PAGE).parent / "import_data.py")
+
+    def attempt(name: str, password: str) -> AppTest:
+        at = _sign_in(AppTest.from_file(page, default_timeout=TIMEOUT).run(), name, password)
+        at.radio(key="import_from").set_value("Folder or zip on the server")
+        at.text_input(key="import_path").input(str(folder))
+        return at.button(key="FormSubmitter:import_form-Import").click().run()
+
+    at = attempt("bob", "bobs-password")
+    assert "reserved to admins" in _texts(at.error)
+    assert jobs.list_jobs(kind="import", settings=settings) == []
+    at = attempt("root", "roots-password")
+    assert not at.error
+    assert len(jobs.list_jobs(kind="import", settings=settings)) == 1

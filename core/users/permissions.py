@@ -13,7 +13,8 @@ from core.users.identity import AUTH_NONE, Identity
 # Actions on somebody's data that need ownership or the admin role.
 OWNER_ACTIONS = ("delete", "relabel", "cancel", "exclude")
 # Actions that only an admin may take, whoever owns the target.
-ADMIN_ACTIONS = ("manage_users", "repair", "restart_worker")
+# Reading a server path exposes the server's files, so with sign-in on it is an admin's call.
+ADMIN_ACTIONS = ("manage_users", "repair", "restart_worker", "import_server_path")
 
 
 class PermissionDenied(PermissionError):
