@@ -82,12 +82,19 @@ def ensure_worker(settings: Settings | None = None, slot: str = "default") -> bo
     if settings.db_url:
         env["SYNTHLAB_DB_URL"] = settings.db_url
     root = Path(__file__).resolve().parent.parent
-    subprocess.Popen(  # noqa: S603 - our own module
+    process = subprocess.Popen(  # noqa: S603 - our own module
         [sys.executable, "-m", "core", "worker", "--slot", slot],
         cwd=root, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         start_new_session=True, close_fds=True)
     log_file.close()
+    # Known at once, unlike the worker's own pid file (written once it holds the lock), so
+    # whoever stops this server can also stop a worker that is still starting up.
+    spawned_pid_path(settings, slot).write_text(str(process.pid))
     return True
+
+
+def spawned_pid_path(settings: Settings, slot: str = "default") -> Path:
+    return settings.home_path / f"worker-{slot}.spawned"
 
 
 class _Heartbeat(threading.Thread):

@@ -142,7 +142,7 @@ def _prompt_widgets(name: str) -> PromptConfig | None:
     with st.expander(f"Prompts for {name}"):
         prompt_name = st.text_input("Name in prompts", key=f"gen_pname_{key}",
                                     help="{name} in the templates, e.g. 'red bell pepper'")
-        templates = st.text_area("Templates, one per line ({name} and your slots)",
+        templates = st.text_area("Templates, one per line ({name}, {a_name} = with its article, and your slots)",
                                  key=f"gen_templates_{key}")
         slots = st.text_area("Slot values, one slot per line: `slot: value | value`",
                              key=f"gen_slots_{key}")

@@ -98,13 +98,13 @@ class LiveServer:
 def _worker_pids(home: Path) -> list[int]:
     """The workers this server's dashboard started (their pid files name them)."""
     pids = []
-    for pid_file in home.glob("worker-*.pid"):
+    for pid_file in [*home.glob("worker-*.pid"), *home.glob("worker-*.spawned")]:
         with contextlib.suppress(ValueError, OSError):
             pid = int(pid_file.read_text().strip())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
             if b"core worker" in cmdline:  # otherwise a recycled pid: not ours
                 pids.append(pid)
-    return pids
+    return sorted(set(pids))
 
 
 def start_server(home: Path, *, env: dict[str, str] | None = None,

@@ -422,3 +422,11 @@ def test_model_in_the_hf_cache_is_listed_and_loads_offline_by_id(settings, tiny_
     loaded = load_pipeline("acme/tiny-sd", settings)
     assert type(loaded.pipe).__name__ == "StableDiffusionPipeline"
     assert loaded.location.endswith("a" * 40) and loaded.dtype == "float32"
+
+
+def test_a_name_slot_puts_the_right_article_before_the_class_name():
+    from core.generation.prompts import PromptConfig, expand_prompts, with_article
+
+    assert with_article("apple") == "an apple" and with_article("Banana") == "a Banana"
+    config = PromptConfig("apple", templates=["a photo of {a_name}"], slots={})
+    assert expand_prompts(config, 1, base_seed=0, class_key="apple") == ["a photo of an apple"]

@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--scheduler", default="default", help="default, euler, euler_a, ddim, "
                                                             "dpm++, unipc, pndm")
     gen.add_argument("--prompt-template", help="template for every class, e.g. "
-                                               "'a photo of a {name}, {background}'")
+                                               "'a photo of {a_name}, {background}' ({a_name}: the name with its article)")
     gen.add_argument("--negative-prompt", help="negative prompt for every class")
     gen.add_argument("--dataset", help="dataset name (default generated-job-<id>)")
     gen.add_argument("--extend", type=int, metavar="JOB_ID",

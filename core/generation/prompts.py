@@ -1,7 +1,8 @@
 """Per-class prompting: templates with slots, their expansion, and the token-limit check.
 
 A template such as ``a photo of a {name}, {background}, {lighting}`` is filled with the
-class's prompt name and one value per slot. Image ``i`` always gets the same prompt for a
+class's prompt name (``{a_name}`` gives it with its article: "an apple") and one value
+per slot. Image ``i`` always gets the same prompt for a
 given config and base seed (never depending on how many images the job makes), so a job
 can be resumed or extended without changing earlier prompts.
 """
@@ -18,7 +19,7 @@ from core.generation.seeds import prompt_seed
 MODES = ("combinations", "random")
 
 DEFAULT_TEMPLATES = [
-    "a photo of a {name}, {background}, {lighting}",
+    "a photo of {a_name}, {background}, {lighting}",
     "a close up photo of a single {name}, {background}",
     "a studio photograph of a fresh {name}, {lighting}",
 ]
@@ -27,6 +28,8 @@ DEFAULT_SLOTS = {
                    "in a market stall", "on grass"],
     "lighting": ["soft daylight", "natural light", "bright sunlight", "warm indoor lighting"],
 }
+# Slots filled from the class itself rather than from user-given values.
+AUTO_SLOTS = ("name", "a_name")
 DEFAULT_NEGATIVE = "blurry, cartoon, drawing, text, watermark, low quality, deformed"
 
 
@@ -65,7 +68,7 @@ class PromptConfig:
             raise PromptError("give at least one prompt template")
         for template in templates:
             for slot in template_slots(template):
-                if slot == "name":
+                if slot in AUTO_SLOTS:
                     continue
                 values = [v for v in self.slots.get(slot, []) if v.strip()]
                 if not values:
@@ -93,6 +96,13 @@ def template_slots(template: str) -> list[str]:
     return list(dict.fromkeys(fields))
 
 
+def with_article(name: str) -> str:
+    """``"apple"`` -> ``"an apple"``, ``"banana"`` -> ``"a banana"`` (by the first letter)."""
+    if not name:
+        return name
+    return ("an " if name[0].lower() in "aeiou" else "a ") + name
+
+
 def default_prompt_config(prompt_name: str) -> PromptConfig:
     return PromptConfig(prompt_name=prompt_name)
 
@@ -104,15 +114,16 @@ def _slot_values(config: PromptConfig, slot: str) -> list[str]:
 def _combinations_of(config: PromptConfig, template: str) -> int:
     count = 1
     for slot in template_slots(template):
-        if slot != "name":
+        if slot not in AUTO_SLOTS:
             count *= max(1, len(_slot_values(config, slot)))
     return count
 
 
 def _fill(template: str, config: PromptConfig, choose) -> str:  # noqa: ANN001 - choose(slot, values)
-    values = {"name": config.prompt_name.strip()}
+    name = config.prompt_name.strip()
+    values = {"name": name, "a_name": with_article(name)}
     for slot in template_slots(template):
-        if slot != "name":
+        if slot not in AUTO_SLOTS:
             values[slot] = choose(slot, _slot_values(config, slot))
     return template.format(**values)
 
