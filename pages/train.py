@@ -33,8 +33,8 @@ MODE_HELP = {
 choices = available_choices(settings)
 if len(choices.classes) < 2 or not choices.real_datasets:
     st.info("Training needs real images of at least two classes (the test set is always real). "
-            "Import some on the **Import data** page, or from the command line with "
-            "`python -m core import ...`; generate synthetic ones on the **Generate** page.")
+            "Import some on the **Import** page, or from the command line with "
+            "`python -m core ingest PATH`; generate synthetic ones on the **Generate** page.")
     st.stop()
 
 with st.form("train_form", enter_to_submit=False):

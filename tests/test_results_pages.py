@@ -75,6 +75,7 @@ def test_results_page_without_runs_says_what_to_do(settings) -> None:
 def test_train_page_submits_a_job_and_reports_bad_input(settings) -> None:
     empty = AppTest.from_file(str(PAGES / "train.py"), default_timeout=60).run()
     assert not empty.exception and "Training needs real images" in empty.info[0].value
+    assert "python -m core ingest" in empty.info[0].value  # the real subcommand
 
     add_fruit_images(settings, "orchard", per_class=6, seed=1)
     app = AppTest.from_file(str(PAGES / "train.py"), default_timeout=60).run()
