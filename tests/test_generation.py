@@ -402,6 +402,19 @@ def test_bad_prompt_template_is_refused_and_leaves_nothing(settings, tiny_model)
         assert session.scalar(select(func.count()).select_from(Job)) == 0
 
 
+def test_unknown_scheduler_is_refused_before_a_job_exists(settings, tiny_model):
+    from core.db.engine import session_scope
+    from core.db.models import Job
+    from core.generation.generator import GenerationError
+    from core.generation.jobs import submit_generation
+
+    with pytest.raises(GenerationError, match="unknown scheduler 'nosuch'"):
+        submit_generation(_config(tiny_model, classes=["durian"], scheduler="nosuch"),
+                          settings=settings)
+    with session_scope(settings) as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == 0
+
+
 def test_model_in_the_hf_cache_is_listed_and_loads_offline_by_id(settings, tiny_model, tmp_path,
                                                                  monkeypatch):
     import shutil

@@ -21,6 +21,7 @@ from core.catalog import add_image, class_key, get_or_create_class, get_or_creat
 from core.config import Settings
 from core.db.engine import run_write, session_scope
 from core.db.models import SOURCE_SYNTHETIC, Dataset, ImageClass
+from core.generation.loading import SCHEDULERS
 from core.generation.models import ClassPromptConfig, GenerationItem
 from core.generation.prompts import PromptConfig, default_prompt_config, prompt_for, token_warnings
 from core.generation.registry import preset_for
@@ -91,6 +92,9 @@ class GenerationConfig:
             raise GenerationError("seed and start index must not be negative")
         if len({class_key(c) for c in self.classes}) != len(self.classes):
             raise GenerationError("a class is listed twice")
+        if (self.scheduler or "default") not in SCHEDULERS:
+            raise GenerationError(f"unknown scheduler {self.scheduler!r}; choose one of "
+                                  f"{', '.join(SCHEDULERS)}")
 
     @property
     def total(self) -> int:
