@@ -89,3 +89,17 @@ def test_ingest_errors_and_help(settings, tmp_path, capsys):
             main([command, "--help"])
         assert exited.value.code == 0
         assert capsys.readouterr().out.startswith(f"usage: python -m core {command}")
+
+
+def test_list_limits_must_be_positive_and_help_shows_defaults(settings, capsys) -> None:
+    from core.cli import main
+
+    for argv in (["runs", "--limit", "0"], ["jobs", "--limit", "-1"], ["audit", "--limit", "x"],
+                 ["quiz", "leaderboard", "--limit", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert "--limit" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "default: 10" in capsys.readouterr().out  # --epochs

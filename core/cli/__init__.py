@@ -20,6 +20,17 @@ def print_json(payload: Any) -> None:
     print(json.dumps(payload, indent=2, default=str))
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts such as ``--limit``: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 class CliError(Exception):
     """A clear message for the user; the command exits with status 2."""
 

@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.set_defaults(func=_generate)
 
     models = subparsers.add_parser("models", help="list model presets and which are on this machine")
-    models.add_argument("--json", action="store_true")
+    models.add_argument("--json", action="store_true", help="machine-readable output")
     models.set_defaults(func=_models)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from core.cli import CliError, print_json
+from core.cli import CliError, positive_int, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,8 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stats.set_defaults(func=_stats)
 
     board = commands.add_parser("leaderboard", help="players by score, accuracy and best streak")
-    board.add_argument("--limit", type=int, default=20)
-    board.add_argument("--json", action="store_true")
+    board.add_argument("--limit", type=positive_int, default=20,
+                       help="show the top N players (default: 20)")
+    board.add_argument("--json", action="store_true", help="machine-readable output")
     board.set_defaults(func=_leaderboard)
 
     judge = commands.add_parser("judge", help="train the real-vs-synthetic machine judge (a job) "
@@ -32,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     judge.add_argument("--image-px", type=int, default=32, help="judge input size (multiple of 4)")
     judge.add_argument("--seed", type=int, default=0)
     judge.add_argument("--no-wait", action="store_true", help="queue the job and return")
-    judge.add_argument("--json", action="store_true")
+    judge.add_argument("--json", action="store_true", help="machine-readable output")
     judge.set_defaults(func=_judge)
 
 

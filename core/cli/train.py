@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from core.cli import CliError, print_json
+from core.cli import CliError, positive_int, print_json
 
 MODES = ("real", "synthetic", "mixed", "pretrain-finetune")
 
@@ -39,16 +39,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--synthetic-datasets", nargs="+", help="synthetic datasets (default: all)")
     train.add_argument("--cross-datasets", nargs="+", default=[],
                        help="also evaluate on these real datasets (train on A, test on B)")
-    train.add_argument("--model", choices=("small", "deep"), default="small")
-    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--model", choices=("small", "deep"), default="small",
+                       help="classifier: the small reference CNN or a deeper one (default: small)")
+    train.add_argument("--epochs", type=int, default=10, help="default: 10")
     train.add_argument("--finetune-epochs", type=int, help="pretrain-finetune: epochs on real data")
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--weight-decay", type=float, default=1e-4)
-    train.add_argument("--patience", type=int, default=3, help="early stopping patience (0: off)")
+    train.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 0.001)")
+    train.add_argument("--batch-size", type=int, default=32, help="default: 32")
+    train.add_argument("--weight-decay", type=float, default=1e-4, help="default: 0.0001")
+    train.add_argument("--patience", type=int, default=3, help="early stopping patience (0: off; default: 3)")
     train.add_argument("--image-size", type=int, help="default: SYNTHLAB_IMAGE_SIZE")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--split-seed", type=int, default=0, help="seed of the test/validation split")
+    train.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
+    train.add_argument("--split-seed", type=int, default=0,
+                       help="seed of the test/validation split (default: 0)")
     train.add_argument("--repeats", type=int, default=1, help="repeat with this many seeds")
     train.add_argument("--synthetic-per-class", type=int,
                        help="synthetic images per class (mixed: all real + N synthetic)")
@@ -63,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.set_defaults(func=_train)
 
     runs = subparsers.add_parser("runs", help="list training runs and their test metrics")
-    runs.add_argument("--limit", type=int, default=50)
+    runs.add_argument("--limit", type=positive_int, default=50,
+                      help="show the newest N runs (default: 50)")
     runs.add_argument("--group", help="only the runs of this repeat/sweep group")
     runs.add_argument("--json", action="store_true", help="machine-readable output")
     runs.set_defaults(func=_runs)

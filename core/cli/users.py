@@ -6,7 +6,7 @@ import argparse
 import getpass
 import sys
 
-from core.cli import CliError, print_json
+from core.cli import CliError, positive_int, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add.set_defaults(func=_add)
 
     listing = actions.add_parser("list", help="list accounts")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(func=_list)
 
     passwd = actions.add_parser("passwd", help="set a user's password")
@@ -40,10 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     remove.set_defaults(func=_remove)
 
     log = subparsers.add_parser("audit", help="show the audit log (who relabelled, deleted, ...)")
-    log.add_argument("--limit", type=int, default=50)
-    log.add_argument("--actor")
-    log.add_argument("--action")
-    log.add_argument("--json", action="store_true")
+    log.add_argument("--limit", type=positive_int, default=50,
+                     help="show the newest N entries (default: 50)")
+    log.add_argument("--actor", help="only entries by this user")
+    log.add_argument("--action", help="only this action (as listed in the log)")
+    log.add_argument("--json", action="store_true", help="machine-readable output")
     log.set_defaults(func=_audit)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli import CliError, print_json
+from core.cli import CliError, positive_int, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     jobs = subparsers.add_parser("jobs", help="list jobs, or cancel one")
     jobs.add_argument("--cancel", type=int, metavar="JOB_ID", help="cancel this job")
-    jobs.add_argument("--limit", type=int, default=20)
+    jobs.add_argument("--limit", type=positive_int, default=20,
+                      help="show the newest N jobs (default: 20)")
     jobs.add_argument("--json", action="store_true", help="machine-readable output")
     jobs.set_defaults(func=_jobs)
 
