@@ -61,6 +61,8 @@ def test_ingest_stats_export_check(settings, tmp_path, capsys):
         assert {n.split("/")[0] for n in zf.namelist()} == {"lime"}
     code, _, err = run_main(capsys, "export", str(out), "--dataset", "nope")
     assert code == 2 and "no dataset named nope" in err
+    code, _, err = run_main(capsys, "export", str(out), "--class", "durian")  # not an empty zip
+    assert code == 2 and "no class named durian" in err
 
     code, out_text, _ = run_main(capsys, "check", "--json")
     assert code == 0 and json.loads(out_text)["ok"] is True

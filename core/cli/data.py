@@ -118,6 +118,11 @@ def _export(args: argparse.Namespace) -> int:
     unknown = [name for name in args.datasets if name not in by_name]
     if unknown:
         raise CliError(f"no dataset named {', '.join(unknown)}; known: {', '.join(sorted(by_name)) or 'none'}")
+    known_classes = {c.name for c in gallery.classes()}
+    unknown = [name for name in args.classes if class_key(name) not in known_classes]
+    if unknown:
+        raise CliError(f"no class named {', '.join(unknown)}; "
+                       f"known: {', '.join(sorted(known_classes)) or 'none'}")
     if not args.out.lower().endswith(".zip"):
         raise CliError("OUT must end with .zip")
     flt = gallery.GalleryFilter(classes=[class_key(c) for c in args.classes], sources=args.sources,
