@@ -111,6 +111,9 @@ for column, run in zip(columns, shown):
             continue
         counts = run.counts or {}
         st.caption(", ".join(f"{role}: {n}" for role, n in counts.items() if n))
+        for note in (run.config or {}).get("notes", []):
+            if "fewer available" in note or "not enough" in note:
+                st.caption(f":orange[{escape_markdown(note)}]")
         show(roc_figure(curves, f"ROC, run {run.id}"), f"roc_{run.id}")
         show(pr_figure(curves, f"Precision-recall, run {run.id}"), f"pr_{run.id}")
         show(confusion_figure(curves, run.class_names, normalised=normalised,

@@ -174,6 +174,13 @@ def test_modes_and_clear_errors(settings) -> None:
     assert synthetic.counts()["test_real"] > 0 and synthetic.counts()["train_synthetic"] > 0
     ratio = plan_experiment(DataSpec(mode="mixed", real_datasets=["orchard"], mix_ratio=0.5), settings)
     assert abs(ratio.counts()["train_synthetic"] - ratio.counts()["train_real"]) <= 4
+    # Asking for more synthetic images than exist says so (the run name still says +500).
+    greedy = plan_experiment(DataSpec(mode="mixed", real_datasets=["orchard"], synthetic_per_class=500),
+                             settings)
+    assert any("500 synthetic training images per class" in n and "fewer available" in n
+               for n in greedy.notes)
+    assert not any("fewer available" in n for n in plan_experiment(
+        DataSpec(mode="mixed", real_datasets=["orchard"], synthetic_per_class=2), settings).notes)
     real = plan_experiment(DataSpec(mode="real", real_datasets=["orchard"], split_seed=1), settings)
     assert real.counts()["train_synthetic"] == 0 and real.counts()["test_synthetic"] > 0
     with pytest.raises(DataError, match="no dataset named nope"):

@@ -146,6 +146,10 @@ def _train(args: argparse.Namespace) -> int:
             run = get_run(run_id, settings)
             entry: dict[str, Any] = {"run_id": run_id, "name": run.name, "seed": run.seeds.get("train"),
                                      "seeds": run.seeds, "real_test": headline(run.metrics, "real_test")}
+            warnings = [n for n in (run.config or {}).get("notes", [])
+                        if "fewer available" in n or "not enough" in n]
+            if warnings:
+                entry["warnings"] = warnings
             for eval_set in (run.metrics or {}):
                 if eval_set != "real_test" and not eval_set.startswith("_"):
                     entry[eval_set] = headline(run.metrics, eval_set)
@@ -161,6 +165,8 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     for entry in results:
         print(f"run {entry['run_id']}: {entry['name']}")
+        for warning in entry.get("warnings", []):
+            print(f"  note: {warning}")
         for eval_set, values in entry.items():
             if isinstance(values, dict) and "accuracy" in values:
                 print(f"  {eval_set:<16} " + "  ".join(

@@ -271,6 +271,13 @@ def plan_experiment(spec: DataSpec, settings: Settings | None = None) -> Experim
                              f"{', '.join(short)}; used all available")
         else:
             synth_train = _per_class(synth_train, spec.synthetic_per_class, subsample_rng)
+            if spec.synthetic_per_class:
+                short = [name for k, name in enumerate(class_names)
+                         if sum(r.label == k for r in synth_train) < spec.synthetic_per_class]
+                if short:
+                    notes.append(f"{spec.synthetic_per_class} synthetic training images per class "
+                                 f"asked for, fewer available for {', '.join(short)}; used all "
+                                 "available")
     roles: dict[str, list[ImageRecord]] = {
         "train_real": train_real if spec.uses_real_training else [],
         "train_synthetic": synth_train if spec.uses_synthetic_training else [],
