@@ -54,6 +54,10 @@ for entry in sorted(entries, key=lambda e: not e.available):
 # The configured default model first when it is here, else the first available one.
 default_label = next((label for label, e in labels.items()
                       if e.available and settings.default_model in (e.source, e.location)), None)
+if default_label is None and not available:
+    # Nothing here yet: preselect the model the advice above recommends, not another one.
+    default_label = next((label for label, e in labels.items()
+                          if e.source == "stabilityai/sd-turbo"), None)
 options = [*labels, CUSTOM]
 if default_label:
     options.insert(0, options.pop(options.index(default_label)))

@@ -39,6 +39,9 @@ def test_page_without_any_model_explains_how_to_get_one(settings):
     assert not at.exception
     text = _texts(at)
     assert "hf download stabilityai/sd-turbo" in text and "No diffusion model" in text
+    # The preselected model is the one the advice names (not a second, different download).
+    assert at.selectbox(key="gen_model").value.startswith("SD-Turbo")
+    assert "stable-diffusion-v1-5" not in text
     assert at.button(key="gen_queue").disabled and at.button(key="gen_preview").disabled
 
 
