@@ -37,6 +37,10 @@ def _may_cancel(job) -> bool:  # noqa: ANN001
     return can_modify(current_identity(), job.created_by, "cancel")
 
 
+def _cancel(job_id: int, by: str) -> None:
+    jobs.request_cancel(job_id, by=by)
+
+
 def render_job_list(kinds: tuple[str, ...] | None = None, *, user: str | None = None,
                     limit: int = 10, key: str = "jobs", refresh_seconds: float = 2.0,
                     can_cancel=None) -> None:  # noqa: ANN001 - callable(job) -> bool
@@ -61,12 +65,15 @@ def render_job_list(kinds: tuple[str, ...] | None = None, *, user: str | None = 
                     st.caption(job.message)
                 if job.error:
                     st.error(job.error)
-                cols = st.columns([1, 5])
+                log_area = st
                 if job.status in jobs.ACTIVE_STATUSES and (can_cancel or _may_cancel)(job):
-                    if cols[0].button("Cancel", key=f"{key}-cancel-{job.id}"):
-                        jobs.request_cancel(job.id, by=user or current_user())
-                        st.rerun(scope="fragment")
-                with cols[1].expander("Log"):
+                    cols = st.columns([1, 5])
+                    # A callback, so the click counts even if a timed refresh of this
+                    # fragment lands at the same moment.
+                    cols[0].button("Cancel", key=f"{key}-cancel-{job.id}", on_click=_cancel,
+                                   args=(job.id, user or current_user()))
+                    log_area = cols[1]
+                with log_area.expander("Log"):
                     events = jobs.job_events(job.id, limit=50)
                     st.code("\n".join(f"{e.at:%H:%M:%S} {e.level:<7} {e.message}" for e in events)
                             or "(empty)", language=None)

@@ -37,7 +37,9 @@ def get_or_create_class(session: Session, name: str, *, display_name: str | None
     if found is not None:
         return found
     pretty = display_name or (name.strip() if name.strip() != key else display_name_for(key))
-    image_class = ImageClass(name=key, display_name=pretty, prompt_name=prompt_name or pretty)
+    # Prompts read better in lower case ("a photo of an apple"); the display name keeps capitals.
+    image_class = ImageClass(name=key, display_name=pretty,
+                             prompt_name=prompt_name or pretty.lower())
     session.add(image_class)
     session.flush()
     return image_class

@@ -176,7 +176,7 @@ def test_same_job_twice_gives_identical_images_and_extension_adds_new_ones(setti
         record = images[0]
         assert record.source == "synthetic" and record.model == str(tiny_model)
         assert (record.steps, record.gen_width, record.guidance) == (2, 32, 0.0)
-        assert "Bell Pepper" in record.prompt or "Apple" in record.prompt
+        assert "bell pepper" in record.prompt or "apple" in record.prompt
         assert session.scalar(select(func.count()).select_from(Dataset)) == 2
     result = get_job(first, settings).result
     assert result["images"] == 6 and sorted(result["image_ids"]) == sorted(result["image_ids"])
@@ -345,7 +345,7 @@ def test_prompt_configs_persist_and_are_snapshotted(settings, tiny_model):
                        user="ann", settings=settings)
     config = snapshot_prompts(_config(tiny_model), settings)
     assert config.prompts["bell_pepper"]["templates"] == ["{name} on {bg}"]
-    assert config.prompts["apple"]["prompt_name"] == "Apple"  # defaults for a new class
+    assert config.prompts["apple"]["prompt_name"] == "apple"  # defaults for a new class
     batches = __import__("core.generation.generator", fromlist=["Generator"]).Generator(
         config, settings, job_id=0).plan()
     pepper = [item for batch in batches for item in batch if item.class_key == "bell_pepper"]

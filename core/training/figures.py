@@ -130,6 +130,9 @@ def history_figure(runs: list[Run], metric: str = "loss") -> go.Figure:
         for i in range(1, len(phases)):
             if phases[i] != phases[i - 1]:
                 fig.add_vline(x=i + 0.5, line_dash="dot", annotation_text=str(phases[i]))
+    # Epochs are whole numbers: no 1.5 ticks on short runs.
+    longest = max((len(run.history or []) for run in runs), default=0)
+    fig.update_xaxes(tickformat="d", dtick=1 if longest <= 20 else None)
     return _layout(fig, "Training " + ("loss" if metric == "loss" else "accuracy"), "epoch",
                    "cross-entropy" if metric == "loss" else "accuracy")
 
