@@ -32,21 +32,28 @@ FROM_UPLOAD, FROM_FOLDER = "Upload files", "Upload a folder"
 FROM_PATH, FROM_HF = "Folder or zip on the server", "Hugging Face dataset"
 UPLOAD_TYPES = ["zip", "xml", *sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS)]
 
+# Outside the form, so that only the chosen source's input is shown.
+origin = st.radio("From", [FROM_UPLOAD, FROM_FOLDER, FROM_PATH, FROM_HF], horizontal=True,
+                  key="import_from")
+uploads = folder_upload = None
+server_path = hub = ""
 with st.form("import_form"):
-    origin = st.radio("From", [FROM_UPLOAD, FROM_FOLDER, FROM_PATH, FROM_HF], horizontal=True,
-                      key="import_from")
-    uploads = st.file_uploader(
-        "Images (with their VOC .xml files), or one .zip of a whole dataset",
-        type=UPLOAD_TYPES, accept_multiple_files=True, key="import_uploads",
-        max_upload_size=settings.max_upload_mb)
-    folder_upload = st.file_uploader(
-        "A whole folder (its sub-folders are kept: class folders, Training/Test, ...)",
-        type=UPLOAD_TYPES, accept_multiple_files="directory", key="import_folder",
-        max_upload_size=settings.max_upload_mb)
-    server_path = st.text_input("Server path (a folder or a .zip)", key="import_path",
-                                placeholder="/data/fruits-360")
-    hub = st.text_input("Hugging Face dataset: a Hub id (needs a network) or a save_to_disk folder",
-                        key="import_hub", placeholder="user/fruit-dataset")
+    if origin == FROM_UPLOAD:
+        uploads = st.file_uploader(
+            "Images (with their VOC .xml files), or one .zip of a whole dataset",
+            type=UPLOAD_TYPES, accept_multiple_files=True, key="import_uploads",
+            max_upload_size=settings.max_upload_mb)
+    elif origin == FROM_FOLDER:
+        folder_upload = st.file_uploader(
+            "A whole folder (its sub-folders are kept: class folders, Training/Test, ...)",
+            type=UPLOAD_TYPES, accept_multiple_files="directory", key="import_folder",
+            max_upload_size=settings.max_upload_mb)
+    elif origin == FROM_PATH:
+        server_path = st.text_input("Server path (a folder or a .zip)", key="import_path",
+                                    placeholder="/data/fruits-360")
+    else:
+        hub = st.text_input("Hugging Face dataset: a Hub id (needs a network) or a save_to_disk "
+                            "folder", key="import_hub", placeholder="user/fruit-dataset")
     cols = st.columns(3)
     dataset = cols[0].text_input("Dataset name", key="import_dataset",
                                  placeholder="default: the folder or file name")

@@ -161,7 +161,7 @@ def test_server_path_import_is_for_admins_when_sign_in_is_on(settings, monkeypat
 
     def attempt(name: str, password: str) -> AppTest:
         at = _sign_in(AppTest.from_file(page, default_timeout=TIMEOUT).run(), name, password)
-        at.radio(key="import_from").set_value("Folder or zip on the server")
+        at.radio(key="import_from").set_value("Folder or zip on the server").run()
         at.text_input(key="import_path").input(str(folder))
         return at.button(key="FormSubmitter:import_form-Import").click().run()
 

@@ -61,7 +61,8 @@ def test_import_page_server_path_runs_in_the_worker(settings, tmp_path):
     (root / "apple" / "bad.jpg").write_bytes(b"garbage")
     at = _page("import_data").run()
     assert not at.exception
-    at.radio(key="import_from").set_value("Folder or zip on the server")
+    at.radio(key="import_from").set_value("Folder or zip on the server").run()
+    assert not at.get("file_uploader")  # only the chosen source's input is shown
     at.text_input(key="import_path").set_value(str(tmp_path / "nowhere"))
     at.button[0].click().run()
     assert any("does not exist" in e.value for e in at.error)
@@ -97,7 +98,7 @@ def test_import_page_uploads_a_zip_and_a_folder(settings, tmp_path):
         for path in root.rglob("*.jpg"):
             zf.write(path, path.relative_to(root).as_posix())
     at = _page("import_data").run()
-    at.radio(key="import_from").set_value("Upload files")
+    at.radio(key="import_from").set_value("Upload files").run()
     at.button[0].click().run()
     assert any("Choose the files" in e.value for e in at.error)
     at.file_uploader(key="import_uploads").set_value(
@@ -115,7 +116,7 @@ def test_import_page_uploads_a_zip_and_a_folder(settings, tmp_path):
     other = make_imagefolder(tmp_path / "orchard", ["apple", "plum"], 2, seed=7, size=SMALL)
     files = [(f"orchard/{p.relative_to(other).as_posix()}", p.read_bytes(), "image/jpeg")
              for p in sorted(other.rglob("*.jpg"))]
-    at.radio(key="import_from").set_value("Upload a folder")
+    at.radio(key="import_from").set_value("Upload a folder").run()
     at.file_uploader(key="import_folder").set_value(files)
     at.text_input(key="import_dataset").set_value("orchard")
     at.button[0].click().run()
