@@ -84,6 +84,13 @@ def test_ingest_errors_and_help(settings, tmp_path, capsys):
     text_file.write_text("hello")
     code, _, err = run_main(capsys, "ingest", str(text_file))
     assert code == 2 and "not a folder or a .zip" in err
+    damaged = tmp_path / "photos.zip"
+    damaged.write_text("not a zip")
+    code, _, err = run_main(capsys, "ingest", str(damaged))
+    assert code == 2 and "not a valid .zip archive" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_main(capsys, "ingest", str(tmp_path / "empty"))
+    assert code == 0 and "no image files found" in err
     from core.cli import main
 
     for command in ("ingest", "stats", "export", "check"):

@@ -86,7 +86,7 @@ def _open_input(spec: str):  # noqa: ANN202 - PIL image and a description
     else:
         label = str(path)
     if not path.is_file():
-        raise CliError(f"no such file: {path}")
+        raise CliError(f"not a file: {path}" if path.exists() else f"no such file: {path}")
     try:
         return decode_image(path, max_pixels=settings.max_image_pixels).image, label
     except ImageRejected as exc:

@@ -214,6 +214,8 @@ def open_source(path: str | Path, max_file_bytes: int,
         return FolderSource(path, max_file_bytes)
     if path.is_file() and zipfile.is_zipfile(path):
         return ZipSource(path, max_file_bytes, max_total_bytes)
+    if path.suffix.lower() == ".zip":
+        raise SourceError(f"not a valid .zip archive (damaged or incomplete?): {path}")
     raise SourceError(f"not a folder or a .zip file: {path}")
 
 
