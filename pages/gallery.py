@@ -11,9 +11,10 @@ import uuid
 import streamlit as st
 
 from core import gallery
+from core.catalog import class_key
 from core.store import ImageStore
 from core.users.permissions import PermissionDenied
-from webui import boot, current_identity
+from webui import boot, current_identity, escape_markdown
 
 settings = boot()
 identity = current_identity()
@@ -111,12 +112,20 @@ if detail is not None:
                                      if detail["class"] in class_labels else 0, key="g_relabel_to")
             other = st.text_input("or a new class", key="g_relabel_new")
             if st.form_submit_button("Relabel"):
-                try:
-                    gallery.relabel([detail["id"]], other.strip() or new_class, actor=identity,
-                                    settings=settings)
-                    st.rerun()
-                except (PermissionDenied, ValueError) as exc:
-                    st.error(str(exc))
+                target = other.strip() or new_class
+                if class_key(target) == detail["class"]:
+                    st.info("The image already has this class: pick another one or type a new "
+                            "class.")
+                else:
+                    try:
+                        gallery.relabel([detail["id"]], target, actor=identity, settings=settings)
+                        st.session_state["g_relabel_done"] = target
+                        st.rerun()
+                    except (PermissionDenied, ValueError) as exc:
+                        st.error(str(exc))
+            done = st.session_state.pop("g_relabel_done", None)
+            if done:
+                st.success(f"Relabelled as {escape_markdown(done)}.")
         with actions[1]:
             label = "Restore" if detail["excluded"] else "Exclude"
             st.caption("Excluded images stay stored but leave views and training sets.")

@@ -144,10 +144,13 @@ def test_gallery_filter_detail_relabel_exclude_delete(imported):
     assert not at.exception
     assert f"Image #{first.id}: Lime" in _texts(at)
 
+    at.button(key="FormSubmitter:g_relabel_form-Relabel").click().run()  # unchanged: says so
+    assert any("already has this class" in i.value for i in at.info)
     at.text_input(key="g_relabel_new").set_value("Key Lime")
     at.button(key="FormSubmitter:g_relabel_form-Relabel").click().run()
     assert not at.exception
     assert gallery.image_detail(first.id)["class"] == "key_lime"
+    assert any("Relabelled as Key Lime" in s.value for s in at.success)
 
     at.button(key="g_toggle_excluded").click().run()
     assert gallery.image_detail(first.id)["excluded"] is True
