@@ -443,3 +443,11 @@ def test_a_name_slot_puts_the_right_article_before_the_class_name():
     assert with_article("apple") == "an apple" and with_article("Banana") == "a Banana"
     config = PromptConfig("apple", templates=["a photo of {a_name}"], slots={})
     assert expand_prompts(config, 1, base_seed=0, class_key="apple") == ["a photo of an apple"]
+
+
+def test_missing_model_message_for_an_unknown_name_lists_the_presets():
+    from core.generation.loading import missing_model_message
+
+    text = missing_model_message("nosuch")
+    assert "unknown model 'nosuch'" in text and "sd-turbo" in text and "hf download" not in text
+    assert "hf download owner/model" in missing_model_message("owner/model")

@@ -66,6 +66,12 @@ def missing_model_message(source: str) -> str:
                 f"model_index.json). Download one into it with e.g. "
                 f"`hf download stabilityai/sd-turbo --local-dir {source}`")
     preset = preset_for(source)
+    if preset is None and "/" not in source.strip():
+        from core.generation.registry import PRESETS
+
+        return (f"unknown model {source!r}: not a preset key "
+                f"({', '.join(p.key for p in PRESETS)}), a model folder or a Hugging Face id "
+                "(owner/name). `python -m core models` lists what this machine has.")
     repo_id = preset.repo_id if preset else source
     steps = ""
     if preset and preset.gated:
