@@ -79,8 +79,11 @@ model_ready = bool(model_source) and locate(model_source, settings) is not None
 if choice == CUSTOM and model_source and not model_ready:
     st.error(missing_model_message(model_source))
 elif model_entry is not None and not model_entry.available:
-    st.error(f"{model_entry.label} is not on this machine. Get it with:")
-    st.code(model_entry.how_to_get or f"hf download {model_entry.source}", language="bash")
+    if not available and model_entry.source == "stabilityai/sd-turbo":
+        st.caption(f"{model_entry.label} is not downloaded yet: see the command above.")
+    else:
+        st.error(f"{model_entry.label} is not on this machine. Get it with:")
+        st.code(model_entry.how_to_get or f"hf download {model_entry.source}", language="bash")
 elif model_entry is not None and model_entry.preset:
     st.caption(f"{model_entry.preset.notes}. Loads from `{model_entry.location}`.")
 

@@ -42,6 +42,10 @@ def test_page_without_any_model_explains_how_to_get_one(settings):
     # The preselected model is the one the advice names (not a second, different download).
     assert at.selectbox(key="gen_model").value.startswith("SD-Turbo")
     assert "stable-diffusion-v1-5" not in text
+    assert not at.error  # the advice above is enough: no second, red copy of it
+    at.selectbox(key="gen_model").set_value(
+        next(o for o in at.selectbox(key="gen_model").options if o.startswith("SDXL-Turbo"))).run()
+    assert "hf download stabilityai/sdxl-turbo" in _texts(at)
     assert at.button(key="gen_queue").disabled and at.button(key="gen_preview").disabled
 
 
