@@ -185,7 +185,7 @@ def test_modes_and_clear_errors(settings) -> None:
     assert real.counts()["train_synthetic"] == 0 and real.counts()["test_synthetic"] > 0
     with pytest.raises(DataError, match="no dataset named nope"):
         plan_experiment(DataSpec(real_datasets=["nope"]), settings)
-    with pytest.raises(DataError, match="at least 2 classes"):
+    with pytest.raises(DataError, match="at least 2 classes; only apple was chosen"):
         plan_experiment(DataSpec(classes=["apple"]), settings)
     with pytest.raises(DataError, match="unknown mode"):
         DataSpec(mode="both")

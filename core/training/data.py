@@ -213,6 +213,9 @@ def plan_experiment(spec: DataSpec, settings: Settings | None = None) -> Experim
     else:
         pool = real_images if spec.uses_real_training or not synthetic_images else synthetic_images
         class_names = sorted({img.image_class.name for img in pool})
+    if len(class_names) < 2 and spec.classes:
+        raise DataError(f"a classifier needs at least 2 classes; only {', '.join(class_names)} "
+                        "was chosen. Choose another class, or none to use them all.")
     if len(class_names) < 2:
         raise DataError("a classifier needs at least 2 classes with images; found "
                         f"{len(class_names)} ({', '.join(class_names) or 'none'}). Import images first.")
