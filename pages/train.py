@@ -42,11 +42,11 @@ with st.form("train_form", enter_to_submit=False):
     left, right = st.columns(2)
     with left:
         real_datasets = st.multiselect(
-            "Real datasets (train and test)", list(choices.real_datasets),
+            "Real datasets (train and test; empty: all)", list(choices.real_datasets),
             default=list(choices.real_datasets),
             format_func=lambda d: f"{d} ({choices.real_datasets[d]})", key="t_real")
         synthetic_datasets = st.multiselect(
-            "Synthetic datasets", list(choices.synthetic_datasets),
+            "Synthetic datasets (empty: all)", list(choices.synthetic_datasets),
             default=list(choices.synthetic_datasets),
             format_func=lambda d: f"{d} ({choices.synthetic_datasets[d]})", key="t_synth")
         cross_datasets = st.multiselect(
