@@ -30,7 +30,13 @@ class StoreError(OSError):
     """The image folder could not be written (disk full, permissions)."""
 
 
-def atomic_write(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
+def atomic_write(path: Path, data: bytes, tmp_dir: Path | None = None, *,
+                 fsync: bool = True) -> None:
+    """Write ``data`` to a temporary file, then rename it onto ``path``.
+
+    ``fsync=False`` suits caches: an entry a power cut damaged fails to load and is
+    recomputed, and skipping the flush to disk is cheaper than recomputing cheap entries.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = tmp_dir or path.parent
     tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -38,8 +44,9 @@ def atomic_write(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(OSError):

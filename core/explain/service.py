@@ -13,10 +13,7 @@ This is the one code path the CLI, the page and the batch job share:
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -39,7 +36,7 @@ from core.explain.attribution import (AttributionConfig, AttributionError, Box, 
                                       predict_probabilities)
 from core.explain.models import Attribution
 from core.imageio import ImageRejected, decode_image
-from core.store import ImageStore
+from core.store import ImageStore, atomic_write
 
 SOURCE_UPLOAD = "upload"
 # How each image is preprocessed before the model sees it:
@@ -379,23 +376,6 @@ def _relpath(run_id: int, sha256: str, method: str, key: str) -> str:
     return f"{run_id}/{sha256[:2]}/{sha256}-{method}-{key}.npy"
 
 
-def _write_cache_file(path: Path, data: bytes, tmp_dir: Path) -> None:
-    """Atomic (temporary file + rename) but without fsync: a cache entry can always be
-    recomputed, and a file a power cut damaged fails ``np.load`` and is recomputed then.
-    The fsync cost more than computing a saliency map."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=tmp_dir, prefix=".part-", suffix=".npy", delete=False)
-    try:
-        with handle:
-            handle.write(data)
-        os.replace(handle.name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(handle.name)
-        raise
-
-
 def _cached_map(run_id: int, sha256: str, method: str, key: str, folder: Path,
                 settings: Settings) -> tuple[Attribution, np.ndarray] | None:
     with session_scope(settings) as session:
@@ -417,7 +397,9 @@ def _store(result: Explanation, key: str, input_mode: str, input_seed: int, fold
     buffer = io.BytesIO()
     np.save(buffer, result.attribution.astype(np.float32), allow_pickle=False)
     # The file first, the row second: a row never points at a missing file.
-    _write_cache_file(folder / relpath, buffer.getvalue(), settings.tmp_dir)
+    # Without fsync: an attribution can always be recomputed, and the flush cost more
+    # than computing a saliency map.
+    atomic_write(folder / relpath, buffer.getvalue(), settings.tmp_dir, fsync=False)
     subject = result.subject
     true_label = (result.class_names.index(subject.true_class)
                   if subject.true_class in result.class_names else None)
