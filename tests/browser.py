@@ -75,24 +75,33 @@ class LiveServer:
 
     def stop(self, grace_s: float = 10) -> None:
         """Terminate the server and its worker together; kill whatever outlives ``grace_s``."""
-        workers = _worker_pids(self.home)
         if self.process.poll() is None:
             self.process.terminate()
-        for pid in workers:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGTERM)
         try:
             self.process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=grace_s)
-        deadline = time.monotonic() + grace_s
-        for pid in workers:
-            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if Path(f"/proc/{pid}").exists():
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
+        stop_workers(self.home, grace_s)
+
+
+def stop_workers(home: Path, grace_s: float = 10) -> None:
+    """Stop the detached workers started for this data folder: SIGTERM, then SIGKILL.
+
+    ``ensure_worker`` records the PID as it spawns, so a worker still starting up (no pid
+    file of its own yet) is stopped too.
+    """
+    workers = _worker_pids(home)
+    for pid in workers:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for pid in workers:
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if Path(f"/proc/{pid}").exists():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _worker_pids(home: Path) -> list[int]:

@@ -15,10 +15,7 @@ A worker subprocess learns these kinds through ``SYNTHLAB_EXTRA_JOB_MODULES=test
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -118,25 +115,10 @@ def writer(writer_id: int, count: int) -> int:
 
 
 def stop_dashboard_worker(home: Path, timeout: float = 30) -> None:
-    """Stop the detached worker a dashboard started (by the PID it wrote), if any.
+    """Stop the detached worker a dashboard started, even one still starting up."""
+    from tests.browser import stop_workers
 
-    The dashboard creates the worker's log before starting it and the worker writes its PID
-    once it runs, so a worker still starting up is waited for rather than left behind.
-    """
-    from core.config import Settings
-    from core.worker import pid_path, worker_alive
-
-    settings = Settings(home=home)
-    if not (settings.logs_dir / "worker-default.log").exists():
-        return
-    pid_file = pid_path(settings)
-    deadline = time.monotonic() + timeout
-    while not pid_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    with contextlib.suppress(OSError, ValueError, ProcessLookupError):
-        os.kill(int(pid_file.read_text()), signal.SIGTERM)
-    while worker_alive(settings) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    stop_workers(home, timeout)
 
 
 if __name__ == "__main__":

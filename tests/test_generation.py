@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from tests.browser import free_port
 from tests.tiny_sd import tiny_sd_for_session
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -352,14 +353,6 @@ def test_prompt_configs_persist_and_are_snapshotted(settings, tiny_model):
     assert pepper[0].prompt == "red bell pepper on grass" and pepper[0].negative_prompt == "ugly"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_two_processes_split_one_job(settings, tiny_model, monkeypatch):
     """``accelerate launch`` / ``torchrun`` with 2 processes: one job, batches split, same images."""
     from core.generation.jobs import create_running_job, job_image_ids
@@ -369,7 +362,7 @@ def test_two_processes_split_one_job(settings, tiny_model, monkeypatch):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", str(_free_port()), "-m", "core", "generate",
+         "--master_port", str(free_port()), "-m", "core", "generate",
          "--model", str(tiny_model), "--class", "apple", "--class", "lime", "--per-class", "4",
          "--size", "32", "--steps", "2", "--guidance", "0", "--batch-size", "2", "--seed", "5",
          "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
