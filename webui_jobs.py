@@ -1,7 +1,8 @@
 """The live job list shown on Home, Generate and Train: progress, rate, time left, log, cancel.
 
-Rendered in a fragment that reruns itself every few seconds, so every user sees the
-worker's progress without reloading the page and without rerunning the whole page.
+Rendered in a fragment that reruns itself (every few seconds while a job is active, see
+``live_fragment``), so every user sees the worker's progress without reloading the page
+and without rerunning the whole page.
 """
 
 from __future__ import annotations
@@ -37,6 +38,37 @@ def _may_cancel(job) -> bool:  # noqa: ANN001
     return can_modify(current_identity(), job.created_by, "cancel")
 
 
+# How often live panels poll while no job of theirs is queued or running.
+IDLE_REFRESH_SECONDS = 10.0
+
+
+def _any_active(kinds: tuple[str, ...] | None) -> bool:
+    return any(jobs.list_jobs(kind=kind, statuses=jobs.ACTIVE_STATUSES, limit=1)
+               for kind in kinds or (None,))
+
+
+def live_fragment(kinds: tuple[str, ...] | None, seconds: float):  # noqa: ANN201 - decorator
+    """``st.fragment`` that reruns every ``seconds`` while a job of ``kinds`` is active, and
+    every ``IDLE_REFRESH_SECONDS`` otherwise.
+
+    Why not always fast: a timed fragment rerun that lands together with a click elsewhere
+    on the page can swallow the click (seen on the Generate page's Queue button), and idle
+    pages need not poll the DB every two seconds. A fragment cannot change its own interval,
+    so when jobs start or stop it asks for one full rerun, which picks the interval anew;
+    jobs other users start still show up within the idle interval.
+    """
+    active = _any_active(kinds)
+
+    def decorate(render):  # noqa: ANN001, ANN202
+        @st.fragment(run_every=seconds if active else max(seconds, IDLE_REFRESH_SECONDS))
+        def live() -> None:
+            if _any_active(kinds) != active:
+                st.rerun()
+            render()
+        return live
+    return decorate
+
+
 def _cancel(job_id: int, by: str) -> None:
     jobs.request_cancel(job_id, by=by)
 
@@ -46,7 +78,7 @@ def render_job_list(kinds: tuple[str, ...] | None = None, *, user: str | None = 
                     can_cancel=None) -> None:  # noqa: ANN001 - callable(job) -> bool
     """Show the newest jobs (of ``kinds``); active ones update live."""
 
-    @st.fragment(run_every=refresh_seconds)
+    @live_fragment(kinds, refresh_seconds)
     def _panel() -> None:
         rows = []
         for kind in kinds or (None,):

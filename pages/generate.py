@@ -23,7 +23,7 @@ from core.generation.registry import add_custom_model, list_models, locate
 from core.jobs import DONE, RUNNING, list_jobs
 from core.store import ImageStore
 from webui import boot, current_user, device_info
-from webui_jobs import render_job_list
+from webui_jobs import live_fragment, render_job_list
 
 settings = boot()
 user = current_user()
@@ -283,7 +283,7 @@ if finished:
                 st.error(str(exc))
 
 
-@st.fragment(run_every=3.0)
+@live_fragment((KIND,), 3.0)
 def _latest_images() -> None:
     """The newest images of the running (or last) job, as they are stored."""
     jobs = list_jobs(kind=KIND, limit=10, settings=settings)

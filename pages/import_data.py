@@ -17,7 +17,7 @@ from core.ingest.huggingface import looks_like_hub_id
 from core.ingest.jobs import KIND, stage_uploads, submit_import
 from core.users.permissions import PermissionDenied, require
 from webui import boot, current_identity, current_user
-from webui_jobs import render_job_list
+from webui_jobs import live_fragment, render_job_list
 
 settings = boot()
 user = current_user()
@@ -112,7 +112,7 @@ if submitted:
                    "this page.")
 
 
-@st.fragment(run_every=2.0)
+@live_fragment((KIND,), 2.0)
 def _report() -> None:
     job_id = st.session_state.get("import_job")
     if job_id is None:

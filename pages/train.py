@@ -13,7 +13,7 @@ from core.training.jobs import JOB_KIND, submit_training
 from core.training.models import RUN_RUNNING
 from core.training.trainer import TrainConfig
 from webui import boot, current_user, escape_markdown
-from webui_jobs import render_job_list
+from webui_jobs import live_fragment, render_job_list
 
 settings = boot()
 user = current_user()
@@ -131,7 +131,7 @@ st.subheader("Training jobs")
 render_job_list(kinds=(JOB_KIND,), user=user, key="train_jobs")
 
 
-@st.fragment(run_every=2.0)
+@live_fragment((JOB_KIND,), 2.0)
 def live_curves() -> None:
     reconcile_runs(settings)
     running = list_runs(statuses=(RUN_RUNNING,), limit=5, settings=settings)
