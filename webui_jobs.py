@@ -48,23 +48,31 @@ def _any_active(kinds: tuple[str, ...] | None) -> bool:
 
 
 def live_fragment(kinds: tuple[str, ...] | None, seconds: float):  # noqa: ANN201 - decorator
-    """``st.fragment`` that reruns every ``seconds`` while a job of ``kinds`` is active, and
-    every ``IDLE_REFRESH_SECONDS`` otherwise.
+    """A fragment that redraws every ``seconds`` while a job of ``kinds`` is queued or
+    running, and every ``IDLE_REFRESH_SECONDS`` otherwise.
 
-    Why not always fast: a timed fragment rerun that lands together with a click elsewhere
-    on the page can swallow the click (seen on the Generate page's Queue button), and idle
-    pages need not poll the DB every two seconds. A fragment cannot change its own interval,
-    so when jobs start or stop it asks for one full rerun, which picks the interval anew;
-    jobs other users start still show up within the idle interval.
+    An outer fragment polls at the idle interval and checks for active jobs; while there
+    are some it draws the panel inside a nested fragment with the fast interval. Streamlit
+    (re)sends a nested fragment's timer each time its parent runs and stops it once the
+    parent no longer draws it, so the interval follows the jobs without a full-page
+    ``st.rerun()``. That matters: a full rerun requested from a fragment carries the page
+    it was started on, and one that lands just after a click on another page's link sent
+    the user back (seen in the browser test), while fast polling on idle pages only adds
+    DB queries and chances for such races.
     """
-    active = _any_active(kinds)
 
     def decorate(render):  # noqa: ANN001, ANN202
-        @st.fragment(run_every=seconds if active else max(seconds, IDLE_REFRESH_SECONDS))
+        @st.fragment(run_every=max(seconds, IDLE_REFRESH_SECONDS))
         def live() -> None:
-            if _any_active(kinds) != active:
-                st.rerun()
-            render()
+            if not _any_active(kinds):
+                render()
+                return
+
+            @st.fragment(run_every=seconds)
+            def follow() -> None:
+                render()
+
+            follow()
         return live
     return decorate
 
