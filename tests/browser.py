@@ -171,14 +171,31 @@ def launch_browser(viewport: tuple[int, int] = (1400, 900)) -> Iterator:
             browser.close()
 
 
+# Streamlit's frontend names its script state on the app root; "notRunning" is the only
+# state in which every element on the page belongs to a finished run.
+_SCRIPT_IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+
+
 def wait_for_app(page, timeout_ms: int = 60_000) -> None:  # noqa: ANN001 - playwright Page
-    """Wait until Streamlit has finished running the page's script."""
+    """Wait until Streamlit has finished running the page's script, and stays finished.
+
+    The "Running..." indicator is not enough: it shows only after a delay, so a short run
+    looks idle while the browser is still replacing its elements, and a click that lands
+    then can be dropped by the frontend (seen: no message ever left the browser). A run
+    that an action starts begins a moment after the action, so idleness must hold for two
+    looks a quarter of a second apart.
+    """
     page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
-        timeout=timeout_ms)
-    page.wait_for_timeout(300)
+    deadline = time.monotonic() + timeout_ms / 1000
+    page.wait_for_timeout(250)
+    while True:
+        page.wait_for_selector(_SCRIPT_IDLE, state="attached",
+                               timeout=max(1, (deadline - time.monotonic()) * 1000))
+        page.wait_for_timeout(250)
+        if page.locator(_SCRIPT_IDLE).count():
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError("the Streamlit script never finished running")
 
 
 @pytest.fixture()

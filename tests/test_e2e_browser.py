@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import LiveServer, chromium_missing_reason, launch_browser, start_server
+from tests.browser import (LiveServer, chromium_missing_reason, launch_browser, start_server,
+                           wait_for_app)
 from tests.crashjobs import stop_dashboard_worker
 from tests.imagemaker import make_imagefolder
 
@@ -63,14 +64,35 @@ class Flow:
         self.shots: list[str] = []
 
     def idle(self, timeout: float = 60) -> None:
-        """Wait until the script run finished (Streamlit's running indicator is gone)."""
-        self.page.wait_for_timeout(300)
-        self.page.wait_for_function(
-            "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
-            timeout=timeout * 1000)
+        """Wait until the script run finished (see ``tests.browser.wait_for_app``)."""
+        wait_for_app(self.page, timeout_ms=int(timeout * 1000))
 
     def open(self, title: str) -> None:
-        self.page.get_by_role("link", name=title, exact=True).first.click()
+        """Follow a sidebar link and wait until the browser is on that page.
+
+        Streamlit can drop a navigation when a timed fragment rerun of the old page is
+        being handled at the same moment (a race inside Streamlit's rerun coalescing; the
+        dashboard no longer triggers full reruns from fragments, which made it likely).
+        A user would click again; so does this test, with a warning, at most twice.
+        """
+        link = self.page.get_by_role("link", name=title, exact=True).first
+        target = link.get_attribute("href")
+        for attempt in range(3):
+            if attempt:
+                import warnings
+
+                warnings.warn(f"e2e: navigation to {title!r} was lost; clicking again",
+                              stacklevel=2)
+            link.click()
+            try:
+                self.page.wait_for_url(
+                    lambda url: url.split("?")[0].rstrip("/") == target.rstrip("/"),
+                    timeout=20_000)
+                break
+            except Exception:  # noqa: BLE001 - playwright's TimeoutError
+                continue
+        else:
+            raise AssertionError(f"the {title!r} link never opened {target}")
         self.idle()
 
     def see(self, text: str | re.Pattern, timeout: float = 60) -> None:
@@ -120,9 +142,11 @@ class Flow:
 def _submit(flow: Flow, button: str, settings, kind: str) -> None:  # noqa: ANN001
     """Click a submit button until its job is queued (checked in the DB, never twice).
 
-    A click that lands while the page's live job panel reruns itself is sometimes lost
-    (seen on a busy machine); a user would click again, and so does this test, but only
-    once no job came from the first click.
+    Streamlit's frontend drops a click that lands while it is still replacing the
+    elements of a run (traced: no message left the browser). ``Flow.idle`` waits for the
+    run to end, which made this vanish in local runs; on a busy machine a user would
+    click again, and so does this test, with a warning and a screenshot, but only once
+    no job came from the first click.
     """
     from core import jobs
 
@@ -131,6 +155,9 @@ def _submit(flow: Flow, button: str, settings, kind: str) -> None:  # noqa: ANN0
         if attempt:
             import warnings
 
+            # Keep what the page showed, to tell a lost click from an error message.
+            flow.page.screenshot(path=str(flow.output_dir / f"lost-click-{button}-{attempt}.png"),
+                                 full_page=True)
             warnings.warn(f"e2e: click on {button!r} was lost; clicking again", stacklevel=2)
         flow.click(button)
         deadline = time.monotonic() + 45
