@@ -146,3 +146,40 @@ def test_decode_limits_follow_settings(settings, tmp_path, monkeypatch):
     reasons = {r["path"]: r["reason"] for r in report.rejected}
     assert "too large" in reasons["apple/big.jpg"] and "MB" in reasons["apple/huge.png"]
     assert report.added == 0
+
+
+def test_nothing_usable_is_a_clear_error_and_leaves_no_empty_dataset(settings, tmp_path):
+    import pytest
+
+    from core.db.engine import session_scope
+    from core.db.models import Dataset
+    from core.ingest import SourceError, import_dataset
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SourceError, match="no image files to import.*empty"):
+        import_dataset(empty, settings)
+
+    notes = tmp_path / "notes" / "apple"
+    notes.mkdir(parents=True)
+    (notes / "readme.txt").write_text("hello")
+    with pytest.raises(SourceError, match=r"1 files skipped \(apple/readme.txt: not an image"):
+        import_dataset(tmp_path / "notes", settings)
+
+    # Files that look like images but none decodes: a report of reasons, no dataset.
+    broken = tmp_path / "broken" / "apple"
+    broken.mkdir(parents=True)
+    for name, data in _bad().items():
+        (broken / name).write_bytes(data)
+    report = import_dataset(tmp_path / "broken", settings)
+    assert report.added == 0 and len(report.rejected) == len(_bad())
+    assert report.dataset_id is None
+    with session_scope(settings) as session:
+        assert session.query(Dataset).count() == 0
+
+    # The first usable image makes the dataset.
+    (broken / "good.jpg").write_bytes(jpeg_bytes(fruit_image("apple", 3, SMALL)))
+    report = import_dataset(tmp_path / "broken", settings)
+    assert report.added == 1 and report.dataset_id is not None
+    with session_scope(settings) as session:
+        assert [d.name for d in session.query(Dataset)] == ["broken"]

@@ -132,6 +132,8 @@ def import_dataset(path_or_id: str | Path, settings: Settings | None = None,
             plan = plan_import(entries, read=source.read, force_class=options.force_class,
                                crop_boxes=options.crop_boxes)
             plan.rejected[:0] = rejected
+        if not plan.images:
+            raise SourceError(_nothing_to_import(path_or_id, plan.rejected))
         name = options.dataset or default_dataset_name(str(path_or_id))
         report = ImportReport(dataset=name, dataset_id=None, layout=plan.layout,
                               origin=str(path_or_id))
@@ -141,6 +143,15 @@ def import_dataset(path_or_id: str | Path, settings: Settings | None = None,
         source.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _nothing_to_import(path_or_id: str | Path, rejected: list) -> str:  # noqa: ANN001
+    message = f"no image files to import in {path_or_id}"
+    if not rejected:
+        return message + " (it is empty)"
+    shown = "; ".join(f"{r.path}: {r.reason}" for r in rejected[:3])
+    more = f" and {len(rejected) - 3} more" if len(rejected) > 3 else ""
+    return f"{message}: {len(rejected)} files skipped ({shown}{more})"
 
 
 def _write_retrying_conflicts(fn: Callable[[Session], Any], settings: Settings) -> Any:
@@ -172,14 +183,10 @@ class _Importer:
         self.class_ids: dict[str, int] = {}
         self.pending: list[Decoded] = []
         self.seen: set[str] = set()
+        self.layout = ""
 
     def run(self, plan: Plan) -> None:
-        def create_dataset(session: Session) -> int:
-            return get_or_create_dataset(
-                session, self.report.dataset, source=self.options.source,
-                origin=self.report.origin, layout=plan.layout,
-                created_by=self.options.added_by).id
-        self.report.dataset_id = _write_retrying_conflicts(create_dataset, self.settings)
+        self.layout = plan.layout
         total = len(plan.images)
         self.progress(0, total, f"{total} files to import")
         done = 0
@@ -262,6 +269,19 @@ class _Importer:
             return {key: get_or_create_class(session, names[key]).id for key in missing}
         self.class_ids.update(_write_retrying_conflicts(create, self.settings))
 
+    def _ensure_dataset(self) -> None:
+        # Made with the first batch of decoded images, so an import where every file was
+        # rejected leaves no empty dataset behind.
+        if self.report.dataset_id is not None:
+            return
+
+        def create(session: Session) -> int:
+            return get_or_create_dataset(
+                session, self.report.dataset, source=self.options.source,
+                origin=self.report.origin, layout=self.layout,
+                created_by=self.options.added_by).id
+        self.report.dataset_id = _write_retrying_conflicts(create, self.settings)
+
     def _row(self, item: Decoded) -> dict[str, Any]:
         return {"sha256": item.sha256, "path": item.relpath,
                 "class_id": self.class_ids[class_key(item.class_name)],
@@ -276,6 +296,7 @@ class _Importer:
         if not batch:
             return
         self._ensure_classes(batch)
+        self._ensure_dataset()
         try:
             outcome = run_write(lambda session: self._insert_batch(session, batch), self.settings)
         except IntegrityError:
