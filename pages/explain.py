@@ -56,6 +56,14 @@ try:
 except ExplainError as exc:
     _error(exc)
     st.stop()
+# Menus show the editable display names; the run's own keys stay the values.
+class_labels = {c.name: c.display_name for c in gallery.classes(settings)}
+
+
+def _class_label(key: str | None) -> str:
+    return "any" if key is None else class_labels.get(key, key)
+
+
 st.caption(f"{len(run.class_names)} classes · {run.image_size}×{run.image_size} input · "
            f"model file `{run.checkpoint.name}`")
 
@@ -83,7 +91,8 @@ with st.container(border=True):
                                 horizontal=True)
     target_class = None
     if target_mode == "any class":
-        target_class = cols[3].selectbox("Class", run.class_names, key="x_target_class")
+        target_class = cols[3].selectbox("Class", run.class_names, key="x_target_class",
+                                         format_func=_class_label)
     cols = st.columns([2, 2, 4])
     input_mode = cols[0].selectbox(
         "Input", INPUT_MODES, key="x_input",
@@ -162,9 +171,8 @@ with tab_image:
     subject, seed = None, 0
     if origin == "Gallery":
         cols = st.columns(3)
-        class_keys = [c.name for c in gallery.classes(settings)]
-        f_class = cols[0].selectbox("Class", [None, *class_keys], key="x_f_class",
-                                    format_func=lambda c: "any" if c is None else c)
+        f_class = cols[0].selectbox("Class", [None, *class_labels], key="x_f_class",
+                                    format_func=_class_label)
         f_source = cols[1].selectbox("Source", [None, "real", "synthetic"], key="x_f_source",
                                      format_func=lambda s: "any" if s is None else s)
         datasets = {d.id: d.name for d in gallery.datasets(settings)}
@@ -224,7 +232,8 @@ with tab_compare:
                "If the maps of one source light up the margins or background and the other's "
                "the fruit, the model may be telling sources apart rather than classes.")
     cols = st.columns([2, 1, 1, 2])
-    c_class = cols[0].selectbox("Class", run.class_names, key="x_c_class")
+    c_class = cols[0].selectbox("Class", run.class_names, key="x_c_class",
+                                format_func=_class_label)
     per_source = cols[1].number_input("Images per side", 1, 12, 4, key="x_c_n")
     c_seed = cols[2].number_input("Sample seed", 0, 10_000, 0, key="x_c_seed")
     if cols[3].button("Show", key="x_compare") or st.session_state.get("x_compare_on"):
@@ -297,7 +306,8 @@ with tab_batch:
                               key="x_b_which")
     b_class = None
     if which == "all images of a class":
-        b_class = cols[1].selectbox("Class", run.class_names, key="x_b_class")
+        b_class = cols[1].selectbox("Class", run.class_names, key="x_b_class",
+                                    format_func=_class_label)
     b_target = cols[2].selectbox("Target", ["predicted", "true"], key="x_b_target")
     if st.button(f"Compute {METHOD_LABELS[method]} maps in the background", key="x_b_submit"):
         if which == "the run's test images":
