@@ -86,6 +86,8 @@ elif model_entry is not None and not model_entry.available:
         st.code(model_entry.how_to_get or f"hf download {model_entry.source}", language="bash")
 elif model_entry is not None and model_entry.preset:
     st.caption(f"{model_entry.preset.notes}. Loads from `{model_entry.location}`.")
+elif model_entry is not None and model_entry.location:
+    st.caption(f"Loads from `{model_entry.location}`.")
 
 # Parameters follow the chosen model's preset until the user changes them.
 defaults = model_entry.defaults() if model_entry else {"size": 512, "steps": 25, "guidance": 7.5}

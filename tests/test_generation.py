@@ -444,3 +444,12 @@ def test_missing_model_message_for_an_unknown_name_lists_the_presets():
     text = missing_model_message("nosuch")
     assert "unknown model 'nosuch'" in text and "sd-turbo" in text and "hf download" not in text
     assert "hf download owner/model" in missing_model_message("owner/model")
+
+
+def test_a_model_folder_added_by_path_is_listed_by_its_name(settings, tiny_model):
+    from core.generation.registry import add_custom_model, list_models
+
+    add_custom_model(str(tiny_model), added_by="erin", settings=settings)
+    entry = next(e for e in list_models(settings) if e.source == str(tiny_model))
+    assert entry.label == f"{tiny_model.name} (folder)"
+    assert entry.available and entry.location == str(tiny_model)

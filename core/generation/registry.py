@@ -171,6 +171,14 @@ def _scan_hf_cache() -> list[tuple[str, Path]]:
     return found
 
 
+def _default_label(source: str) -> str:
+    """A Hub id names itself; a folder is known by its last part (the full path would
+    crowd the menu; the page says where a model loads from)."""
+    if looks_like_path(source):
+        return f"{Path(source).expanduser().name or source} (folder)"
+    return source
+
+
 def custom_sources(settings: Settings) -> list[tuple[str, str | None]]:
     from core.db.engine import session_scope
     from core.generation.models import CustomModel
@@ -219,7 +227,8 @@ def list_models(settings: Settings | None = None) -> list[ModelEntry]:
         where = locate(source, settings)
         how = None if where else (download_command(source) if not looks_like_path(source)
                                   else f"the folder {source} is missing or has no model_index.json")
-        entries.append(ModelEntry(source, label or source, "custom", where is not None,
+        entries.append(ModelEntry(source, label or _default_label(source), "custom",
+                                  where is not None,
                                   str(where) if where else None, preset_for(source), how))
         seen.add(str(where) if where else source)
     known_ids = {e.source.lower() for e in entries}
