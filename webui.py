@@ -126,11 +126,48 @@ def _auth_gate(settings: Settings) -> None:
         _password_gate(settings)
 
 
+_TOKEN_KEY = "_synthlab_session_token"
+_COOKIE_KEY = "_synthlab_cookie"  # what the next finished run writes into the cookie
+_REFUSED_KEY = "_synthlab_refused_token"
+
+
+def _cookie_token() -> str | None:
+    from core.users.sessions import COOKIE_NAME
+
+    try:
+        return st.context.cookies.get(COOKIE_NAME)
+    except Exception:  # noqa: BLE001 - no browser context (AppTest, a bare script run)
+        return None
+
+
+def _write_cookie(settings: Settings) -> None:
+    """Store or delete the remembered sign-in in the browser, once, from a page run that
+    goes on to finish (a run cut short by ``st.rerun`` may never reach the browser)."""
+    from core.users.sessions import cookie_script
+
+    if _COOKIE_KEY not in st.session_state:
+        return
+    token = st.session_state.pop(_COOKIE_KEY)
+    st.html(cookie_script(token, settings.session_days * 86_400), unsafe_allow_javascript=True)
+
+
 def _password_gate(settings: Settings) -> None:
-    from core.users import accounts
+    from core.users import accounts, sessions
     from core.users.identity import AUTH_PASSWORD, Identity
 
     identity = st.session_state.get(_IDENTITY_KEY)
+    if identity is None:
+        # A reload or a new tab: the browser may remember an earlier sign-in.
+        # (The cookie as it was when this tab connected; one refused is not looked up again.)
+        token = _cookie_token()
+        if token and token != st.session_state.get(_REFUSED_KEY):
+            identity = sessions.resume_session(token, settings)
+            if identity is not None:
+                st.session_state[_IDENTITY_KEY] = identity
+                st.session_state[_TOKEN_KEY] = token
+            else:
+                st.session_state[_REFUSED_KEY] = token
+                st.session_state[_COOKIE_KEY] = None  # expired or ended elsewhere: drop it
     if identity is not None and identity.auth_mode == AUTH_PASSWORD:
         # Re-read the account each run: a removed user is signed out, a changed role applies.
         info = accounts.get_user(identity.name, settings)
@@ -140,6 +177,7 @@ def _password_gate(settings: Settings) -> None:
                     identity.name, info.is_admin, AUTH_PASSWORD, verified=True)
             return
         st.session_state.pop(_IDENTITY_KEY, None)
+    _write_cookie(settings)
     st.title("Sign in to SynthLab")
     with st.form("synthlab_sign_in", clear_on_submit=True):
         name = st.text_input("User name", key="_sign_in_name")
@@ -147,10 +185,15 @@ def _password_gate(settings: Settings) -> None:
         submitted = st.form_submit_button("Sign in", type="primary")
     if submitted:
         try:
-            st.session_state[_IDENTITY_KEY] = accounts.authenticate(name, password, settings)
+            identity = accounts.authenticate(name, password, settings)
         except accounts.LoginRefused as exc:
             st.error(str(exc))
         else:
+            st.session_state[_IDENTITY_KEY] = identity
+            token = sessions.start_session(identity.name, settings)
+            if token is not None:
+                st.session_state[_TOKEN_KEY] = token
+                st.session_state[_COOKIE_KEY] = token
             st.rerun()
     st.caption("No account? Ask an admin to run `python -m core user add NAME`.")
     st.stop()
@@ -179,14 +222,21 @@ def _oidc_gate(settings: Settings) -> None:
 
 def _sign_out() -> None:
     from core.users.identity import AUTH_OIDC
+    from core.users.sessions import end_session
 
     identity = st.session_state.pop(_IDENTITY_KEY, None)
+    token = st.session_state.pop(_TOKEN_KEY, None)
+    if token is not None:
+        end_session(token)
+        st.session_state[_COOKIE_KEY] = None
+        st.session_state[_REFUSED_KEY] = token
     if identity is not None and identity.auth_mode == AUTH_OIDC:
         st.logout()
 
 
 def sidebar(settings: Settings) -> None:
     with st.sidebar:
+        _write_cookie(settings)
         identity = current_identity()
         if identity.verified:
             st.caption(f"Signed in as **{escape_markdown(identity.label)}**")

@@ -54,6 +54,9 @@ class Settings:
     # name is refused until the window has passed (slows password guessing).
     login_max_failures: int = 5
     login_window_seconds: int = 300
+    # A password sign-in is remembered in the browser (a cookie) for this many days, so a
+    # reload or a new tab needs no new sign-in; 0 signs in for the browser tab only.
+    session_days: int = 14
     # Quiz: every served image is re-encoded to this format (JPEG | PNG) and square size,
     # the same for real and synthetic, so neither the file nor its size gives the answer.
     quiz_image_format: str = "JPEG"

@@ -1,6 +1,9 @@
-"""Password sign-in in a real browser: nothing before sign-in, wrong password refused."""
+"""Password sign-in in a real browser: nothing before sign-in, wrong password refused,
+the sign-in remembered across a reload and a new tab until signing out."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -44,6 +47,27 @@ def test_password_gate_in_the_browser(tmp_path, output_dir):
             expect(page.get_by_text(" images · page 1 of 1")).to_be_visible()
             assert page.get_by_label("Your name", exact=True).count() == 0
             page.screenshot(path=str(output_dir / "signed-in.png"))
+
+            # Remembered: a reload and a new tab need no new sign-in.
+            page.reload()
+            expect(page.get_by_text("Signed in as")).to_be_visible()
+            expect(page.get_by_role("heading", name="Gallery", exact=True)).to_be_visible()
+            tab = page.context.new_page()
+            tab.goto(server.url + "/")
+            expect(tab.get_by_text("Signed in as")).to_be_visible(timeout=60_000)
+            tab.close()
+            cookie = next(c for c in page.context.cookies() if c["name"] == "synthlab_session")
+            assert cookie["sameSite"] == "Strict" and cookie["expires"] > time.time() + 86_400
+
+            # Signing out ends it: the form is back, and stays after a reload.
+            page.get_by_role("button", name="Sign out", exact=True).click()
+            expect(page.get_by_role("heading", name="Sign in to SynthLab")).to_be_visible()
+            page.reload()
+            expect(page.get_by_role("heading", name="Sign in to SynthLab")).to_be_visible()
+            expect(page.get_by_text("Signed in as")).to_have_count(0)
+            page.wait_for_timeout(1000)
+            assert not [c for c in page.context.cookies() if c["name"] == "synthlab_session"
+                        and c["value"]]
     finally:
         server.stop()
         stop_dashboard_worker(home)

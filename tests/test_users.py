@@ -169,3 +169,56 @@ def test_user_cli(settings, monkeypatch, capsys):
     assert code == 0 and "ivy" in out and "admin" in out
     code, out, _ = cli("audit")
     assert "user_passwd" in out and "user_add" in out
+
+
+def test_remembered_sign_ins_resume_expire_and_end(settings):
+    import dataclasses
+    import datetime as dt
+
+    from sqlalchemy import select, update
+
+    from core.db.engine import run_write, session_scope
+    from core.users import sessions
+    from core.users.models import SignInSession
+
+    accounts.add_user("alice", "correct horse", is_admin=True, settings=settings)
+    accounts.add_user("bob", "battery staple", settings=settings)
+    token = sessions.start_session("alice", settings)
+    assert sessions.is_token(token)
+    with session_scope(settings) as session:
+        stored = session.scalars(select(SignInSession.token_sha256)).all()
+    assert token not in stored and len(stored) == 1  # only the hash is kept
+
+    who = sessions.resume_session(token, settings)
+    assert (who.name, who.is_admin, who.verified) == ("alice", True, True)
+    assert sessions.resume_session("A" * 43, settings) is None  # well-formed, unknown
+    assert sessions.resume_session("not a token", settings) is None
+
+    # A role change shows; signing out ends only this browser's sign-in.
+    accounts.set_admin("bob", True, settings=settings)
+    bobs = sessions.start_session("bob", settings)
+    other_tab_of_bob = sessions.start_session("bob", settings)
+    sessions.end_session(bobs, settings)
+    assert sessions.resume_session(bobs, settings) is None
+    assert sessions.resume_session(other_tab_of_bob, settings).is_admin
+
+    # A new password ends every remembered sign-in of that user, not others'.
+    accounts.set_password("bob", "a new long password", settings=settings)
+    assert sessions.resume_session(other_tab_of_bob, settings) is None
+    assert sessions.resume_session(token, settings) is not None
+
+    # Expired sign-ins are refused, and cleared by the next sign-in.
+    run_write(lambda s: s.execute(update(SignInSession).values(
+        expires_at=dt.datetime(2000, 1, 1))), settings)
+    assert sessions.resume_session(token, settings) is None
+    fresh = sessions.start_session("alice", settings)
+    with session_scope(settings) as session:
+        assert session.scalar(select(SignInSession.user_name)) == "alice"
+        assert len(session.scalars(select(SignInSession.id)).all()) == 1
+
+    # Removing the user ends theirs; session_days = 0 remembers nothing.
+    accounts.set_admin("bob", True, settings=settings)
+    accounts.remove_user("alice", settings=settings)
+    assert sessions.resume_session(fresh, settings) is None
+    tab_only = dataclasses.replace(settings, session_days=0)
+    assert sessions.start_session("bob", tab_only) is None

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from core.config import Settings, get_settings
 from core.db.engine import run_write, session_scope
 from core.db.models import User, utcnow
-from core.users import audit
+from core.users import audit, sessions
 from core.users.identity import AUTH_OIDC, AUTH_PASSWORD, Identity
 from core.users.models import LoginAttempt
 
@@ -114,6 +114,7 @@ def set_password(name: str, password: str, *, actor: str | None = None,
         if user is None:
             raise AccountError(f"no user named {name!r}")
         user.password_hash = password_hash
+        sessions.end_sessions_of(session, user.name)
         audit.record(session, actor or "cli", "user_passwd", target_kind="user", target_id=name)
     run_write(write, settings)
 
@@ -141,6 +142,7 @@ def remove_user(name: str, *, actor: str | None = None, settings: Settings | Non
         if user.is_admin and _admin_count(session) <= 1:
             raise AccountError("cannot remove the last admin")
         session.delete(user)
+        sessions.end_sessions_of(session, user.name)
         audit.record(session, actor or "cli", "user_remove", target_kind="user", target_id=name)
     run_write(write, settings)
 
