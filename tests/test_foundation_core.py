@@ -35,6 +35,21 @@ def test_migrations_reach_head_and_sqlite_is_wal(settings):
     assert {"images", "classes", "datasets", "jobs", "job_events", "users"} <= tables
 
 
+def test_migrations_build_exactly_the_schema_the_models_describe(settings):
+    """A model change without its migration (or the reverse) would only show up on a
+    user's upgraded database; alembic's comparison catches it here."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    import core.db.all_models  # noqa: F401 - every table into Base.metadata
+    from core.db.engine import get_engine
+    from core.db.models import Base
+
+    with get_engine(settings).connect() as conn:
+        differences = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert differences == []
+
+
 def test_decode_converts_modes_and_rejects_bad_input():
     from core.imageio import ImageRejected, decode_image
 
