@@ -32,7 +32,7 @@ def test_cli_preprocess_writes_what_the_pipeline_makes(settings, tmp_path):
     source = save_jpeg(fruit_image("banana", 3, (200, 100)), tmp_path / "in.jpg")
     out = tmp_path / "out.png"
     done = subprocess.run([sys.executable, "-m", "core", "preprocess", str(source), "--pipeline", "synthetic",
-                           "--size", "48", "--seed", "5", "--out", str(out)],
+                           "--size", "48", "--seed", "5", "--out", str(out), "--json"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -47,7 +47,9 @@ def test_cli_preprocess_by_image_id_with_steps_and_clear_errors(settings, tmp_pa
     del refs
     code, out, _ = _cli("preprocess", "1", "--out", str(tmp_path / "r.png"), "--size", "32",
                         "--steps-dir", str(tmp_path / "steps"), capsys=capsys)
-    assert code == 0 and json.loads(out)["input"].startswith("image 1 (real, apple)")
+    # For people: where it went, from what, through which steps.
+    assert code == 0 and out.startswith(f"{tmp_path / 'r.png'}: 32x32 from image 1 (real, apple)")
+    assert "Letterbox (" in out and "-> Resize (size=32" in out
     assert sorted(p.name for p in (tmp_path / "steps").iterdir()) == [
         "00_original.png", "01_letterbox.png", "02_resize.png"]
     with Image.open(tmp_path / "r.png") as result:
@@ -72,18 +74,29 @@ def test_cli_presets_and_cache(settings, tmp_path, capsys):
     spec = json.loads(out)
     spec["steps"][0]["fill"] = "white"
     (tmp_path / "p.json").write_text(json.dumps(spec))
-    assert _cli("presets", "save", "white real", "--from-json", str(tmp_path / "p.json"), capsys=capsys)[0] == 0
-    listed = json.loads(_cli("presets", "list", capsys=capsys)[1])
+    code, out, _ = _cli("presets", "save", "white real", "--from-json", str(tmp_path / "p.json"),
+                        capsys=capsys)
+    assert code == 0 and out.startswith("saved preset 'white real' (hash ")
+    listed = json.loads(_cli("presets", "list", "--json", capsys=capsys)[1])
     assert {p["name"] for p in listed} == {"white real", "real", "synthetic"}
+    table = _cli("presets", "list", capsys=capsys)[1].splitlines()
+    assert table[0].split() == ["NAME", "HASH", "SAVED", "BY"] and len(table) == 4
+    assert any(line.startswith("synthetic") and line.endswith("built in") for line in table)
     (tmp_path / "bad.json").write_text('{"steps": [{"type": "letterbox", "fill": "plaid"}]}')
     code, _, err = _cli("presets", "save", "bad", "--from-json", str(tmp_path / "bad.json"), capsys=capsys)
     assert code == 2 and "fill" in err
-    code, out, _ = _cli("cache", "build", "--pipeline", "white real", "--source", "real", capsys=capsys)
+    code, out, _ = _cli("cache", "build", "--pipeline", "white real", "--source", "real", "--json",
+                        capsys=capsys)
     assert code == 0 and json.loads(out)["built"] == 3
-    entries = json.loads(_cli("cache", "list", capsys=capsys)[1])
+    assert "0 of 3 images newly cached" in _cli("cache", "build", "--pipeline", "white real",
+                                                "--source", "real", capsys=capsys)[1]
+    entries = json.loads(_cli("cache", "list", "--json", capsys=capsys)[1])
     assert len(entries) == 1 and entries[0]["images"] == 3
-    assert json.loads(_cli("cache", "prune", capsys=capsys)[1])["removed"] == []  # recently built
-    assert len(json.loads(_cli("cache", "prune", "--all", capsys=capsys)[1])["removed"]) == 1
+    listing = _cli("cache", "list", capsys=capsys)[1].splitlines()
+    assert len(listing) == 2 and listing[1].split()[1] == "3"
+    assert json.loads(_cli("cache", "prune", "--json", capsys=capsys)[1])["removed"] == []  # recent
+    assert _cli("cache", "prune", "--all", capsys=capsys)[1].strip() == "removed 1 cache entries, kept 0"
+    assert _cli("cache", "list", capsys=capsys)[1].strip() == "the cache is empty"
     assert _cli("presets", "delete", "white real", capsys=capsys)[0] == 0
     assert _cli("presets", "delete", "white real", capsys=capsys)[0] == 2
 

@@ -20,11 +20,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--out", required=True, type=Path, help="output PNG file")
     run.add_argument("--steps-dir", type=Path,
                      help="also write every intermediate step as NN_<step>.png in this folder")
+    run.add_argument("--json", action="store_true", help="machine-readable report")
     run.set_defaults(func=_preprocess)
 
     presets = subparsers.add_parser("presets", help="list, show, save or delete pipeline presets")
     actions = presets.add_subparsers(dest="action", metavar="ACTION", required=True)
-    actions.add_parser("list", help="list presets and the built-in defaults").set_defaults(func=_presets_list)
+    listing = actions.add_parser("list", help="list presets and the built-in defaults")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(func=_presets_list)
     show = actions.add_parser("show", help="print a pipeline as JSON")
     show.add_argument("name")
     show.set_defaults(func=_presets_show)
@@ -33,26 +36,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     save.add_argument("--from-json", required=True, type=Path, dest="source",
                       help="a file holding a pipeline spec (as printed by 'presets show')")
     save.add_argument("--user", default="cli")
+    save.add_argument("--json", action="store_true", help="machine-readable output")
     save.set_defaults(func=_presets_save)
     delete = actions.add_parser("delete", help="delete a preset (a default comes back as built in)")
     delete.add_argument("name")
+    delete.add_argument("--json", action="store_true", help="machine-readable output")
     delete.set_defaults(func=_presets_delete)
 
     cache = subparsers.add_parser("cache", help="inspect, build or prune the preprocessed cache")
     cache_actions = cache.add_subparsers(dest="action", metavar="ACTION", required=True)
-    cache_actions.add_parser("list", help="list cache entries").set_defaults(func=_cache_list)
+    cache_list = cache_actions.add_parser("list", help="list cache entries")
+    cache_list.add_argument("--json", action="store_true", help="machine-readable output")
+    cache_list.set_defaults(func=_cache_list)
     build = cache_actions.add_parser("build", help="fill the cache for a pipeline now")
     build.add_argument("--pipeline", default="real")
     build.add_argument("--size", type=int)
     build.add_argument("--source", choices=("real", "synthetic"),
                        help="only images of this source (default: the pipeline's name if it is one)")
+    build.add_argument("--json", action="store_true", help="machine-readable output")
     build.set_defaults(func=_cache_build)
     prune = cache_actions.add_parser(
         "prune", help="remove cache entries unused for a while (or all with --all)")
     prune.add_argument("--older-than", type=float, default=30.0, metavar="DAYS",
                        help="remove entries not used for this many days (default 30)")
     prune.add_argument("--all", action="store_true", help="remove every entry")
+    prune.add_argument("--json", action="store_true", help="machine-readable output")
     prune.set_defaults(func=_cache_prune)
+
+
+def _emit(args: argparse.Namespace, payload: object, text: str) -> None:
+    """``--json``: the payload for scripts; otherwise a short text for people."""
+    if getattr(args, "json", False):
+        print_json(payload)
+    else:
+        print(text)
 
 
 def _pipeline(name: str, size: int | None):  # noqa: ANN202 - Pipeline
@@ -113,9 +130,13 @@ def _preprocess(args: argparse.Namespace) -> int:
                 atomic_write(args.steps_dir.resolve() / f"{index:02d}_{slug}.png", encode_png(stage))
     except OSError as exc:
         raise CliError(f"cannot write {args.out}: {exc.strerror or exc}") from exc
-    print_json({"input": label, "input_size": list(image.size), "pipeline": args.pipeline,
-                "pipeline_hash": pipeline.hash(), "steps": pipeline.describe(), "seed": args.seed,
-                "output_size": list(result.size), "out": str(args.out)})
+    report = {"input": label, "input_size": list(image.size), "pipeline": args.pipeline,
+              "pipeline_hash": pipeline.hash(), "steps": pipeline.describe(), "seed": args.seed,
+              "output_size": list(result.size), "out": str(args.out)}
+    width, height = image.size
+    _emit(args, report, (f"{args.out}: {result.size[0]}x{result.size[1]} from {label} "
+                         f"({width}x{height}), pipeline {args.pipeline} (seed {args.seed}): "
+                         f"{pipeline.describe()}"))
     return 0
 
 
@@ -127,7 +148,15 @@ def _presets_list(args: argparse.Namespace) -> int:
     out = [{"name": row.name, "hash": row.pipeline_hash, "updated_by": row.updated_by,
             "updated_at": row.updated_at, "overrides_default": row.name in DEFAULT_NAMES} for row in rows]
     out += [{"name": name, "built_in": True} for name in DEFAULT_NAMES if name not in saved]
-    print_json(out)
+    lines = [f"{'NAME':<24} {'HASH':<14} SAVED BY"]
+    for item in out:
+        if item.get("built_in"):
+            lines.append(f"{item['name']:<24} {'-':<14} built in")
+        else:
+            note = " (overrides the built-in)" if item["overrides_default"] else ""
+            lines.append(f"{item['name']:<24} {item['hash'][:12]:<14} "
+                         f"{item['updated_by'] or '-'}, {item['updated_at'] or '-'}{note}")
+    _emit(args, out, "\n".join(lines))
     return 0
 
 
@@ -147,7 +176,8 @@ def _presets_save(args: argparse.Namespace) -> int:
         raise CliError(f"cannot read {args.source}: {exc.strerror or exc}") from exc
     except (ValueError, PipelineError) as exc:
         raise CliError(f"{args.source}: {exc}") from exc
-    print_json({"saved": row.name, "hash": row.pipeline_hash})
+    _emit(args, {"saved": row.name, "hash": row.pipeline_hash},
+          f"saved preset {row.name!r} (hash {row.pipeline_hash[:12]})")
     return 0
 
 
@@ -156,16 +186,21 @@ def _presets_delete(args: argparse.Namespace) -> int:
 
     if not delete_preset(args.name):
         raise CliError(f"no preset named {args.name!r}")
-    print_json({"deleted": args.name})
+    _emit(args, {"deleted": args.name}, f"deleted preset {args.name!r}")
     return 0
 
 
 def _cache_list(args: argparse.Namespace) -> int:
     from core.preprocess import PreprocessedCache
 
-    print_json([{"prefix_hash": e.prefix_hash, "images": e.images, "megabytes": round(e.bytes / 1e6, 2),
-                 "last_used": e.last_used, "cached_steps": e.spec.get("prefix")}
-                for e in PreprocessedCache().entries()])
+    entries = [{"prefix_hash": e.prefix_hash, "images": e.images,
+                "megabytes": round(e.bytes / 1e6, 2), "last_used": e.last_used,
+                "cached_steps": e.spec.get("prefix")} for e in PreprocessedCache().entries()]
+    lines = [f"{'ENTRY':<14} {'IMAGES':>7} {'MB':>9}  LAST USED"]
+    lines += [f"{e['prefix_hash'][:12]:<14} {e['images']:>7} {e['megabytes']:>9.2f}  "
+              + (f"{e['last_used']:%Y-%m-%d %H:%M}" if e["last_used"] else "never")
+              for e in entries]
+    _emit(args, entries, "\n".join(lines) if entries else "the cache is empty")
     return 0
 
 
@@ -187,8 +222,10 @@ def _cache_build(args: argparse.Namespace) -> int:
         built = PreprocessedCache().build(refs, pipeline)
     except CacheError as exc:
         raise CliError(str(exc)) from exc
-    print_json({"pipeline": args.pipeline, "prefix_hash": pipeline.prefix_hash(), "images": len(refs),
-                "built": built})
+    _emit(args, {"pipeline": args.pipeline, "prefix_hash": pipeline.prefix_hash(),
+                 "images": len(refs), "built": built},
+          f"pipeline {args.pipeline}: {built} of {len(refs)} images newly cached "
+          f"(entry {pipeline.prefix_hash()[:12]})")
     return 0
 
 
@@ -197,5 +234,7 @@ def _cache_prune(args: argparse.Namespace) -> int:
 
     cache = PreprocessedCache()
     removed = cache.prune([]) if args.all else cache.prune([], older_than_days=args.older_than)
-    print_json({"removed": removed, "kept": [e.prefix_hash for e in cache.entries()]})
+    kept = [e.prefix_hash for e in cache.entries()]
+    _emit(args, {"removed": removed, "kept": kept},
+          f"removed {len(removed)} cache entries, kept {len(kept)}")
     return 0
