@@ -90,7 +90,7 @@ def test_ingest_errors_and_help(settings, tmp_path, capsys):
     assert code == 2 and "not a valid .zip archive" in err
     (tmp_path / "empty").mkdir()
     code, _, err = run_main(capsys, "ingest", str(tmp_path / "empty"))
-    assert code == 0 and "no image files found" in err
+    assert code == 2 and "no image files to import" in err and "(it is empty)" in err
     from core.cli import main
 
     for command in ("ingest", "stats", "export", "check"):

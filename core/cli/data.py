@@ -92,8 +92,6 @@ def _ingest(args: argparse.Namespace) -> int:
         print(f"  rejected {item['path']}: {item['reason']}")
     if len(report.rejected) > 50:
         print(f"  ... and {len(report.rejected) - 50} more rejected (see --json)")
-    if not (report.added or report.duplicates or report.rejected):
-        print(f"  note: no image files found in {args.path}", file=sys.stderr)
     return 0
 
 
