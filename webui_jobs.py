@@ -23,10 +23,11 @@ def _format_seconds(seconds: float | None) -> str:
 
 def _job_line(job) -> str:  # noqa: ANN001
     parts = [f"**#{job.id} {escape_markdown(job.title or job.kind)}**", f"`{job.status}`"]
+    unit = f" {job.progress_unit}" if job.progress_unit else ""
     if job.progress_total:
-        parts.append(f"{job.progress_done}/{job.progress_total}")
+        parts.append(f"{job.progress_done:,}/{job.progress_total:,}{unit}")
     if job.rate and job.status == jobs.RUNNING:
-        parts.append(f"{job.rate:.2f}/s, {_format_seconds(jobs.eta_seconds(job))} left")
+        parts.append(f"{job.rate:.2f}{unit}/s, {_format_seconds(jobs.eta_seconds(job))} left")
     parts.append(f"by {escape_markdown(job.created_by or 'anonymous')}")
     return " · ".join(parts)
 

@@ -80,11 +80,12 @@ def worker_identity() -> str:
 # --- queue operations (used by pages, the CLI and the worker) -------------------------
 
 def submit(kind: str, params: dict[str, Any], *, title: str | None = None,
-           created_by: str | None = None, total: int = 0,
+           created_by: str | None = None, total: int = 0, unit: str | None = None,
            settings: Settings | None = None) -> int:
+    """Queue a job; ``unit`` names what its progress counts (shown as "12/40 images")."""
     def write(session: Session) -> int:
         job = Job(kind=kind, params=params, title=title or kind, created_by=created_by,
-                  status=QUEUED, progress_total=total)
+                  status=QUEUED, progress_total=total, progress_unit=unit)
         session.add(job)
         session.flush()
         session.add(JobEvent(job_id=job.id, message=f"queued by {created_by or 'anonymous'}"))

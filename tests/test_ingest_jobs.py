@@ -33,6 +33,10 @@ def test_interrupted_import_job_resumes_without_adding_twice(settings, tmp_path)
     assert (job.result["added"], job.result["duplicates"]) == (4, 4)
     assert gallery.count(gallery.GalleryFilter()) == 8
     assert any("resumed" in e.message for e in jobs.job_events(job_id))
+    # The live job panel says what the numbers count.
+    from webui_jobs import _job_line
+
+    assert job.progress_unit == "files" and "8/8 files" in _job_line(job)
 
 
 def test_cancelled_import_keeps_what_was_committed_and_removes_staging(settings, tmp_path):

@@ -43,12 +43,13 @@ def _jobs(args: argparse.Namespace) -> int:
     rows = jobs.list_jobs(limit=args.limit)
     if args.json:
         print_json([{"id": j.id, "kind": j.kind, "status": j.status, "title": j.title,
-                     "done": j.progress_done, "total": j.progress_total,
+                     "done": j.progress_done, "total": j.progress_total, "unit": j.progress_unit,
                      "created_by": j.created_by, "error": j.error} for j in rows])
         return 0
     if not rows:
         print("no jobs")
     for j in rows:
-        print(f"{j.id:>5}  {j.kind:<10} {j.status:<12} {j.progress_done}/{j.progress_total}  "
+        unit = f" {j.progress_unit}" if j.progress_unit else ""
+        print(f"{j.id:>5}  {j.kind:<10} {j.status:<12} {j.progress_done}/{j.progress_total}{unit}  "
               f"{j.title or ''}  ({j.created_by or '-'})")
     return 0

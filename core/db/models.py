@@ -84,6 +84,8 @@ class Job(Base):
     worker_id: Mapped[str | None] = mapped_column(String(120), default=None)
     progress_done: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    # What progress counts ("images", "files", "samples"...), shown beside the numbers.
+    progress_unit: Mapped[str | None] = mapped_column(String(24), default=None)
     rate: Mapped[float | None] = mapped_column(Float, default=None)  # units per second
     message: Mapped[str | None] = mapped_column(Text, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)

@@ -38,7 +38,7 @@ def submit_explain_job(run_id: int, image_ids: list[int], config: AttributionCon
               "target": target, "input_mode": input_mode, "input_seed": int(input_seed)}
     title = f"Explain {len(ids)} images of run #{run_id} ({config.describe()})"
     return submit(JOB_KIND, params, title=title, created_by=created_by, total=len(ids),
-                  settings=settings)
+                  unit="images", settings=settings)
 
 
 @register_handler(JOB_KIND)

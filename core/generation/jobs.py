@@ -42,7 +42,7 @@ def submit_generation(config: GenerationConfig, *, created_by: str | None = None
     require_model(config.model, settings)
     snapshot_prompts(config, settings)
     return submit(KIND, config.to_params(), title=job_title(config), created_by=created_by,
-                  total=config.total, settings=settings)
+                  total=config.total, unit="images", settings=settings)
 
 
 def extension_config(job_id: int, more_per_class: int, settings: Settings | None = None) -> GenerationConfig:
@@ -68,7 +68,7 @@ def extend_job(job_id: int, more_per_class: int, *, created_by: str | None = Non
     settings = settings or get_settings()
     config = extension_config(job_id, more_per_class, settings)
     return submit(KIND, config.to_params(), title=job_title(config) + f" (extends #{job_id})",
-                  created_by=created_by, total=config.total, settings=settings)
+                  created_by=created_by, total=config.total, unit="images", settings=settings)
 
 
 @register_handler(KIND)

@@ -72,7 +72,8 @@ def submit_import(path: str, *, dataset: str | None = None, source: str = "real"
     params = {"path": str(path), "dataset": dataset, "source": source,
               "force_class": force_class, "crop_boxes": crop_boxes}
     title = f"Import {dataset or Path(str(path)).name}"
-    return jobs.submit(KIND, params, title=title, created_by=user, settings=settings)
+    return jobs.submit(KIND, params, title=title, created_by=user, unit="files",
+                       settings=settings)
 
 
 def _staged_folder(settings: Settings, path: Path) -> Path | None:

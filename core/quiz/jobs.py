@@ -43,7 +43,7 @@ def submit_judge(config: JudgeConfig | None = None, *, created_by: str | None = 
         last_answer = session.scalar(select(QuizAnswer.id).order_by(QuizAnswer.id.desc()).limit(1))
     params = {"config": config.to_dict(), "max_answer_id": last_answer or 0}
     return submit(JOB_KIND, params, title="Train the quiz's machine judge", created_by=created_by,
-                  total=config.folds * config.epochs + 1, settings=settings)
+                  total=config.folds * config.epochs + 1, unit="steps", settings=settings)
 
 
 @dataclass

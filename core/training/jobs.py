@@ -23,8 +23,9 @@ def submit_training(run_ids: list[int], *, title: str, created_by: str | None = 
     from core.jobs import submit
     from core.training.experiments import attach_job
 
+    # Progress counts images pushed through the model, every epoch over (training_units).
     job_id = submit(JOB_KIND, {"run_ids": list(run_ids)}, title=title, created_by=created_by,
-                    settings=settings)
+                    unit="samples", settings=settings)
     attach_job(run_ids, job_id, settings)
     return job_id
 
