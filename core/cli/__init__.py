@@ -20,6 +20,14 @@ def print_json(payload: Any) -> None:
     print(json.dumps(payload, indent=2, default=str))
 
 
+def emit(payload: Any, as_json: bool, text: str) -> None:
+    """``--json``: the payload for scripts; otherwise a short text for people."""
+    if as_json:
+        print_json(payload)
+    else:
+        print(text)
+
+
 def positive_int(text: str) -> int:
     """argparse type for counts such as ``--limit``: a whole number of at least 1."""
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from core.cli import CliError, print_json
+from core.cli import CliError, emit, print_json
 from core.jobs import JobContext
 
 
@@ -94,8 +94,8 @@ def _generate(args: argparse.Namespace) -> int:
     try:
         if args.queue:
             job_id = submit_generation(config, created_by=args.user, settings=settings)
-            _report({"job_id": job_id, "status": "queued", "total": config.total}, args.json,
-                     f"queued job {job_id} ({config.total} images); a worker will run it")
+            emit({"job_id": job_id, "status": "queued", "total": config.total}, args.json,
+                 f"queued job {job_id} ({config.total} images); a worker will run it")
             return 0
         if is_main:
             title = f"{job_title(config)} (extends #{args.extend})" if args.extend else None
@@ -175,13 +175,9 @@ def _run_foreground(job_id: int, config: Any, settings: Any, state: Any,
         raise CliError(str(error))
     if isinstance(error, KeyboardInterrupt):
         raise error
-    _report(payload, args.json, f"job {job_id}: {status}, {len(image_ids)} images in dataset "
-                                f"{generator.dataset_name()!r}" + (f" ({job.error})" if job and job.error else ""))
+    emit(payload, args.json, f"job {job_id}: {status}, {len(image_ids)} images in dataset "
+                             f"{generator.dataset_name()!r}" + (f" ({job.error})" if job and job.error else ""))
     return 0 if status == "done" else 1
-
-
-def _report(payload: dict[str, Any], as_json: bool, text: str) -> None:
-    print_json(payload) if as_json else print(text)
 
 
 class _ProgressContext(JobContext):

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from core.cli import CliError, print_json
+from core.cli import CliError, emit, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,14 +62,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prune.add_argument("--all", action="store_true", help="remove every entry")
     prune.add_argument("--json", action="store_true", help="machine-readable output")
     prune.set_defaults(func=_cache_prune)
-
-
-def _emit(args: argparse.Namespace, payload: object, text: str) -> None:
-    """``--json``: the payload for scripts; otherwise a short text for people."""
-    if getattr(args, "json", False):
-        print_json(payload)
-    else:
-        print(text)
 
 
 def _pipeline(name: str, size: int | None):  # noqa: ANN202 - Pipeline
@@ -134,9 +126,9 @@ def _preprocess(args: argparse.Namespace) -> int:
               "pipeline_hash": pipeline.hash(), "steps": pipeline.describe(), "seed": args.seed,
               "output_size": list(result.size), "out": str(args.out)}
     width, height = image.size
-    _emit(args, report, (f"{args.out}: {result.size[0]}x{result.size[1]} from {label} "
-                         f"({width}x{height}), pipeline {args.pipeline} (seed {args.seed}): "
-                         f"{pipeline.describe()}"))
+    emit(report, args.json, (f"{args.out}: {result.size[0]}x{result.size[1]} from {label} "
+                             f"({width}x{height}), pipeline {args.pipeline} (seed {args.seed}): "
+                             f"{pipeline.describe()}"))
     return 0
 
 
@@ -156,7 +148,7 @@ def _presets_list(args: argparse.Namespace) -> int:
             note = " (overrides the built-in)" if item["overrides_default"] else ""
             lines.append(f"{item['name']:<24} {item['hash'][:12]:<14} "
                          f"{item['updated_by'] or '-'}, {item['updated_at'] or '-'}{note}")
-    _emit(args, out, "\n".join(lines))
+    emit(out, args.json, "\n".join(lines))
     return 0
 
 
@@ -176,8 +168,8 @@ def _presets_save(args: argparse.Namespace) -> int:
         raise CliError(f"cannot read {args.source}: {exc.strerror or exc}") from exc
     except (ValueError, PipelineError) as exc:
         raise CliError(f"{args.source}: {exc}") from exc
-    _emit(args, {"saved": row.name, "hash": row.pipeline_hash},
-          f"saved preset {row.name!r} (hash {row.pipeline_hash[:12]})")
+    emit({"saved": row.name, "hash": row.pipeline_hash}, args.json,
+         f"saved preset {row.name!r} (hash {row.pipeline_hash[:12]})")
     return 0
 
 
@@ -186,7 +178,7 @@ def _presets_delete(args: argparse.Namespace) -> int:
 
     if not delete_preset(args.name):
         raise CliError(f"no preset named {args.name!r}")
-    _emit(args, {"deleted": args.name}, f"deleted preset {args.name!r}")
+    emit({"deleted": args.name}, args.json, f"deleted preset {args.name!r}")
     return 0
 
 
@@ -200,7 +192,7 @@ def _cache_list(args: argparse.Namespace) -> int:
     lines += [f"{e['prefix_hash'][:12]:<14} {e['images']:>7} {e['megabytes']:>9.2f}  "
               + (f"{e['last_used']:%Y-%m-%d %H:%M}" if e["last_used"] else "never")
               for e in entries]
-    _emit(args, entries, "\n".join(lines) if entries else "the cache is empty")
+    emit(entries, args.json, "\n".join(lines) if entries else "the cache is empty")
     return 0
 
 
@@ -222,10 +214,10 @@ def _cache_build(args: argparse.Namespace) -> int:
         built = PreprocessedCache().build(refs, pipeline)
     except CacheError as exc:
         raise CliError(str(exc)) from exc
-    _emit(args, {"pipeline": args.pipeline, "prefix_hash": pipeline.prefix_hash(),
-                 "images": len(refs), "built": built},
-          f"pipeline {args.pipeline}: {built} of {len(refs)} images newly cached "
-          f"(entry {pipeline.prefix_hash()[:12]})")
+    emit({"pipeline": args.pipeline, "prefix_hash": pipeline.prefix_hash(),
+          "images": len(refs), "built": built}, args.json,
+         f"pipeline {args.pipeline}: {built} of {len(refs)} images newly cached "
+         f"(entry {pipeline.prefix_hash()[:12]})")
     return 0
 
 
@@ -235,6 +227,6 @@ def _cache_prune(args: argparse.Namespace) -> int:
     cache = PreprocessedCache()
     removed = cache.prune([]) if args.all else cache.prune([], older_than_days=args.older_than)
     kept = [e.prefix_hash for e in cache.entries()]
-    _emit(args, {"removed": removed, "kept": kept},
-          f"removed {len(removed)} cache entries, kept {len(kept)}")
+    emit({"removed": removed, "kept": kept}, args.json,
+         f"removed {len(removed)} cache entries, kept {len(kept)}")
     return 0
