@@ -108,7 +108,8 @@ def render_job_list(kinds: tuple[str, ...] | None = None, *, user: str | None = 
                     st.error(job.error)
                 log_area = st
                 if job.status in jobs.ACTIVE_STATUSES and (can_cancel or _may_cancel)(job):
-                    cols = st.columns([1, 5])
+                    # Wide enough for "Cancel" in the half-width panel on Home.
+                    cols = st.columns([1, 3])
                     # A callback, so the click counts even if a timed refresh of this
                     # fragment lands at the same moment.
                     cols[0].button("Cancel", key=f"{key}-cancel-{job.id}", on_click=_cancel,
