@@ -3,7 +3,9 @@
 Every image that enters SynthLab goes through ``decode_image``: it is opened fully (so a
 truncated file fails here, not later in training), its pixel count is capped before
 decoding (decompression bombs), EXIF orientation is applied, and any mode (CMYK, 16-bit,
-palette, transparent, grayscale) is converted to 8-bit RGB.
+palette, transparent, grayscale) is converted to 8-bit RGB. High bit depths are scaled by
+the format's range (16-bit: value / 257), never by the picture's own brightest value, so
+brightness survives the import.
 """
 
 from __future__ import annotations
@@ -53,23 +55,66 @@ def pixel_hash(image: Image.Image) -> str:
     return digest.hexdigest()
 
 
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def _gray_rgb(gray: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8), "L").convert("RGB")
+
+
+def _from_16bit(array: np.ndarray) -> np.ndarray:
+    """0..65535 -> 0..255 as ``round(value / 257)``, in integers (exact, and a quarter of the
+    memory of floats for a large scan). No ties exist: ``value / 257`` is never ``k + .5``."""
+    return (array.astype(np.uint32) + 128) // 257
+
+
+def _stretch(array: np.ndarray, low: float, high: float) -> np.ndarray:
+    span = (high - low) or 1.0
+    return np.rint((array.astype(np.float64) - low) / span * 255)
+
+
+def _float_gray(image: Image.Image) -> np.ndarray:
+    """'F' (32-bit float) to 0..255 by the range the values were written in.
+
+    Float images carry no declared white: 0..1 is the usual convention (scientific TIFFs,
+    normalised exports), 0..255 is 8-bit data saved as floats (PIL's own ``convert("F")``),
+    0..65535 is 16-bit data. The first of these that holds every value is taken as the
+    range, so a dim picture stays dim; only values outside all three (negatives, huge
+    values: depth maps, measurements) have no brightness to keep and are stretched
+    min..max. NaN counts as the darkest value present, infinities as the extremes.
+    """
+    array = np.asarray(image, dtype=np.float64)
+    finite = array[np.isfinite(array)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    array = np.nan_to_num(array, nan=low, posinf=high, neginf=low)
+    if low >= 0:
+        for white in (1.0, 255.0, 65535.0):
+            if high <= white:
+                return np.rint(array * (255.0 / white))
+    return _stretch(array, low, high)
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     mode = image.mode
     if mode == "RGB":
+        # 48-bit RGB PNG/PPM files arrive here already 8-bit: PIL keeps each sample's high
+        # byte (value >> 8), within 1 of value / 257, so their brightness is kept.
         return image
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16/32-bit grayscale: scale to 8 bits instead of clipping (PIL's convert clips).
-        array = np.asarray(image, dtype=np.float64)
-        high = array.max() if array.size else 0.0
-        scale = 255.0 / high if high > 255 else 1.0
-        gray = np.clip(array * scale, 0, 255).astype(np.uint8)
-        return Image.fromarray(gray).convert("RGB")
+    if mode in SIXTEEN_BIT_MODES:
+        # Scaled by the format's range, not the image's brightest pixel: a mid-grey or a
+        # dark 16-bit picture must stay mid-grey or dark (PIL's convert clips instead).
+        return _gray_rgb(_from_16bit(np.asarray(image)))
+    if mode == "I":
+        # 32-bit integers: PIL gives 16-bit PGM/PNM and some 16-bit TIFFs this mode, so
+        # values that fit 0..65535 are 16-bit data. Anything else (signed or wider samples)
+        # has no standard white, so it is stretched min..max: the structure stays visible.
+        array = np.asarray(image)
+        low, high = int(array.min()), int(array.max())
+        if low >= 0 and high <= 65535:
+            return _gray_rgb(_from_16bit(array))
+        return _gray_rgb(_stretch(array, low, high))
     if mode == "F":
-        array = np.asarray(image, dtype=np.float64)
-        low, high = float(np.nanmin(array)), float(np.nanmax(array))
-        span = high - low or 1.0
-        gray = ((np.nan_to_num(array, nan=low) - low) / span * 255).astype(np.uint8)
-        return Image.fromarray(gray).convert("RGB")
+        return _gray_rgb(_float_gray(image))
     if mode == "P":
         image = image.convert("RGBA")
         mode = "RGBA"
