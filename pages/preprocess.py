@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from core.db.engine import session_scope
 from core.db.models import SOURCE_REAL, SOURCE_SYNTHETIC, Dataset
-from core.preprocess import DEFAULT_NAMES, Pipeline, PipelineError, list_presets, load_pipeline
+from core.preprocess import (BUILTIN_DESCRIPTIONS, DEFAULT_NAMES, Pipeline, PipelineError,
+                             list_presets, load_pipeline)
 from core.preprocess.compare import (aspect_figure, class_options, compare_aspects, image_choices,
                                      open_image, random_image_id, stretched)
 from core.preprocess.presets import delete_preset, get_preset, save_preset
@@ -98,6 +99,8 @@ def pipeline_editor(side: str, names: list[str], real_datasets: list[str]) -> Pi
     """Widgets for every parameter of every step; returns the edited pipeline (None if invalid)."""
     chosen = st.selectbox("Start from", names, index=names.index(side), key=f"pp_{side}_base",
                           help="a built-in default or a saved preset")
+    if chosen in BUILTIN_DESCRIPTIONS and chosen not in {p.name for p in presets}:
+        st.caption(BUILTIN_DESCRIPTIONS[chosen])
     if st.session_state.get(f"pp_{side}_loaded") != chosen:
         try:
             base = load_pipeline(chosen, settings)
@@ -135,12 +138,15 @@ def pipeline_editor(side: str, names: list[str], real_datasets: list[str]) -> Pi
                 action = ("remove", index, "")
     labels = {cls.label: name for name, cls in types.items() if name != "downscale"}
     added = st.selectbox("Add a step", [NO_STEP] + sorted(labels), key=f"pp_{side}_{version}_add")
+    capped = st.checkbox("Shrink big pictures first (faster; the original study did not)",
+                         value=spec.get("max_side") is not None, key=f"pp_{side}_{version}_capped")
     max_side = st.number_input("Working size cap (longer side, px)", 16, 4096,
                                int(spec.get("max_side") or 256), 16, key=f"pp_{side}_{version}_cap",
-                               help="images are first shrunk to this; the cache keeps this size")
+                               help="images are first shrunk to this; the cache keeps this size",
+                               disabled=not capped)
     if not valid:
         return None
-    pipeline = Pipeline(tuple(steps), max_side=int(max_side), name=chosen)
+    pipeline = Pipeline(tuple(steps), max_side=int(max_side) if capped else None, name=chosen)
     if action and action[0] == "remove":
         _restructure(side, Pipeline(pipeline.steps[:action[1]] + pipeline.steps[action[1] + 1:],
                                     pipeline.max_side, chosen))
@@ -339,3 +345,7 @@ if presets:
                 st.rerun()
 else:
     st.caption("No saved presets: training uses the built-in `real` and `synthetic` pipelines.")
+with st.expander("Built-in pipelines"):
+    st.dataframe([{"name": name, "what it does": BUILTIN_DESCRIPTIONS[name],
+                   "overridden by a saved preset": name in saved_by_name} for name in DEFAULT_NAMES],
+                 hide_index=True)

@@ -78,10 +78,12 @@ def test_cli_presets_and_cache(settings, tmp_path, capsys):
                         capsys=capsys)
     assert code == 0 and out.startswith("saved preset 'white real' (hash ")
     listed = json.loads(_cli("presets", "list", "--json", capsys=capsys)[1])
-    assert {p["name"] for p in listed} == {"white real", "real", "synthetic"}
+    assert {p["name"] for p in listed} == {"white real", "real", "synthetic", "original-real",
+                                          "original-synthetic"}
     table = _cli("presets", "list", capsys=capsys)[1].splitlines()
-    assert table[0].split() == ["NAME", "HASH", "SAVED", "BY"] and len(table) == 4
-    assert any(line.startswith("synthetic") and line.endswith("built in") for line in table)
+    assert table[0].split() == ["NAME", "HASH", "SAVED", "BY"] and len(table) == 6
+    assert any(line.startswith("original-real") and "WHITE" in line for line in table)
+    assert any(line.startswith("synthetic") and "built in: " in line for line in table)
     (tmp_path / "bad.json").write_text('{"steps": [{"type": "letterbox", "fill": "plaid"}]}')
     code, _, err = _cli("presets", "save", "bad", "--from-json", str(tmp_path / "bad.json"), capsys=capsys)
     assert code == 2 and "fill" in err

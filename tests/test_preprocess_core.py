@@ -95,9 +95,9 @@ def test_every_transform_round_trips_and_same_seed_is_byte_identical():
     from core.preprocess.transforms import (ColouredMargins, ColourJitter, Cutout, GaussianNoise,
                                             Grayscale, HorizontalFlip, Letterbox, RandomCrop,
                                             RandomMargin, RandomResizedCrop, Resize, Rotate,
-                                            transform_from_dict, transform_types)
+                                            TrimToLandscape, transform_from_dict, transform_types)
 
-    steps = (RandomMargin(0.8, 1.25), Letterbox(fill="blur"), Resize(48), RandomCrop(40),
+    steps = (TrimToLandscape(p=1.0), RandomMargin(0.8, 1.25), Letterbox(fill="blur"), Resize(48), RandomCrop(40),
              RandomResizedCrop(32, scale=(0.5, 1.0)), HorizontalFlip(), Rotate(8.0),
              ColourJitter(0.2, 0.2, 0.2, 0.05), Grayscale(p=0.5), GaussianNoise(6.0),
              Cutout(2, 0.2), ColouredMargins(0.1))
@@ -109,7 +109,7 @@ def test_every_transform_round_trips_and_same_seed_is_byte_identical():
     pipeline = Pipeline(steps, max_side=128, name="everything")
     restored = Pipeline.from_dict(json.loads(json.dumps(pipeline.to_dict())))
     assert restored == pipeline and restored.hash() == pipeline.hash()
-    image = fruit_image("apple", 2, (120, 90))
+    image = fruit_image("apple", 2, (120, 120))
     first, second = pipeline.apply(image, seed=7), restored.apply(image, seed=7)
     assert first.size == (32, 32) and first.tobytes() == second.tobytes()
     assert pipeline.apply(image, seed=8).tobytes() != first.tobytes()
@@ -165,7 +165,7 @@ def test_presets_are_saved_in_the_db_and_override_defaults(settings):
     assert load_pipeline("real", settings) == custom
     assert delete_preset("real", settings) and load_pipeline("real", settings) == default_pipeline("real")
     assert load_pipeline("real", settings, size=32).output_size == 32
-    with pytest.raises(PipelineError, match="available: gray real, real, synthetic"):
+    with pytest.raises(PipelineError, match="available: gray real, original-real, original-synthetic, real, synthetic"):
         load_pipeline("nope", settings)
 
 

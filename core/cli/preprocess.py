@@ -133,17 +133,18 @@ def _preprocess(args: argparse.Namespace) -> int:
 
 
 def _presets_list(args: argparse.Namespace) -> int:
-    from core.preprocess import DEFAULT_NAMES, list_presets
+    from core.preprocess import BUILTIN_DESCRIPTIONS, DEFAULT_NAMES, list_presets
 
     rows = list_presets()
     saved = {row.name for row in rows}
     out = [{"name": row.name, "hash": row.pipeline_hash, "updated_by": row.updated_by,
             "updated_at": row.updated_at, "overrides_default": row.name in DEFAULT_NAMES} for row in rows]
-    out += [{"name": name, "built_in": True} for name in DEFAULT_NAMES if name not in saved]
+    out += [{"name": name, "built_in": True, "description": BUILTIN_DESCRIPTIONS[name]}
+            for name in DEFAULT_NAMES if name not in saved]
     lines = [f"{'NAME':<24} {'HASH':<14} SAVED BY"]
     for item in out:
         if item.get("built_in"):
-            lines.append(f"{item['name']:<24} {'-':<14} built in")
+            lines.append(f"{item['name']:<24} {'-':<14} built in: {item['description']}")
         else:
             note = " (overrides the built-in)" if item["overrides_default"] else ""
             lines.append(f"{item['name']:<24} {item['hash'][:12]:<14} "

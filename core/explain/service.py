@@ -206,7 +206,7 @@ class PreparedInput:
 
 
 def pipeline_for(run: LoadedRun, source: str, input_mode: str = "by-source"):  # noqa: ANN201 - Pipeline
-    from core.preprocess.pipeline import PipelineError, default_pipeline, load_pipeline
+    from core.preprocess import PipelineError, default_pipeline, load_pipeline
 
     if input_mode not in INPUT_MODES:
         raise ExplainError(f"input mode must be one of {INPUT_MODES}, not {input_mode!r}")

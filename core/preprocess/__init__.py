@@ -9,12 +9,13 @@ Training uses::
 """
 
 from core.preprocess.cache import CacheError, PreprocessedCache, load_uncached
-from core.preprocess.pipeline import (DEFAULT_NAMES, Pipeline, PipelineError, default_pipeline,
-                                      item_seed, load_pipeline)
-from core.preprocess.presets import delete_preset, get_preset, list_presets, save_preset
+from core.preprocess.pipeline import (BUILTIN_DESCRIPTIONS, DEFAULT_NAMES, Pipeline, PipelineError,
+                                      default_pipeline, item_seed)
+from core.preprocess.presets import (delete_preset, get_preset, list_presets, load_pipeline,
+                                     save_preset)
 
 __all__ = [
-    "CacheError", "DEFAULT_NAMES", "Pipeline", "PipelineError", "PreprocessedCache",
+    "BUILTIN_DESCRIPTIONS", "CacheError", "DEFAULT_NAMES", "Pipeline", "PipelineError", "PreprocessedCache",
     "default_pipeline", "delete_preset", "get_preset", "item_seed", "list_presets",
     "load_pipeline", "load_uncached", "save_preset",
 ]

@@ -40,7 +40,8 @@ import numpy as np
 from PIL import Image
 
 from core.config import Settings, get_settings
-from core.preprocess.pipeline import Pipeline, PipelineError, item_seed, load_pipeline
+from core.preprocess.pipeline import Pipeline, PipelineError, item_seed
+from core.preprocess.presets import load_pipeline
 from core.store import ImageStore, atomic_write
 
 SHARD_SIZE = 256

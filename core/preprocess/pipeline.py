@@ -30,11 +30,29 @@ from PIL import Image
 
 from core.preprocess.transforms import (Downscale, Geometry, Letterbox, RandomCrop, RandomMargin,
                                         RandomResizedCrop, Resize, Transform, TransformError,
-                                        stable_hash, transform_from_dict)
+                                        TrimToLandscape, stable_hash, transform_from_dict)
 
 # Bumped when the cached bytes of the same prefix would change (e.g. a resampling fix).
 CACHE_FORMAT = 1
-DEFAULT_NAMES = ("real", "synthetic")
+# Built-in pipelines, always available by name (a saved preset of the same name overrides
+# one). The original-* pair reproduces the original fruit study's preprocessing.
+DEFAULT_NAMES = ("real", "synthetic", "original-real", "original-synthetic")
+BUILTIN_DESCRIPTIONS = {
+    "real": "SynthLab's default for real images: letterbox onto a black square, bilinear "
+            "resize.",
+    "synthetic": "SynthLab's default for synthetic images: a random margin cut to a landscape "
+                 "or portrait aspect (0.75 to 1.5, redrawn every epoch), black letterbox, "
+                 "bilinear resize.",
+    "original-real": "The original study's real images: centred letterbox onto a WHITE square "
+                     "(SynthLab's default is black) and a LANCZOS resize (default: bilinear) "
+                     "straight from the full-size picture (no working-size cap).",
+    "original-synthetic": "The original study's synthetic images: half of the square images "
+                          "lose 0.2 x width plus a uniform 0 to 0.1 x width from the top and, "
+                          "drawn separately, from the bottom (SynthLab's default cuts a random "
+                          "margin from every image), then a white letterbox and a LANCZOS "
+                          "resize. With the original protocol the cut is drawn once per image, "
+                          "not every epoch.",
+}
 
 
 class PipelineError(ValueError):
@@ -204,48 +222,18 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
 
 
 def default_pipeline(name: str, size: int = 64) -> Pipeline:
-    """The built-in ``real`` (letterbox, resize) or ``synthetic`` (random margin, letterbox,
-    resize) pipeline ending in ``size`` x ``size`` images."""
+    """A built-in pipeline (see ``BUILTIN_DESCRIPTIONS``) ending in ``size`` x ``size`` images."""
+    max_side: int | None = default_max_side(size)
     if name == "real":
         steps: tuple[Transform, ...] = (Letterbox(fill="black"), Resize(size))
     elif name == "synthetic":
         steps = (RandomMargin(min_aspect=0.75, max_aspect=1.5), Letterbox(fill="black"), Resize(size))
+    elif name == "original-real":
+        steps, max_side = (Letterbox(fill="white"), Resize(size, resample="lanczos")), None
+    elif name == "original-synthetic":
+        steps = (TrimToLandscape(p=0.5, cut=0.2, jitter=0.1), Letterbox(fill="white"),
+                 Resize(size, resample="lanczos"))
+        max_side = None
     else:
-        raise PipelineError(f"no default pipeline {name!r}; the defaults are {DEFAULT_NAMES}")
-    return Pipeline(steps, max_side=default_max_side(size), name=name)
-
-
-def load_pipeline(spec: "str | dict[str, Any] | Pipeline | Any", settings: Any = None, *,
-                  size: int | None = None) -> Pipeline:
-    """A pipeline from a preset name (DB first, then the built-in defaults), a spec dict,
-    a ``PreprocessPreset`` row or a ``Pipeline``; ``size`` changes its output size."""
-    if isinstance(spec, Pipeline):
-        pipeline = spec
-    elif isinstance(spec, dict):
-        pipeline = Pipeline.from_dict(spec)
-    elif isinstance(spec, str):
-        from core.preprocess.presets import get_preset
-
-        preset = get_preset(spec, settings)
-        if preset is not None:
-            pipeline = Pipeline.from_dict({**preset.spec, "name": preset.name})
-        elif spec in DEFAULT_NAMES:
-            pipeline = default_pipeline(spec, _default_size(settings))
-        else:
-            from core.preprocess.presets import list_presets
-
-            known = sorted(set(DEFAULT_NAMES) | {p.name for p in list_presets(settings)})
-            raise PipelineError(f"no pipeline preset named {spec!r}; available: {', '.join(known)}")
-    elif hasattr(spec, "spec") and hasattr(spec, "name"):
-        pipeline = Pipeline.from_dict({**spec.spec, "name": spec.name})
-    else:
-        raise PipelineError(f"cannot make a pipeline from {type(spec).__name__}")
-    return pipeline.with_size(size) if size else pipeline
-
-
-def _default_size(settings: Any) -> int:
-    if settings is None:
-        from core.config import get_settings
-
-        settings = get_settings()
-    return int(settings.image_size)
+        raise PipelineError(f"no built-in pipeline {name!r}; the built-ins are {', '.join(DEFAULT_NAMES)}")
+    return Pipeline(steps, max_side=max_side, name=name)

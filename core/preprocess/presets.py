@@ -1,6 +1,9 @@
-"""Pipelines saved by name in the database, shared by every user of the server."""
+"""Pipelines saved by name in the database, shared by every user of the server, and
+``load_pipeline``, which resolves a name (saved preset first, then the built-ins)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -9,7 +12,7 @@ from core.config import Settings
 from core.db.engine import run_write, session_scope
 from core.db.models import utcnow
 from core.preprocess.models import PreprocessPreset
-from core.preprocess.pipeline import Pipeline, PipelineError
+from core.preprocess.pipeline import DEFAULT_NAMES, Pipeline, PipelineError, default_pipeline
 
 MAX_NAME_LENGTH = 120
 
@@ -75,3 +78,35 @@ def delete_preset(name: str, settings: Settings | None = None) -> bool:
         return True
 
     return run_write(delete, settings)
+
+
+def load_pipeline(spec: "str | dict[str, Any] | Pipeline | Any", settings: Any = None, *,
+                  size: int | None = None) -> Pipeline:
+    """A pipeline from a preset name (DB first, then the built-in defaults), a spec dict,
+    a ``PreprocessPreset`` row or a ``Pipeline``; ``size`` changes its output size."""
+    if isinstance(spec, Pipeline):
+        pipeline = spec
+    elif isinstance(spec, dict):
+        pipeline = Pipeline.from_dict(spec)
+    elif isinstance(spec, str):
+        preset = get_preset(spec, settings)
+        if preset is not None:
+            pipeline = Pipeline.from_dict({**preset.spec, "name": preset.name})
+        elif spec in DEFAULT_NAMES:
+            pipeline = default_pipeline(spec, _default_size(settings))
+        else:
+            known = sorted(set(DEFAULT_NAMES) | {p.name for p in list_presets(settings)})
+            raise PipelineError(f"no pipeline preset named {spec!r}; available: {', '.join(known)}")
+    elif hasattr(spec, "spec") and hasattr(spec, "name"):
+        pipeline = Pipeline.from_dict({**spec.spec, "name": spec.name})
+    else:
+        raise PipelineError(f"cannot make a pipeline from {type(spec).__name__}")
+    return pipeline.with_size(size) if size else pipeline
+
+
+def _default_size(settings: Any) -> int:
+    if settings is None:
+        from core.config import get_settings
+
+        settings = get_settings()
+    return int(settings.image_size)
