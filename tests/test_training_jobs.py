@@ -132,7 +132,7 @@ def test_cli_trains_repeats_and_lists_runs(settings, capsys) -> None:
         assert set(entry["real_test"]) == {"accuracy", "precision", "recall", "f1", "roc_auc"}
         assert entry["real_test"]["accuracy"] >= 0.5  # chance is 0.25
         assert "synthetic_test" in entry
-        assert set(entry["seeds"]) == {"train", "split", "subsample", "augment"}
+        assert set(entry["seeds"]) == {"train", "split", "subsample", "augment", "bootstrap"}
     assert set(payload["summary"]["real_test"]["accuracy"]) == {"mean", "std", "n"}
     runs = list_runs(ids=payload["run_ids"], settings=settings)
     assert summarize(runs)["real_test"]["accuracy"]["n"] == 2

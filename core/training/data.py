@@ -60,6 +60,9 @@ class DataSpec:
     synthetic_per_class: int | None = None
     # Mixed by ratio: the fraction of the training set that is synthetic (0 < r < 1).
     mix_ratio: float | None = None
+    # Mixed as the original study meant it: half of the real and half of the synthetic
+    # training images of each class (drawn with ``subsample_seed``).
+    mix_half: bool = False
     test_fraction: float = 0.2  # of real images, when no imported test split exists
     val_fraction: float = 0.15
     synthetic_test_fraction: float = 0.2
@@ -67,8 +70,16 @@ class DataSpec:
     subsample_seed: int = 0
     real_pipeline: str = "real"
     synthetic_pipeline: str = "synthetic"
+    # Random preprocessing steps (margins, crops) drawn anew every epoch (augmentation), or
+    # once per image before training, as the original study did.
+    augment_each_epoch: bool = True
 
     def __post_init__(self) -> None:
+        if self.mix_half and self.mode != "mixed":
+            raise DataError("mix_half only applies to the mixed mode")
+        if self.mix_half and (self.mix_ratio is not None or self.synthetic_per_class is not None):
+            raise DataError("choose one way to mix: half of each set, a ratio, or N synthetic "
+                            "per class")
         if self.mode not in MODES:
             raise DataError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         for name in ("test_fraction", "val_fraction", "synthetic_test_fraction"):
@@ -198,6 +209,34 @@ def _per_class(records: list[ImageRecord], count: int | None, rng: np.random.Gen
     return sorted(out, key=lambda r: r.id)
 
 
+def _count_by_label(records: list[ImageRecord]) -> dict[int, int]:
+    counts: dict[int, int] = defaultdict(int)
+    for record in records:
+        counts[record.label] += 1
+    return counts
+
+
+def _halves(records: list[ImageRecord], n_classes: int) -> dict[int, int]:
+    """Half of each class's images (rounded up, so a class of one keeps its image)."""
+    counts = _count_by_label(records)
+    return {k: (counts[k] + 1) // 2 for k in range(n_classes)}
+
+
+def _shortfall_note(wanted: int, class_names: list[str], synthetic: list[ImageRecord],
+                    pool: dict[int, int], test: list[ImageRecord],
+                    val: list[ImageRecord]) -> list[str]:
+    """A note for each class whose training pool (what is left after the synthetic test and
+    validation sets are held out) has fewer than ``wanted`` images, with the arithmetic."""
+    total, tested, validated = (_count_by_label(r) for r in (synthetic, test, val))
+    short = [k for k in range(len(class_names)) if pool[k] < wanted]
+    if not short:
+        return []
+    detail = "; ".join(f"{class_names[k]}: {pool[k]} of {total[k]} ({tested[k]} held out for "
+                       f"the synthetic test set, {validated[k]} for validation)" for k in short)
+    return [f"{wanted} synthetic training images per class asked for, fewer available for "
+            f"{', '.join(class_names[k] for k in short)}; used all available ({detail})"]
+
+
 def _records(images: list[Image], class_index: dict[str, int]) -> list[ImageRecord]:
     return [ImageRecord(img.id, img.sha256, img.path, class_index[img.image_class.name], img.source,
                         img.dataset.name, family_key(img))
@@ -257,30 +296,34 @@ def plan_experiment(spec: DataSpec, settings: Settings | None = None) -> Experim
 
     synth_rng = np.random.default_rng([spec.split_seed, 3])
     synth_pool, test_synthetic = _group_split(synthetic, spec.synthetic_test_fraction, synth_rng)
-    synth_train, val_synthetic = _group_split(synth_pool, spec.val_fraction, synth_rng)
+    # Mixed training validates on real images only: holding synthetic ones out for a
+    # validation set nobody uses would just shrink the training pool.
+    synth_val_fraction = 0.0 if spec.mode == "mixed" else spec.val_fraction
+    synth_train, val_synthetic = _group_split(synth_pool, synth_val_fraction, synth_rng)
     if spec.uses_synthetic_training:
         require(synthetic, "synthetic")
-        if spec.mode == "mixed" and spec.mix_ratio is not None and spec.synthetic_per_class is None:
-            real_counts = defaultdict(int)
-            for r in train_real:
-                real_counts[r.label] += 1
+        pool_counts = _count_by_label(synth_train)
+        if spec.mix_half:
+            train_real = _per_class(train_real, None, subsample_rng,
+                                    counts=_halves(train_real, len(class_names)))
+            synth_train = _per_class(synth_train, None, subsample_rng,
+                                     counts=_halves(synth_train, len(class_names)))
+            notes.append("mixed as the original study: half of the real and half of the "
+                         "synthetic training images of each class")
+        elif spec.mode == "mixed" and spec.mix_ratio is not None and spec.synthetic_per_class is None:
+            real_counts = _count_by_label(train_real)
             ratio = spec.mix_ratio / (1 - spec.mix_ratio)
             wanted = {k: int(round(ratio * real_counts[k])) for k in range(len(class_names))}
             synth_train = _per_class(synth_train, None, subsample_rng, counts=wanted)
-            short = [class_names[k] for k, n in wanted.items()
-                     if sum(r.label == k for r in synth_train) < n]
+            short = [class_names[k] for k, n in wanted.items() if pool_counts[k] < n]
             if short:
                 notes.append(f"mix ratio {spec.mix_ratio}: not enough synthetic images for "
                              f"{', '.join(short)}; used all available")
         else:
             synth_train = _per_class(synth_train, spec.synthetic_per_class, subsample_rng)
             if spec.synthetic_per_class:
-                short = [name for k, name in enumerate(class_names)
-                         if sum(r.label == k for r in synth_train) < spec.synthetic_per_class]
-                if short:
-                    notes.append(f"{spec.synthetic_per_class} synthetic training images per class "
-                                 f"asked for, fewer available for {', '.join(short)}; used all "
-                                 "available")
+                notes.extend(_shortfall_note(spec.synthetic_per_class, class_names, synthetic,
+                                             pool_counts, test_synthetic, val_synthetic))
     roles: dict[str, list[ImageRecord]] = {
         "train_real": train_real if spec.uses_real_training else [],
         "train_synthetic": synth_train if spec.uses_synthetic_training else [],

@@ -48,6 +48,8 @@ class ExperimentRequest:
     # and with ``sweep_synthetic_per_class`` synthetic images per class added.
     sweep_levels: list[int | None] | None = None
     sweep_synthetic_per_class: int = 50
+    # The named protocol the options came from (core.training.protocols), for the record.
+    protocol: str | None = None
 
     def __post_init__(self) -> None:
         if self.repeats < 1:
@@ -60,7 +62,8 @@ def _run_name(request: ExperimentRequest, data: DataSpec, seed: int) -> str:
     if data.real_per_class is not None:
         extra.append(f"{data.real_per_class} real/class")
     if data.mode == "mixed":
-        extra.append(f"+{data.synthetic_per_class} synth/class" if data.synthetic_per_class is not None
+        extra.append("half of each set" if data.mix_half
+                     else f"+{data.synthetic_per_class} synth/class" if data.synthetic_per_class is not None
                      else f"mix {data.mix_ratio}")
     return " ".join([base, *(f"[{e}]" for e in extra), f"seed {seed}"])
 
@@ -88,29 +91,39 @@ def expand_request(request: ExperimentRequest) -> list[tuple[DataSpec, TrainConf
     return out
 
 
-def create_runs(request: ExperimentRequest, *, created_by: str | None = None,
-                settings: Settings | None = None, validate: bool = True) -> list[int]:
-    """Insert queued runs for the request (validating the data first) and return their ids."""
+def create_runs(request: ExperimentRequest | list[ExperimentRequest], *,
+                created_by: str | None = None, settings: Settings | None = None,
+                validate: bool = True, group_kind: str | None = None,
+                group_name: str | None = None) -> list[int]:
+    """Insert queued runs for the request(s) (validating the data first) and return their
+    ids. Several requests (a recipe such as ``reproduce original``) make one group."""
     settings = settings or get_settings()
-    pairs = expand_request(request)
+    requests = request if isinstance(request, list) else [request]
+    planned = [(req, data, train) for req in requests for data, train in expand_request(req)]
     if validate:
-        for data, _ in pairs[:: max(1, request.repeats)]:
-            plan_experiment(data, settings)  # raises DataError with a clear message
-    group_id = uuid.uuid4().hex[:12] if len(pairs) > 1 else None
-    group_kind = "sweep" if request.sweep_levels else ("repeat" if len(pairs) > 1 else None)
+        for req in requests:
+            for data, _ in expand_request(req)[:: max(1, req.repeats)]:
+                plan_experiment(data, settings)  # raises DataError with a clear message
+    grouped = len(planned) > 1
+    group_id = uuid.uuid4().hex[:12] if grouped else None
+    if grouped and group_kind is None:
+        group_kind = "sweep" if any(r.sweep_levels for r in requests) else "repeat"
 
     def write(session) -> list[int]:  # noqa: ANN001
         ids = []
-        for data, train in pairs:
-            run = Run(name=_run_name(request, data, train.seed)[:300], mode=data.mode,
-                      model_name=train.model,
-                      config={"data": data.to_dict(), "train": train.to_dict(),
-                              "sweep_synthetic_per_class": request.sweep_synthetic_per_class
-                              if request.sweep_levels else None},
+        for req, data, train in planned:
+            config = {"data": data.to_dict(), "train": train.to_dict(), "protocol": req.protocol,
+                      "sweep_synthetic_per_class": req.sweep_synthetic_per_class
+                      if req.sweep_levels else None}
+            if group_name:
+                config["group_name"] = group_name
+            run = Run(name=_run_name(req, data, train.seed)[:300], mode=data.mode,
+                      model_name=train.model, config=config,
                       seeds={"train": train.seed, "split": data.split_seed,
-                             "subsample": data.subsample_seed, "augment": train.seed},
-                      group_id=group_id, group_kind=group_kind, status=RUN_QUEUED,
-                      history=[], class_names=[], created_by=created_by)
+                             "subsample": data.subsample_seed, "augment": train.seed,
+                             "bootstrap": train.seed},
+                      group_id=group_id, group_kind=group_kind if grouped else None,
+                      status=RUN_QUEUED, history=[], class_names=[], created_by=created_by)
             session.add(run)
             session.flush()
             ids.append(run.id)
@@ -270,10 +283,13 @@ def execute_run(run_id: int, settings: Settings | None = None, *,
     folder.mkdir(parents=True, exist_ok=True)
     resuming = (folder / LAST_FILE).is_file()
     _record_roles(run_id, data, settings)
+    pipelines = pipelines_for(data_spec, settings, train.image_size)
+    # The resolved pipelines, not just their preset names: a preset edited later must not
+    # change what this run says it trained on.
     _update_run(run_id, settings, status=RUN_RUNNING, class_names=data.class_names,
                 counts=data.counts(), error=None,
-                config={**run.config, "notes": data.notes})
-    pipelines = pipelines_for(data_spec, settings, train.image_size)
+                config={**run.config, "notes": data.notes,
+                        "pipelines": {k: p.to_dict() for k, p in pipelines.items()}})
     from core.preprocess import PreprocessedCache
 
     cache = PreprocessedCache(settings)
@@ -284,7 +300,8 @@ def execute_run(run_id: int, settings: Settings | None = None, *,
 
     def source(records: list) -> Any:  # noqa: ANN401
         random_pipeline = any(pipelines[s].is_random for s in {r.source for r in records})
-        if not random_pipeline:
+        if not random_pipeline or not data_spec.augment_each_epoch:
+            # One draw per image (epoch 0), fixed for the whole run.
             return load_pixels(records, pipelines, settings, seed=train.seed, cache=cache)
         return lambda epoch: load_pixels(records, pipelines, settings, seed=train.seed,
                                          epoch=epoch, cache=cache)
@@ -330,14 +347,18 @@ def execute_run(run_id: int, settings: Settings | None = None, *,
 
     metrics: dict[str, Any] = {}
     curves: dict[str, Any] = {}
+    bootstrap_seed = int((run.seeds or {}).get("bootstrap", train.seed))
     for role in data.eval_roles():
         key = {"test_real": "real_test", "test_synthetic": "synthetic_test"}.get(role, role)
         proba = classifier.predict_proba(fixed(role))
-        metrics[key], curves[key] = evaluate(data.labels(role), proba, data.class_names)
+        metrics[key], curves[key] = evaluate(data.labels(role), proba, data.class_names,
+                                             bootstrap_seed=bootstrap_seed)
     metrics["_train"] = {"seconds": round(time.perf_counter() - started, 2), "resumed": resuming,
                          "epochs_run": len(classifier.history_),
                          "best_epoch": classifier.best_.get("epoch"),
-                         "best_val_loss": classifier.best_.get("val_loss")}
+                         "best_val_loss": classifier.best_.get("val_loss"),
+                         "weights": classifier.best_.get("select"),
+                         "deterministic": train.deterministic}
     model_path = folder / MODEL_FILE
     save_checkpoint(model_path, classifier.model_.cpu(),
                     {**classifier._checkpoint_info("final", len(classifier.history_), {}),

@@ -1,7 +1,8 @@
 """Classification metrics with scikit-learn, shaped for JSON storage and plotting.
 
 ``evaluate(y_true, proba, class_names)`` returns ``(metrics, curves)``: ``metrics`` are the
-scalars (accuracy, precision/recall/F1 macro and weighted, one-vs-rest macro ROC-AUC);
+scalars (accuracy, precision/recall/F1 macro and weighted, one-vs-rest macro ROC-AUC,
+the test images per class, and with a bootstrap seed 95% intervals over test images);
 ``curves`` hold per-class ROC and precision-recall curves, the macro ROC curve,
 confusion matrices (counts and row-normalised) and the per-class report.
 
@@ -17,6 +18,8 @@ from typing import Any
 
 import numpy as np
 from sklearn import metrics as skm
+
+from core.training.bootstrap import DEFAULT_RESAMPLES, bootstrap_intervals
 
 # Curves are thinned to at most this many points so they stay small in the DB.
 MAX_CURVE_POINTS = 200
@@ -58,8 +61,11 @@ def roc_auc_ovr(y_true: np.ndarray, proba: np.ndarray) -> tuple[float | None, li
     return (float(np.mean(defined)) if defined else None), per_class
 
 
-def evaluate(y_true: np.ndarray | list[int], proba: np.ndarray,
-             class_names: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def evaluate(y_true: np.ndarray | list[int], proba: np.ndarray, class_names: list[str], *,
+             bootstrap_seed: int | None = None,
+             resamples: int = DEFAULT_RESAMPLES) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``bootstrap_seed``: also store 95% bootstrap intervals over the test images
+    (``ci95``) and how they were drawn (``bootstrap``)."""
     y_true = np.asarray(y_true, dtype=int)
     proba = np.asarray(proba, dtype=float)
     n_classes = len(class_names)
@@ -91,6 +97,10 @@ def evaluate(y_true: np.ndarray | list[int], proba: np.ndarray,
 
     p, r, f, support = skm.precision_recall_fscore_support(
         y_true, y_pred, labels=labels, average=None, zero_division=0)
+    metrics["n_per_class"] = {class_names[k]: int(support[k]) for k in labels}
+    if bootstrap_seed is not None:
+        metrics["ci95"], metrics["bootstrap"] = bootstrap_intervals(
+            y_true, proba, seed=bootstrap_seed, resamples=resamples)
     report = [{"class": class_names[k], "precision": float(p[k]), "recall": float(r[k]),
                "f1": float(f[k]), "support": int(support[k]), "roc_auc": _clean(auc_per_class[k])}
               for k in labels]

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 MODEL_NAMES = ("small", "deep")
+INIT_SCHEMES = ("default", "xavier")
 
 
 def to_input(pixels: np.ndarray | torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
@@ -129,6 +130,22 @@ def build_model(name: str, num_classes: int, image_size: int = 64, **widths: Any
             widths = {**widths, "widths": tuple(widths["widths"])}
         return DeepCNN(num_classes, image_size, **widths)
     raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+
+
+def initialise(model: nn.Module, scheme: str = "default") -> nn.Module:
+    """``default``: PyTorch's own initialisation (Kaiming-uniform, as built). ``xavier``:
+    Xavier/Glorot-uniform weights and zero biases in every conv and linear layer, Keras's
+    default and so the original study's (fan in/out count the kernel's receptive field)."""
+    if scheme == "default":
+        return model
+    if scheme != "xavier":
+        raise ValueError(f"unknown init {scheme!r}; choose one of {', '.join(INIT_SCHEMES)}")
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model
 
 
 def build_from_spec(spec: ModelSpec | dict[str, Any]) -> nn.Module:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,10 @@ from torch.nn import functional as F
 
 from core.training.checkpoint import (BEST_FILE, LAST_FILE, Checkpoint, load_checkpoint,
                                       save_checkpoint)
-from core.training.model import ModelSpec, build_from_spec, to_input
+from core.training.model import INIT_SCHEMES, ModelSpec, build_from_spec, initialise, to_input
+
+OPTIMIZERS = ("adamw", "adam")
+SELECT_RULES = ("best-val", "last")
 
 PixelSource = np.ndarray | Callable[[int], np.ndarray]
 EpochCallback = Callable[[dict[str, Any], list[dict[str, Any]]], None]
@@ -53,8 +57,26 @@ class TrainConfig:
     # Epochs of the second phase of pretrain-finetune (the first phase uses ``epochs``).
     finetune_epochs: int | None = None
     finetune_lr: float | None = None
+    optimizer: str = "adamw"  # adamw | adam (the original study: plain Adam, no weight decay)
+    init: str = "default"  # default (PyTorch's) | xavier (uniform weights, zero biases)
+    # Which weights the run keeps: those of the best validation epoch, or the last epoch's.
+    select: str = "best-val"  # best-val | last
+    # Deterministic kernels (torch.use_deterministic_algorithms, cuDNN without autotuning):
+    # the same seed gives the same weights on a GPU too, at some cost in speed.
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.init not in INIT_SCHEMES:
+            raise ValueError(f"unknown init {self.init!r}; choose one of {', '.join(INIT_SCHEMES)}")
+        if self.select not in SELECT_RULES:
+            raise ValueError(f"unknown weight selection {self.select!r}; choose one of "
+                             f"{', '.join(SELECT_RULES)}")
+        if self.weight_decay < 0:
+            raise ValueError("weight_decay must be >= 0")
+        if self.patience < 0:
+            raise ValueError("patience must be >= 0")
         if self.epochs < 1:
             raise ValueError("epochs must be at least 1")
         if self.batch_size < 1:
@@ -96,6 +118,38 @@ def _restore_rng(state: dict[str, torch.Tensor], generator: torch.Generator) -> 
         generator.set_state(state["shuffle"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
+
+
+def make_optimizer(name: str, parameters: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """``adamw`` (decoupled weight decay) or ``adam`` (plain Adam; its weight decay, if any,
+    is the classic L2 term added to the gradient)."""
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """Deterministic kernels for the duration of a fit, restored afterwards (the switches are
+    process-wide and a worker runs other jobs after this one)."""
+    if not enabled:
+        yield
+        return
+    # cuBLAS reads this when its first handle is made; set before any CUDA matmul runs.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    previous = (torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous[2], previous[3]
 
 
 class Classifier:
@@ -153,6 +207,13 @@ class Classifier:
         ``phase`` names this call (``pretrain`` then ``finetune`` for two-phase training,
         with ``warm_start=True`` on the second so it continues from the first's weights).
         """
+        with deterministic_algorithms(self.config.deterministic):
+            return self._fit(X, y, validation=validation, phase=phase, epochs=epochs, lr=lr,
+                             warm_start=warm_start)
+
+    def _fit(self, X: PixelSource, y: np.ndarray | list[int], *,
+             validation: tuple[np.ndarray, np.ndarray | list[int]] | None,
+             phase: str, epochs: int | None, lr: float | None, warm_start: bool) -> "Classifier":
         y = np.asarray(y, dtype=np.int64)
         if len(y) == 0:
             raise ValueError("no training images")
@@ -167,9 +228,9 @@ class Classifier:
 
         torch.manual_seed(config.seed)
         if self.model_ is None or not warm_start:
-            self.model_ = build_from_spec(self._spec(num_classes))
+            self.model_ = initialise(build_from_spec(self._spec(num_classes)), config.init)
         model = self.model_.to(self.device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+        optimizer = make_optimizer(config.optimizer, model.parameters(), lr, config.weight_decay)
         shuffle = torch.Generator().manual_seed(config.seed + 7919 * len(self.phases_done_))
         best = {"val_loss": math.inf, "epoch": 0}
         start_epoch = 1
@@ -194,7 +255,11 @@ class Classifier:
                 self.resumed_from_ = {"epoch": checkpoint.epoch}
 
         pixels_cache: dict[str, Any] = {}
-        best_state = self._load_best_state(phase, best)
+        has_validation = validation is not None and len(validation[1]) > 0
+        # best-val needs validation images; without them the last epoch's weights are kept
+        # (choosing by training loss would reward overfitting).
+        keep_best = config.select == "best-val" and has_validation
+        best_state = self._load_best_state(phase, best) if keep_best else None
         patience = config.patience
         stale = 0 if best["epoch"] == 0 else (start_epoch - 1 - best["epoch"])
         n = len(y)
@@ -232,21 +297,24 @@ class Classifier:
                                          f"number); lower the learning rate (now {lr})")
             row: dict[str, Any] = {"phase": phase, "epoch": epoch, "loss": total_loss / n,
                                    "acc": correct / n, "lr": lr}
-            if validation is not None and len(validation[1]):
+            if has_validation:
                 val_loss, val_acc = self._loss_and_accuracy(validation[0], validation[1])
                 row.update(val_loss=val_loss, val_acc=val_acc)
-            monitored = row.get("val_loss", row["loss"])
-            improved = monitored < best["val_loss"] - 1e-6
-            if improved:
-                best = {"val_loss": monitored, "epoch": epoch}
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                stale = 0
+            improved = False
+            if keep_best:
+                improved = row["val_loss"] < best["val_loss"] - 1e-6
+                if improved:
+                    best = {"val_loss": row["val_loss"], "epoch": epoch}
+                    best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                    stale = 0
+                else:
+                    stale += 1
             else:
-                stale += 1
+                best = {"val_loss": row.get("val_loss"), "epoch": epoch}
             row["seconds"] = round(time.perf_counter() - started, 3)
             row["images_per_s"] = round(n / max(row["seconds"], 1e-9), 1)
             self.history_.append(row)
-            stop = bool(patience) and validation is not None and stale >= patience
+            stop = keep_best and bool(patience) and stale >= patience
             row["early_stop"] = stop
             self._save(phase, epoch, best, model, optimizer, shuffle, improved)
             if self.on_epoch is not None:
@@ -254,9 +322,9 @@ class Classifier:
             if stop:
                 break
 
-        if best_state is not None:
+        if keep_best and best_state is not None:
             model.load_state_dict(best_state)
-        self.best_ = dict(best)
+        self.best_ = {**best, "select": "best-val" if keep_best else "last"}
         self.phases_done_.append(phase)
         self._save(phase, epochs, best, model, None, shuffle, improved=False)
         model.eval()
