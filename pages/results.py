@@ -1,15 +1,22 @@
-"""Results: compare training runs: metrics with mean ± std over seeds, ROC/PR curves,
-confusion matrices, training curves and the data-efficiency plot."""
+"""Results: compare training runs: whether they are comparable at all (classes, test set,
+preprocessing), metrics with n, mean ± std over seeds and 95% intervals, the original
+study's figures, ROC/PR curves, confusion matrices, training curves, the data-efficiency
+plot, and a self-contained HTML report to download."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
+from core.training.comparison import (comparability_warnings, compares_with_original, config_diff,
+                                      group_title, original_comparison, setup_table)
 from core.training.experiments import data_efficiency, list_runs
-from core.training.figures import (confusion_figure, eval_set_label, eval_sets, history_figure,
-                                   metrics_csv, metrics_table, pr_figure, roc_figure)
+from core.training.figures import (MIN_CLASS_IMAGES, MIN_TEST_IMAGES, confusion_figure,
+                                   eval_set_label, eval_sets, history_figure, metrics_csv,
+                                   metrics_table, pr_figure, roc_figure, small_test_warnings)
 from core.training.models import RUN_DONE
+from core.training.protocols import ORIGINAL_STUDY_TEST_IMAGES
+from core.training.report import render_report
 from webui import boot, escape_markdown
 
 settings = boot()
@@ -38,8 +45,8 @@ def run_label(run_id: int) -> str:
 
 
 def group_label(group_id: str) -> str:
-    members = [by_id[i] for i in groups[group_id]]
-    return f"{members[0].group_kind or 'group'} {group_id}: {len(members)} runs, {members[-1].name.rsplit(' seed ', 1)[0]}"
+    members = sorted(groups[group_id])
+    return f"{group_title([by_id[i] for i in members])} (#{members[0]}\u2013#{members[-1]})"
 
 
 pick_left, pick_right = st.columns([1, 2])
@@ -61,14 +68,61 @@ if not runs:
 sets = eval_sets(runs)
 eval_set = st.radio("Evaluated on", sets, format_func=eval_set_label, horizontal=True, key="r_set")
 
+st.subheader("Setup")
+# Numbers side by side mean something only for runs set up alike: say loudly when not.
+for warning in comparability_warnings(runs, settings):
+    st.warning(escape_markdown(warning), icon="⚠️")
+st.dataframe(setup_table(runs, settings), hide_index=True, width="stretch", key="r_setup")
+if len(runs) > 1:
+    diff = config_diff(runs)
+    st.markdown("**What differs between the chosen runs**")
+    if len(diff.columns) > 1:
+        st.dataframe(diff, hide_index=True, width="stretch", key="r_diff")
+    else:
+        st.caption("No configuration key differs between them.")
+
 st.subheader("Metrics")
+small_sets = small_test_warnings(runs, eval_set)
+if small_sets:
+    st.warning("\n".join(f"- {escape_markdown(warning)}" for warning in small_sets), icon="⚠️")
 table = metrics_table(runs, eval_set)
-st.dataframe(table, hide_index=True, width="stretch")
-st.caption("One row per configuration; with several seeds, values are mean ± standard deviation. "
-           "precision, recall and F1 are macro averages over the classes in the test set; "
-           "ROC-AUC is one-vs-rest, macro.")
-st.download_button("Download metrics (CSV)", metrics_csv(runs), file_name="synthlab-metrics.csv",
-                   mime="text/csv", key="r_csv")
+st.dataframe(table, hide_index=True, width="stretch", key="r_metrics")
+st.caption("One row per configuration, with n, the test images behind it. Values are the mean "
+           "(± standard deviation over seeds when there are several) and, in brackets, the 95% "
+           "bootstrap interval over the test images (with several seeds, the mean of their "
+           "interval bounds). Macro averages weigh every class in the test set equally; weighted "
+           "ones weigh classes by their test images. ROC-AUC is one-vs-rest, macro. Warnings "
+           f"flag test sets under {MIN_TEST_IMAGES} images and classes under {MIN_CLASS_IMAGES}.")
+download_left, download_right = st.columns(2)
+download_left.download_button("Download metrics (CSV)", metrics_csv(runs),
+                              file_name="synthlab-metrics.csv", mime="text/csv", key="r_csv")
+report_ids = [run.id for run in runs]
+report_name = (f"synthlab-report-{group_choice}.html" if group_choice and
+               sorted(report_ids) == sorted(groups[group_choice])
+               else "synthlab-report-runs-" + "-".join(map(str, report_ids[:5])) + ".html")
+# Built only when clicked (the callable): a report embeds plotly.js, several MB.
+download_right.download_button("Download report (HTML)",
+                               lambda: render_report(report_ids, settings),
+                               file_name=report_name, mime="text/html", on_click="ignore",
+                               key="r_report",
+                               help="One self-contained file with the setup, data, seeds, "
+                                    "metrics, warnings and plots; it opens offline.")
+
+if eval_set == "real_test":
+    original = any((run.config or {}).get("protocol") == "original" for run in runs)
+    title = "Compared with the original study"
+    # Prominent when the runs follow the original protocol; one click away otherwise.
+    box = st.container(border=True) if original else st.expander(
+        title, expanded=compares_with_original(runs))
+    with box:
+        if original:
+            st.markdown(f"**{title}**")
+        st.caption(f"The original fruit study's published figures for its best model, on "
+                   f"{ORIGINAL_STUDY_TEST_IMAGES} real test images (apple, banana, orange; "
+                   "weighted P/R/F1), beside each configuration's real-test mean over seeds and "
+                   "its 95% interval. A published figure inside the interval is consistent "
+                   "with this study.")
+        st.dataframe(original_comparison(runs), hide_index=True, width="stretch", key="r_original")
 
 PLOT_CONFIG = {"toImageButtonOptions": {"format": "png", "scale": 2}, "displaylogo": False}
 
@@ -87,7 +141,9 @@ if len({row["real_per_class"] for row in efficiency}) > 1:
                "without synthetic images added. Where the lines part, synthetic data helps; the "
                "horizontal gap says how much real data it replaces.")
     show(data_efficiency_figure(efficiency), "data_efficiency")
-    st.dataframe(pd.DataFrame(efficiency), hide_index=True, width="stretch")
+    # "all" beside numbers: one text column, so Arrow need not guess a type.
+    st.dataframe(pd.DataFrame(efficiency).astype({"real_per_class": str}), hide_index=True,
+                 width="stretch")
 
 st.subheader("Training curves")
 curve_left, curve_right = st.columns(2)
@@ -111,6 +167,8 @@ for column, run in zip(columns, shown):
             continue
         counts = run.counts or {}
         st.caption(", ".join(f"{role}: {n}" for role, n in counts.items() if n))
+        st.caption(f"Metrics on the {eval_set_label(eval_set)}: n = "
+                   f"{((run.metrics or {}).get(eval_set) or {}).get('n', '?')} test images")
         for note in (run.config or {}).get("notes", []):
             if "fewer available" in note or "not enough" in note:
                 st.caption(f":orange[{escape_markdown(note)}]")

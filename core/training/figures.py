@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.training.experiments import HEADLINE, group_by_variant, summarize
+from core.training.experiments import group_by_variant, summarize
 from core.training.models import Run
 
 EVAL_SET_LABELS = {"real_test": "real test set", "synthetic_test": "synthetic test set"}
@@ -28,38 +29,183 @@ def eval_sets(runs: list[Run]) -> list[str]:
     return sorted(keys, key=lambda k: (k != "real_test", k != "synthetic_test", k))
 
 
+# What the tables show, in order, with labels that say which average each one is: the
+# original study published support-weighted P/R/F1, SynthLab leads with macro averages, and
+# an unlabelled "precision" invites comparing the two.
+TABLE_METRICS: tuple[str, ...] = ("accuracy", "precision", "precision_weighted", "recall",
+                                  "recall_weighted", "f1", "f1_weighted", "roc_auc")
+METRIC_LABELS: dict[str, str] = {
+    "accuracy": "accuracy",
+    "precision": "precision (macro)", "precision_weighted": "precision (weighted)",
+    "recall": "recall (macro)", "recall_weighted": "recall (weighted)",
+    "f1": "F1 (macro)", "f1_weighted": "F1 (weighted)",
+    "roc_auc": "ROC-AUC (macro, one-vs-rest)", "log_loss": "log loss",
+}
+# Machine-friendly CSV names: the stored keys of the macro averages carry no suffix.
+CSV_NAMES: dict[str, str] = {"precision": "precision_macro", "recall": "recall_macro",
+                             "f1": "f1_macro"}
+N_LABEL = "n (test images)"
+# Below these, a test set gives intervals too wide for small differences to mean anything.
+MIN_TEST_IMAGES = 30
+MIN_CLASS_IMAGES = 5
+
+
+def metric_label(key: str) -> str:
+    return METRIC_LABELS.get(key, key)
+
+
+def runs_text(ids: list[int]) -> str:
+    """"run 3", "runs 3 and 7", "runs 3-6, 9 and 12": consecutive ids collapse to ranges."""
+    ids = sorted(set(ids))
+    if not ids:
+        return "no runs"
+    parts: list[str] = []
+    start = prev = ids[0]
+    for value in [*ids[1:], None]:
+        if value is not None and value == prev + 1:
+            prev = value
+            continue
+        parts.append(f"{start}" if start == prev else f"{start}\u2013{prev}" if prev > start + 1
+                     else f"{start}, {prev}")
+        if value is not None:
+            start = prev = value
+    text = ", ".join(parts)
+    if len(ids) == 1:
+        return f"run {text}"
+    head, _, tail = text.rpartition(", ")
+    return f"runs {head} and {tail}" if head else f"runs {text}"
+
+
+def mean_interval(runs: list[Run], eval_set: str, metric: str) -> tuple[float, float] | None:
+    """The runs' 95% bootstrap intervals (``ci95``) of ``metric``, bounds averaged over
+    seeds: the typical test-set uncertainty of one run. None when no run has one (runs
+    from before intervals were stored)."""
+    bounds = [interval for run in runs
+              if isinstance(interval := ((run.metrics or {}).get(eval_set) or {})
+                            .get("ci95", {}).get(metric), (list, tuple))
+              and len(interval) == 2 and None not in interval]
+    if not bounds:
+        return None
+    return (float(np.mean([b[0] for b in bounds])), float(np.mean([b[1] for b in bounds])))
+
+
+def format_metric(stats: dict[str, Any] | None, interval: tuple[float, float] | None) -> str:
+    """"0.912", "0.912 ± 0.020" over several seeds, then "[0.850, 0.960]" when known."""
+    if not stats:
+        return "n/a"
+    text = (f"{stats['mean']:.3f} ± {stats['std']:.3f}" if stats.get("n", 1) > 1
+            else f"{stats['mean']:.3f}")
+    if interval is not None:
+        text += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
+    return text
+
+
+def variant_name(group: list[Run]) -> str:
+    return group[0].name.rsplit(" seed ", 1)[0]
+
+
 def metrics_table(runs: list[Run], eval_set: str = "real_test",
-                  metrics: tuple[str, ...] = HEADLINE) -> pd.DataFrame:
-    """One row per variant (runs that differ only by seed): mean +- std of each metric."""
+                  metrics: tuple[str, ...] = TABLE_METRICS) -> pd.DataFrame:
+    """One row per variant (runs that differ only by seed): for each metric the mean (±
+    std over seeds when there are several) and, in brackets, its 95% bootstrap interval
+    over test images. Columns say macro or weighted; ``n (test images)`` sits beside."""
     rows = []
     for group in group_by_variant([r for r in runs if r.metrics and eval_set in r.metrics]):
         summary = summarize(group).get(eval_set, {})
+        n_values = sorted({int(r.metrics[eval_set].get("n") or 0) for r in group})
         row: dict[str, Any] = {"runs": ", ".join(str(r.id) for r in group),
-                               "name": group[0].name.rsplit(" seed ", 1)[0], "mode": group[0].mode,
+                               "name": variant_name(group), "mode": group[0].mode,
                                "model": group[0].model_name, "seeds": len(group),
-                               "n test": int(summary.get("n", {}).get("mean", 0))}
+                               # Seeds of one variant share the test split, so one n; a range
+                               # says the split moved and the rows are not comparable.
+                               N_LABEL: (str(n_values[0]) if len(n_values) == 1
+                                         else f"{n_values[0]}\u2013{n_values[-1]}")}
         for metric in metrics:
-            stats = summary.get(metric)
-            row[metric] = (f"{stats['mean']:.3f} ± {stats['std']:.3f}" if stats and stats["n"] > 1
-                           else f"{stats['mean']:.3f}" if stats else "n/a")
+            row[metric_label(metric)] = format_metric(summary.get(metric),
+                                                      mean_interval(group, eval_set, metric))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def class_supports(run: Run, eval_set: str) -> dict[str, int]:
+    """Test images per class of one evaluation set (``n_per_class`` when stored, else the
+    per-class report's support)."""
+    values = (run.metrics or {}).get(eval_set) or {}
+    stored = values.get("n_per_class")
+    if isinstance(stored, dict) and stored:
+        return {str(k): int(v) for k, v in stored.items()}
+    report = ((run.curves or {}).get(eval_set) or {}).get("report") or []
+    return {str(row["class"]): int(row.get("support") or 0) for row in report if "class" in row}
+
+
+def small_test_warnings(runs: list[Run], eval_set: str = "real_test") -> list[str]:
+    """Readable warnings for test sets under 30 images and classes under 5 test images;
+    runs with the same problem share one warning."""
+    small: dict[int, list[int]] = {}
+    thin: dict[tuple[tuple[str, int], ...], list[int]] = {}
+    for run in runs:
+        values = (run.metrics or {}).get(eval_set)
+        if not values:
+            continue
+        n = int(values.get("n") or 0)
+        if n < MIN_TEST_IMAGES:
+            small.setdefault(n, []).append(run.id)
+        few = tuple((name, support) for name, support in class_supports(run, eval_set).items()
+                    if support < MIN_CLASS_IMAGES)
+        if few:
+            thin.setdefault(few, []).append(run.id)
+    where = eval_set_label(eval_set)
+    out = [f"{runs_text(ids).capitalize()}: the {where} has only {n} images (under "
+           f"{MIN_TEST_IMAGES}); its intervals are wide and differences of a few points mean little."
+           for n, ids in sorted(small.items())]
+    for few, ids in sorted(thin.items(), key=lambda kv: min(kv[1])):
+        if len(few) == 1:
+            name, support = few[0]
+            what = (f"class \u201c{name}\u201d has {'no' if support == 0 else f'only {support}'} "
+                    f"image{'s' if support != 1 else ''}")
+        else:
+            what = ("classes " + ", ".join(f"\u201c{name}\u201d ({support})" for name, support in few)
+                    + " have only that many images")
+        out.append(f"{runs_text(ids).capitalize()}: {what} in the {where} (under "
+                   f"{MIN_CLASS_IMAGES}); per-class figures, and the macro averages that include "
+                   "them, rest on very few images.")
+    return out
+
+
 def metrics_csv(runs: list[Run]) -> str:
-    """Every metric of every run and evaluation set, one row per (run, set): for download."""
+    """Every metric of every run and evaluation set, one row per (run, set): for download.
+
+    P/R/F1 appear as ``*_macro`` and ``*_weighted``; each metric with a bootstrap interval
+    gets ``*_ci95_low`` and ``*_ci95_high``."""
     rows = []
     for run in runs:
         for eval_set, values in (run.metrics or {}).items():
-            if eval_set.startswith("_"):
+            if eval_set.startswith("_") or not isinstance(values, dict):
                 continue
-            rows.append({"run_id": run.id, "name": run.name, "mode": run.mode, "model": run.model_name,
-                         "group_id": run.group_id, "seed": (run.seeds or {}).get("train"),
-                         "split_seed": (run.seeds or {}).get("split"),
-                         "real_per_class": (run.config.get("data") or {}).get("real_per_class"),
-                         "synthetic_per_class": (run.config.get("data") or {}).get("synthetic_per_class"),
-                         "eval_set": eval_set, **{k: v for k, v in values.items()
-                                                  if isinstance(v, (int, float)) or v is None}})
+            supports = class_supports(run, eval_set)
+            row: dict[str, Any] = {
+                "run_id": run.id, "name": run.name, "mode": run.mode, "model": run.model_name,
+                "group_id": run.group_id, "group_kind": run.group_kind,
+                "protocol": (run.config or {}).get("protocol"),
+                "seed": (run.seeds or {}).get("train"), "split_seed": (run.seeds or {}).get("split"),
+                "real_per_class": (run.config.get("data") or {}).get("real_per_class"),
+                "synthetic_per_class": (run.config.get("data") or {}).get("synthetic_per_class"),
+                "eval_set": eval_set, "n": values.get("n"),
+                "min_class_n": min(supports.values()) if supports else None}
+            for key in TABLE_METRICS:
+                row[CSV_NAMES.get(key, key)] = values.get(key)
+            for key, value in values.items():
+                if key not in TABLE_METRICS and key != "n" and (
+                        isinstance(value, (int, float)) or value is None):
+                    row[CSV_NAMES.get(key, key)] = value
+            for key, interval in (values.get("ci95") or {}).items():
+                low, high = interval if isinstance(interval, (list, tuple)) else (None, None)
+                row[f"{CSV_NAMES.get(key, key)}_ci95_low"] = low
+                row[f"{CSV_NAMES.get(key, key)}_ci95_high"] = high
+            bootstrap = values.get("bootstrap") or {}
+            row["bootstrap_seed"] = bootstrap.get("seed")
+            row["bootstrap_resamples"] = bootstrap.get("resamples")
+            rows.append(row)
     return pd.DataFrame(rows).to_csv(index=False)
 
 
