@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.preprocess import DEFAULT_NAMES, list_presets
 from core.training.data import MODES, DataError, DataSpec, available_choices
 from core.training.experiments import (DEFAULT_SWEEP_LEVELS, ExperimentRequest, create_runs,
                                        list_runs, reconcile_runs)
 from core.training.figures import history_figure
 from core.training.jobs import JOB_KIND, submit_training
 from core.training.models import RUN_RUNNING
+from core.training.protocols import (INIT_SCHEMES, OPTIMIZERS, ORIGINAL, PROTOCOLS, SELECT_RULES,
+                                     SYNTHLAB, get_protocol, protocol_options)
+from core.training.recipes import queue_reproduction
 from core.training.trainer import TrainConfig
 from webui import boot, current_user, escape_markdown
 from webui_jobs import live_fragment, render_job_list
@@ -30,12 +34,28 @@ MODE_HELP = {
     "pretrain-finetune": "pretrain on synthetic images, then fine-tune on real ones",
 }
 
+MIX_HELP = {"count": "N synthetic per class added to all real",
+            "ratio": "by ratio",
+            "half": "half of each set per class (the original study)"}
+
 choices = available_choices(settings)
 if len(choices.classes) < 2 or not choices.real_datasets:
     st.info("Training needs real images of at least two classes (the test set is always real). "
             "Import some on the **Import** page, or from the command line with "
             "`python -m core ingest PATH`; generate synthetic ones on the **Generate** page.")
     st.stop()
+
+protocol_name = st.segmented_control(
+    "Protocol", list(PROTOCOLS), default=SYNTHLAB.name, key="t_protocol",
+    format_func=lambda p: PROTOCOLS[p].title,
+    help="Fills the options below; each can still be changed. The run records the protocol.")
+protocol = get_protocol(protocol_name or SYNTHLAB.name)
+st.caption(protocol.description)
+pdata, ptrain = protocol_options(protocol.name)
+# Widget keys carry the protocol, so switching it resets the options to its values.
+pk = protocol.name
+pipeline_names = list(DEFAULT_NAMES) + [p.name for p in list_presets(settings)
+                                        if p.name not in DEFAULT_NAMES]
 
 with st.form("train_form", enter_to_submit=False):
     mode = st.radio("Train on", MODES, format_func=lambda m: f"{m}: {MODE_HELP[m]}", key="t_mode")
@@ -57,25 +77,58 @@ with st.form("train_form", enter_to_submit=False):
             "Classes (empty: all with real images)", list(choices.classes),
             format_func=lambda c: f"{c} ({choices.classes[c]['real']} real, "
                                   f"{choices.classes[c]['synthetic']} synthetic)", key="t_classes")
+        mix_how = st.radio("Mixed: how to mix", list(MIX_HELP), format_func=MIX_HELP.get,
+                           index=2 if protocol is ORIGINAL else 0, key=f"t_mix_{pk}",
+                           horizontal=True)
         synthetic_per_class = st.number_input(
             "Synthetic images per class (mixed: added to all real; others: a cap, 0 = all)",
             min_value=0, value=50, step=10, key="t_spc")
-        mix_ratio = st.slider("Mixed by ratio instead: synthetic share of training (0 = use the "
-                              "number above)", 0.0, 0.9, 0.0, 0.05, key="t_ratio")
+        mix_ratio = st.slider("Mix ratio: synthetic share of the training set", 0.05, 0.9, 0.5,
+                              0.05, key="t_ratio")
         real_per_class = st.number_input("Real training images per class (0 = all)", min_value=0,
                                          value=0, step=5, key="t_rpc")
+    st.subheader("Preprocessing")
+    p_left, p_right = st.columns(2)
+    real_pipeline = p_left.selectbox(
+        "Real images", pipeline_names, index=pipeline_names.index(pdata["real_pipeline"]),
+        key=f"t_real_pipeline_{pk}", help="a built-in pipeline or a preset saved on Preprocess")
+    synthetic_pipeline = p_right.selectbox(
+        "Synthetic images", pipeline_names, index=pipeline_names.index(pdata["synthetic_pipeline"]),
+        key=f"t_synth_pipeline_{pk}")
+    augment_each_epoch = st.toggle("Redraw random preprocessing steps every epoch (augmentation); "
+                                   "off: one draw per image, as the original study",
+                                   value=pdata["augment_each_epoch"], key=f"t_augment_{pk}")
     st.subheader("Model and training")
     c1, c2, c3, c4 = st.columns(4)
     model = c1.selectbox("Model", ("small", "deep"), key="t_model",
                          format_func=lambda m: {"small": "reference CNN (small)", "deep": "deep CNN"}[m])
-    epochs = c2.number_input("Epochs", 1, 500, 10, key="t_epochs")
-    lr = c3.number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.5f", key="t_lr")
-    batch_size = c4.number_input("Batch size", 1, 1024, 32, key="t_batch")
+    epochs = c2.number_input("Epochs", 1, 500, int(ptrain["epochs"]), key="t_epochs")
+    lr = c3.number_input("Learning rate", 1e-6, 1.0, float(ptrain["lr"]), format="%.5f", key=f"t_lr_{pk}")
+    batch_size = c4.number_input("Batch size", 1, 1024, int(ptrain["batch_size"]), key=f"t_batch_{pk}")
     c5, c6, c7, c8 = st.columns(4)
-    seed = c5.number_input("Seed", 0, 2**31 - 1, 0, key="t_seed")
-    repeats = c6.number_input("Repeat with N seeds", 1, 20, 1, key="t_repeats")
-    patience = c7.number_input("Early-stopping patience (0 = off)", 0, 100, 3, key="t_patience")
-    image_size = c8.number_input("Image size", 16, 512, int(settings.image_size), step=16, key="t_size")
+    optimizer = c5.selectbox("Optimizer", OPTIMIZERS, index=OPTIMIZERS.index(ptrain["optimizer"]),
+                             key=f"t_optimizer_{pk}",
+                             format_func={"adamw": "AdamW", "adam": "Adam (plain)"}.get)
+    weight_decay = c6.number_input("Weight decay", 0.0, 1.0, float(ptrain["weight_decay"]),
+                                   format="%.5f", key=f"t_wd_{pk}")
+    init = c7.selectbox("Initial weights", INIT_SCHEMES, index=INIT_SCHEMES.index(ptrain["init"]),
+                        key=f"t_init_{pk}", format_func={
+                            "default": "PyTorch default", "xavier": "Xavier uniform, zero biases"}.get)
+    image_size = c8.number_input("Image size", 16, 512, int(ptrain.get("image_size", settings.image_size)),
+                                 step=16, key=f"t_size_{pk}")
+    c9, c10, c11, c12 = st.columns(4)
+    val_fraction = c9.number_input("Validation share (0 = none: every image trains)", 0.0, 0.9,
+                                   float(pdata["val_fraction"]), 0.05, key=f"t_val_{pk}")
+    select = c10.selectbox("Weights kept", SELECT_RULES, index=SELECT_RULES.index(ptrain["select"]),
+                           key=f"t_select_{pk}", format_func={
+                               "best-val": "best validation epoch", "last": "last epoch"}.get)
+    patience = c11.number_input("Early-stopping patience (0 = off)", 0, 100, int(ptrain["patience"]),
+                                key=f"t_patience_{pk}")
+    deterministic = c12.checkbox("Deterministic GPU kernels (slower; recorded)",
+                                 key="t_deterministic")
+    c13, c14 = st.columns(2)
+    seed = c13.number_input("Seed", 0, 2**31 - 1, 0, key="t_seed")
+    repeats = c14.number_input("Repeat with N seeds", 1, 20, 1, key="t_repeats")
     sweep = st.checkbox("Data-efficiency sweep: train at several numbers of real images per "
                         "class, each with and without the synthetic images above", key="t_sweep")
     levels_text = st.text_input("Sweep levels (real images per class; 'all' for every image)",
@@ -104,20 +157,25 @@ def _levels(text: str) -> list[int | None]:
 
 if submitted:
     try:
-        use_ratio = mode == "mixed" and mix_ratio > 0
+        mixing = mode == "mixed" and not sweep
         data = DataSpec(
             mode=mode, classes=classes or None, real_datasets=real_datasets or None,
             synthetic_datasets=synthetic_datasets or None, cross_datasets=cross_datasets,
             real_per_class=int(real_per_class) or None,
-            synthetic_per_class=None if use_ratio or (mode != "mixed" and not synthetic_per_class)
-            else int(synthetic_per_class),
-            mix_ratio=mix_ratio if use_ratio else None)
+            synthetic_per_class=None if (mixing and mix_how != "count")
+            or (mode != "mixed" and not synthetic_per_class) else int(synthetic_per_class),
+            mix_ratio=float(mix_ratio) if mixing and mix_how == "ratio" else None,
+            mix_half=mixing and mix_how == "half", val_fraction=float(val_fraction),
+            real_pipeline=real_pipeline, synthetic_pipeline=synthetic_pipeline,
+            augment_each_epoch=bool(augment_each_epoch))
         train = TrainConfig(model=model, epochs=int(epochs), lr=float(lr), batch_size=int(batch_size),
                             seed=int(seed), patience=int(patience), image_size=int(image_size),
-                            device=settings.device)
+                            optimizer=optimizer, weight_decay=float(weight_decay), init=init,
+                            select=select, deterministic=bool(deterministic), device=settings.device)
         request = ExperimentRequest(data=data, train=train, repeats=int(repeats), name=name.strip(),
                                     sweep_levels=_levels(levels_text) if sweep else None,
-                                    sweep_synthetic_per_class=int(synthetic_per_class) or 50)
+                                    sweep_synthetic_per_class=int(synthetic_per_class) or 50,
+                                    protocol=protocol.name)
         run_ids = create_runs(request, created_by=user, settings=settings)
         title = (name.strip() or f"{mode} {model}") + (f" ({len(run_ids)} runs)" if len(run_ids) > 1 else "")
         job_id = submit_training(run_ids, title=title, created_by=user, settings=settings)
@@ -126,6 +184,36 @@ if submitted:
     else:
         st.success(f"Queued job {job_id} with {len(run_ids)} run(s): "
                    f"{', '.join(str(i) for i in run_ids)}. Results appear on the **Results** page.")
+
+st.subheader("Recipe: reproduce the original study")
+with st.form("reproduce_form", enter_to_submit=False):
+    st.caption("Real-only, synthetic-only, mixed and pretrain-finetune, each under the original "
+               "study's protocol and under SynthLab's default, with several seeds, all tested on "
+               "the same held-out real images; the Results page then compares them with each "
+               "other and with the study's published figures. The same as "
+               "`python -m core reproduce original --real DATASET --synthetic DATASET`.")
+    r1, r2, r3 = st.columns([2, 2, 1])
+    recipe_real = r1.selectbox("Real dataset", list(choices.real_datasets), key="rp_real")
+    recipe_synthetic = r2.selectbox("Synthetic dataset", list(choices.synthetic_datasets) or ["(none)"],
+                                    key="rp_synth", disabled=not choices.synthetic_datasets)
+    recipe_seeds = r3.number_input("Seeds", 1, 20, 5, key="rp_seeds")
+    queue_recipe = st.form_submit_button("Queue the reproduction (8 configurations x seeds)")
+if queue_recipe:
+    try:
+        if not choices.synthetic_datasets:
+            raise DataError("no synthetic dataset yet: generate one on **Generate** or import "
+                            "the study's set on **Import**")
+        plan = queue_reproduction(recipe_real, recipe_synthetic, seeds=int(recipe_seeds),
+                                  created_by=user, settings=settings)
+        job_id = submit_training(plan.run_ids, title=f"reproduce original ({len(plan.run_ids)} runs)",
+                                 created_by=user, settings=settings)
+    except (DataError, ValueError) as exc:
+        st.error(f"Cannot start: {exc}")
+    else:
+        notes = "".join(f" Note: {escape_markdown(n)}." for n in plan.notes)
+        st.success(f"Queued job {job_id}: {len(plan.run_ids)} runs on "
+                   f"{escape_markdown(', '.join(plan.classes))}.{notes} Follow it below; the "
+                   "Results page shows the group as it finishes.")
 
 st.subheader("Training jobs")
 render_job_list(kinds=(JOB_KIND,), user=user, key="train_jobs")

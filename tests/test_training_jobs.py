@@ -129,11 +129,16 @@ def test_cli_trains_repeats_and_lists_runs(settings, capsys) -> None:
     seeds = [entry["seed"] for entry in payload["runs"]]
     assert seeds == [7, 8]
     for entry in payload["runs"]:
-        assert set(entry["real_test"]) == {"accuracy", "precision", "recall", "f1", "roc_auc"}
+        assert set(entry["real_test"]) == {"n", "ci95", "accuracy", "precision_macro", "recall_macro",
+                                           "f1_macro", "precision_weighted", "recall_weighted",
+                                           "f1_weighted", "roc_auc"}
         assert entry["real_test"]["accuracy"] >= 0.5  # chance is 0.25
         assert "synthetic_test" in entry
         assert set(entry["seeds"]) == {"train", "split", "subsample", "augment", "bootstrap"}
-    assert set(payload["summary"]["real_test"]["accuracy"]) == {"mean", "std", "n"}
+    [variant] = payload["summary"]  # two seeds of one configuration
+    assert variant["n_runs"] == 2
+    assert set(variant["metrics"]["real_test"]["accuracy"]) == {"mean", "std", "n"}
+    assert {"f1_macro", "f1_weighted"} <= set(variant["metrics"]["real_test"])
     runs = list_runs(ids=payload["run_ids"], settings=settings)
     assert summarize(runs)["real_test"]["accuracy"]["n"] == 2
     assert len({r.group_id for r in runs}) == 1 and runs[0].group_kind == "repeat"

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from core.cli import CliError, positive_int, print_json
+from core.training.protocols import INIT_SCHEMES, OPTIMIZERS, PROTOCOLS, SELECT_RULES
 
 MODES = ("real", "synthetic", "mixed", "pretrain-finetune")
 
@@ -41,12 +42,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="also evaluate on these real datasets (train on A, test on B)")
     train.add_argument("--model", choices=("small", "deep"), default="small",
                        help="classifier: the small reference CNN or a deeper one (default: small)")
-    train.add_argument("--epochs", type=int, default=10, help="default: 10")
+    train.add_argument("--protocol", choices=tuple(PROTOCOLS),
+                       help="start from a named protocol: synthlab (the default) or original (the "
+                            "original fruit study's, exactly); the options below override it")
+    train.add_argument("--epochs", type=int, help="default: 10")
     train.add_argument("--finetune-epochs", type=int, help="pretrain-finetune: epochs on real data")
-    train.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 0.001)")
-    train.add_argument("--batch-size", type=int, default=32, help="default: 32")
-    train.add_argument("--weight-decay", type=float, default=1e-4, help="default: 0.0001")
-    train.add_argument("--patience", type=int, default=3, help="early stopping patience (0: off; default: 3)")
+    train.add_argument("--lr", type=float, help="learning rate (default: 0.001)")
+    train.add_argument("--batch-size", type=int, help="default: 32")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, help="default: adamw (original: adam)")
+    train.add_argument("--weight-decay", type=float, help="default: 0.0001 (original: 0)")
+    train.add_argument("--init", choices=INIT_SCHEMES,
+                       help="initial weights: default (PyTorch's) or xavier (uniform, zero biases)")
+    train.add_argument("--select", choices=SELECT_RULES,
+                       help="keep the weights of the best validation epoch (best-val, the default) "
+                            "or of the last epoch (last)")
+    train.add_argument("--patience", type=int,
+                       help="early stopping patience with --select best-val (0: off; default: 3)")
+    train.add_argument("--val-fraction", type=float,
+                       help="share of the training images held out for validation (0: none, every "
+                            "image trains; default: 0.15)")
+    train.add_argument("--augment", choices=("every-epoch", "once"),
+                       help="random preprocessing steps redrawn every epoch (default) or drawn "
+                            "once per image (original)")
+    train.add_argument("--real-pipeline", help="preprocessing pipeline or preset for real images "
+                                               "(default: real)")
+    train.add_argument("--synthetic-pipeline", help="preprocessing pipeline or preset for synthetic "
+                                                    "images (default: synthetic)")
+    train.add_argument("--deterministic", action="store_true", default=None,
+                       help="deterministic GPU kernels (torch deterministic algorithms, no cuDNN "
+                            "autotuning); recorded with the run")
     train.add_argument("--image-size", type=int, help="default: SYNTHLAB_IMAGE_SIZE")
     train.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     train.add_argument("--split-seed", type=int, default=0,
@@ -55,6 +79,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--synthetic-per-class", type=int,
                        help="synthetic images per class (mixed: all real + N synthetic)")
     train.add_argument("--mix-ratio", type=float, help="mixed: synthetic share of the training set")
+    train.add_argument("--mix-half", action="store_true",
+                       help="mixed as the original study: half of the real and half of the "
+                            "synthetic training images of each class")
     train.add_argument("--real-per-class", type=_level, help="keep N real training images per class")
     train.add_argument("--sweep", nargs="+", type=_level, metavar="N",
                        help="data-efficiency sweep over real images per class, e.g. 5 10 25 50 all "
@@ -75,40 +102,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _request(args: argparse.Namespace, settings: Any) -> Any:
     from core.training.data import DataError, DataSpec
     from core.training.experiments import ExperimentRequest
+    from core.training.protocols import protocol_options
     from core.training.trainer import TrainConfig
 
     if args.mix_ratio is not None and args.mode != "mixed":
         raise CliError("--mix-ratio only applies to --train mixed")
+    if args.mix_half and args.mode != "mixed":
+        raise CliError("--mix-half only applies to --train mixed")
     if args.mode == "mixed" and args.mix_ratio is None and args.synthetic_per_class is None \
-            and not args.sweep:
-        raise CliError("--train mixed needs --synthetic-per-class N or --mix-ratio R")
+            and not args.sweep and not args.mix_half:
+        raise CliError("--train mixed needs --synthetic-per-class N, --mix-ratio R or --mix-half")
+    augment = None if args.augment is None else args.augment == "every-epoch"
+    data_values, train_values = protocol_options(
+        args.protocol,
+        {"val_fraction": args.val_fraction, "real_pipeline": args.real_pipeline,
+         "synthetic_pipeline": args.synthetic_pipeline, "augment_each_epoch": augment},
+        {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+         "optimizer": args.optimizer, "weight_decay": args.weight_decay, "init": args.init,
+         "select": args.select, "patience": args.patience, "deterministic": args.deterministic,
+         "image_size": args.image_size})
+    train_values.setdefault("image_size", settings.image_size)
     try:
         data = DataSpec(mode=args.mode, classes=_names(args.classes), real_datasets=_names(args.datasets),
                         synthetic_datasets=_names(args.synthetic_datasets),
                         cross_datasets=_names(args.cross_datasets) or [],
                         real_per_class=args.real_per_class, synthetic_per_class=args.synthetic_per_class,
-                        mix_ratio=args.mix_ratio, split_seed=args.split_seed)
-        train = TrainConfig(model=args.model, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                            weight_decay=args.weight_decay, patience=args.patience, seed=args.seed,
-                            device=args.device or settings.device,
-                            image_size=args.image_size or settings.image_size,
-                            finetune_epochs=args.finetune_epochs)
+                        mix_ratio=args.mix_ratio, mix_half=args.mix_half, split_seed=args.split_seed,
+                        **data_values)
+        train = TrainConfig(model=args.model, seed=args.seed, device=args.device or settings.device,
+                            finetune_epochs=args.finetune_epochs, **train_values)
         return ExperimentRequest(data=data, train=train, repeats=args.repeats, name=args.name,
                                  sweep_levels=args.sweep,
-                                 sweep_synthetic_per_class=args.synthetic_per_class or 50)
+                                 sweep_synthetic_per_class=args.synthetic_per_class or 50,
+                                 protocol=args.protocol)
     except (DataError, ValueError) as exc:
         raise CliError(str(exc)) from exc
 
 
 def _train(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from core.config import get_settings
     from core.training.data import DataError
-    from core.training.experiments import (create_runs, execute_run, get_run, headline,
-                                           list_runs, mark_runs, plan_for_run, summarize,
-                                           training_units)
-    from core.training.models import RUN_CANCELLED, RUN_FAILED
+    from core.training.experiments import create_runs, list_runs
 
     settings = get_settings()
     request = _request(args, settings)
@@ -116,6 +150,37 @@ def _train(args: argparse.Namespace) -> int:
         run_ids = create_runs(request, created_by="cli", settings=settings)
     except DataError as exc:
         raise CliError(str(exc)) from exc
+    results = train_in_foreground(run_ids, settings)
+    payload: dict[str, Any] = {"run_ids": run_ids, "runs": results}
+    if len(run_ids) > 1:
+        payload["summary"] = variant_summaries(list_runs(ids=run_ids, settings=settings))
+    if args.json:
+        print_json(payload)
+        return 0
+    for entry in results:
+        print(f"run {entry['run_id']}: {entry['name']}")
+        for warning in entry.get("warnings", []):
+            print(f"  note: {warning}")
+        for eval_set, values in entry.items():
+            if isinstance(values, dict) and "accuracy" in values:
+                print(f"  {eval_set} (n={values.get('n')}): " + "  ".join(
+                    _with_interval(k, v, values.get("ci95", {}).get(k)) for k, v in values.items()
+                    if k in LABELLED_METRICS.values()))
+    for variant in payload.get("summary", []):
+        for eval_set, values in variant["metrics"].items():
+            print(f"{variant['label']}: mean +- std over {variant['n_runs']} run(s), {eval_set}: "
+                  + "  ".join(f"{k} {v['mean']:.3f}+-{v['std']:.3f}" for k, v in values.items()))
+    return 0
+
+
+def train_in_foreground(run_ids: list[int], settings: Any) -> list[dict[str, Any]]:
+    """Execute queued runs in this process with a progress bar; one result entry per run."""
+    from tqdm import tqdm
+
+    from core.training.data import DataError
+    from core.training.experiments import execute_run, get_run, mark_runs, plan_for_run, training_units
+    from core.training.models import RUN_CANCELLED, RUN_FAILED
+
     plans = {}
     for run_id in run_ids:
         run = get_run(run_id, settings)
@@ -145,36 +210,67 @@ def _train(args: argparse.Namespace) -> int:
             done += plans[run_id]
             run = get_run(run_id, settings)
             entry: dict[str, Any] = {"run_id": run_id, "name": run.name, "seed": run.seeds.get("train"),
-                                     "seeds": run.seeds, "real_test": headline(run.metrics, "real_test")}
+                                     "seeds": run.seeds, "real_test": labelled(run.metrics, "real_test")}
             warnings = [n for n in (run.config or {}).get("notes", [])
                         if "fewer available" in n or "not enough" in n]
             if warnings:
                 entry["warnings"] = warnings
             for eval_set in (run.metrics or {}):
                 if eval_set != "real_test" and not eval_set.startswith("_"):
-                    entry[eval_set] = headline(run.metrics, eval_set)
+                    entry[eval_set] = labelled(run.metrics, eval_set)
             results.append(entry)
-    payload: dict[str, Any] = {"run_ids": run_ids, "runs": results}
-    if len(run_ids) > 1:
-        summary = summarize(list_runs(ids=run_ids, settings=settings))
-        payload["summary"] = {eval_set: {k: v for k, v in values.items()
-                                         if k in ("accuracy", "precision", "recall", "f1", "roc_auc")}
-                              for eval_set, values in summary.items()}
-    if args.json:
-        print_json(payload)
-        return 0
-    for entry in results:
-        print(f"run {entry['run_id']}: {entry['name']}")
-        for warning in entry.get("warnings", []):
-            print(f"  note: {warning}")
-        for eval_set, values in entry.items():
-            if isinstance(values, dict) and "accuracy" in values:
-                print(f"  {eval_set:<16} " + "  ".join(
-                    f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in values.items()))
-    for eval_set, values in payload.get("summary", {}).items():
-        print(f"mean +- std over {len(run_ids)} runs, {eval_set}: " + "  ".join(
-            f"{k} {v['mean']:.3f}+-{v['std']:.3f}" for k, v in values.items()))
-    return 0
+    return results
+
+
+# The stored keys (precision, recall, f1 are macro averages) and how output labels them.
+LABELLED_METRICS = {"accuracy": "accuracy", "precision": "precision_macro", "recall": "recall_macro",
+                    "f1": "f1_macro", "precision_weighted": "precision_weighted",
+                    "recall_weighted": "recall_weighted", "f1_weighted": "f1_weighted",
+                    "roc_auc": "roc_auc"}
+
+
+def labelled(metrics: dict[str, Any] | None, eval_set: str) -> dict[str, Any]:
+    """An eval set's headline metrics with macro and weighted averages named as such, its
+    size and its bootstrap intervals."""
+    values = (metrics or {}).get(eval_set) or {}
+    out: dict[str, Any] = {"n": values.get("n")}
+    out.update({label: values.get(key) for key, label in LABELLED_METRICS.items()})
+    if values.get("ci95"):
+        out["ci95"] = {LABELLED_METRICS[k]: v for k, v in values["ci95"].items() if k in LABELLED_METRICS}
+    return out
+
+
+def _with_interval(name: str, value: float | None, interval: list[float] | None) -> str:
+    if value is None:
+        return f"{name} n/a"
+    return f"{name} {value:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+
+
+def variant_summaries(runs: list[Any]) -> list[dict[str, Any]]:
+    """One entry per configuration (mode, sweep level, mix...): runs that differ only by
+    seed are pooled, different configurations never are."""
+    from core.training.experiments import group_by_variant, summarize
+
+    out = []
+    for group in group_by_variant(runs):
+        data = (group[0].config or {}).get("data", {})
+        summary = summarize(group)
+        mix = ("half of each set" if data.get("mix_half") else
+               f"ratio {data['mix_ratio']}" if data.get("mix_ratio") is not None else
+               data.get("synthetic_per_class")) if group[0].mode == "mixed" else None
+        level = data.get("real_per_class")
+        protocol = (group[0].config or {}).get("protocol")
+        label = ", ".join(filter(None, [
+            f"{protocol} protocol" if protocol else "", group[0].mode,
+            f"{level} real/class" if level is not None else "",
+            f"synthetic: {mix}" if mix is not None else ""]))
+        out.append({"label": label, "mode": group[0].mode, "real_per_class": level,
+                    "synthetic_per_class": data.get("synthetic_per_class"), "mix": mix,
+                    "protocol": protocol, "run_ids": [r.id for r in group], "n_runs": len(group),
+                    "metrics": {eval_set: {LABELLED_METRICS[k]: v for k, v in values.items()
+                                           if k in LABELLED_METRICS}
+                                for eval_set, values in summary.items()}})
+    return out
 
 
 def _runs(args: argparse.Namespace) -> int:

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.training.protocols import INIT_SCHEMES
+
 MODEL_NAMES = ("small", "deep")
-INIT_SCHEMES = ("default", "xavier")
 
 
 def to_input(pixels: np.ndarray | torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:

@@ -18,6 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# The choices of the protocol options (kept here, free of torch, so the CLI parser can list
+# them without importing it).
+OPTIMIZERS = ("adamw", "adam")
+INIT_SCHEMES = ("default", "xavier")
+SELECT_RULES = ("best-val", "last")
+
 # The five figures the original study published for its best model, on its 55 real test
 # images. Recall equal to accuracy shows that P/R/F1 are support-weighted averages.
 ORIGINAL_STUDY_METRICS: dict[str, float] = {
@@ -81,6 +87,16 @@ def get_protocol(name: str) -> Protocol:
         return PROTOCOLS[name]
     except KeyError:
         raise ValueError(f"unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}") from None
+
+
+def protocol_options(name: str | None, data: dict[str, Any] | None = None,
+                     train: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The protocol's DataSpec and TrainConfig values (SynthLab's when ``name`` is None),
+    with every value given in ``data``/``train`` that is not None taking precedence."""
+    protocol = get_protocol(name or SYNTHLAB.name)
+    chosen_data = {**protocol.data, **{k: v for k, v in (data or {}).items() if v is not None}}
+    chosen_train = {**protocol.train, **{k: v for k, v in (train or {}).items() if v is not None}}
+    return chosen_data, chosen_train
 
 
 def compare_with_original(metrics: dict[str, Any] | None) -> list[dict[str, Any]]:

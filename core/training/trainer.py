@@ -28,10 +28,8 @@ from torch.nn import functional as F
 
 from core.training.checkpoint import (BEST_FILE, LAST_FILE, Checkpoint, load_checkpoint,
                                       save_checkpoint)
-from core.training.model import INIT_SCHEMES, ModelSpec, build_from_spec, initialise, to_input
-
-OPTIMIZERS = ("adamw", "adam")
-SELECT_RULES = ("best-val", "last")
+from core.training.model import ModelSpec, build_from_spec, initialise, to_input
+from core.training.protocols import INIT_SCHEMES, OPTIMIZERS, SELECT_RULES
 
 PixelSource = np.ndarray | Callable[[int], np.ndarray]
 EpochCallback = Callable[[dict[str, Any], list[dict[str, Any]]], None]
