@@ -14,6 +14,8 @@ CLASS_COLOURS = {
     "banana": (230, 210, 40),
     "lime": (40, 180, 60),
     "plum": (110, 40, 140),
+    "orange": (240, 140, 20),
+    "mixed": (150, 100, 60),  # the original study's photos of several fruits
 }
 
 
