@@ -124,8 +124,10 @@ with st.form("train_form", enter_to_submit=False):
                                "best-val": "best validation epoch", "last": "last epoch"}.get)
     patience = c11.number_input("Early-stopping patience (0 = off)", 0, 100, int(ptrain["patience"]),
                                 key=f"t_patience_{pk}")
-    deterministic = c12.checkbox("Deterministic GPU kernels (slower; recorded)",
-                                 key="t_deterministic")
+    deterministic = c12.checkbox("Deterministic kernels", key="t_deterministic",
+                                 help="PyTorch's deterministic algorithms and cuDNN without "
+                                      "autotuning: the same seed gives the same weights on a GPU "
+                                      "too, somewhat slower. Recorded with the run.")
     c13, c14 = st.columns(2)
     seed = c13.number_input("Seed", 0, 2**31 - 1, 0, key="t_seed")
     repeats = c14.number_input("Repeat with N seeds", 1, 20, 1, key="t_repeats")

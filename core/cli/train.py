@@ -288,8 +288,11 @@ def _runs(args: argparse.Namespace) -> int:
         return 0
     if not rows:
         print("no runs yet: train one with  python -m core train --train real")
+    else:
+        print(f"{'ID':>5}  {'STATUS':<10} {'MODE':<18} {'':<20}  {'GROUP':<12}  NAME")
     for entry in payload:
         acc = entry["metrics"].get("real_test", {}).get("accuracy")
         print(f"{entry['id']:>5}  {entry['status']:<10} {entry['mode']:<18} "
-              f"real-test acc {'%.3f' % acc if acc is not None else '-':>6}  {entry['name']}")
+              f"real-test acc {'%.3f' % acc if acc is not None else '-':>6}  "
+              f"{entry['group_id'] or '-':<12}  {entry['name']}")
     return 0
