@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from core.db.models import SOURCE_REAL, SOURCES, Dataset, Image, ImageClass
 from core.imageio import DecodedImage
+from core.neardup import fingerprint
 from core.store import ImageStore
 
 
@@ -80,7 +81,9 @@ def add_image(session: Session, store: ImageStore, decoded: DecodedImage, *,
     if existing is not None:
         return AddResult(existing, duplicate=True)
     stored = store.put(decoded, raw)
-    row = Image(sha256=decoded.sha256, path=stored.relpath, class_id=image_class.id,
+    phash, colour_sig = fingerprint(decoded.image)
+    row = Image(sha256=decoded.sha256, phash=phash, colour_sig=colour_sig, path=stored.relpath,
+                class_id=image_class.id,
                 source=source or dataset.source, dataset_id=dataset.id, split=split,
                 width=decoded.width, height=decoded.height, format=decoded.original_format,
                 original_name=original_name, added_by=added_by, extra=extra,

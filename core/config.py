@@ -48,6 +48,12 @@ class Settings:
     # Preprocessing / training.
     image_size: int = 64
     preprocess_workers: int = 2
+    # Near-duplicates (core.neardup): images whose 64-bit perceptual hashes differ in at
+    # most this many bits, and whose quarters' mean colours differ by at most
+    # ``near_duplicate_colour`` (of 255), are copies of one picture; splits keep them on one
+    # side. -1 turns detection off. How the defaults were measured: docs/NEAR_DUPLICATES.md.
+    near_duplicate_distance: int = 10
+    near_duplicate_colour: int = 12
     # Users.
     auth_mode: str = "none"  # none | password | oidc
     # Password sign-in: after this many failures for one name within the window, that

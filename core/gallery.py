@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from core import neardup
 from core.catalog import get_or_create_class
 from core.config import Settings, get_settings
 from core.db.engine import run_write, session_scope
@@ -154,7 +155,22 @@ def image_detail(image_id: int, settings: Settings | None = None) -> dict[str, A
         data["class"] = image.image_class.name
         data["class_display_name"] = image.image_class.display_name
         data["dataset"] = image.dataset.name
+        data["phash"] = neardup.to_hex(image.phash)  # as imagehash prints it
         return data
+
+
+def near_duplicates(image_id: int, settings: Settings | None = None,
+                    max_distance: int | None = None) -> list[tuple[Image, int]]:
+    """Resized, re-encoded or cropped copies of an image (``core.neardup``), closest first:
+    ``(image, pHash distance)`` with class and dataset loaded. ``max_distance`` overrides
+    ``Settings.near_duplicate_distance``; an image without signatures gets them first."""
+    found = neardup.near_images(image_id, settings, max_distance=max_distance)
+    if not found:
+        return []
+    with session_scope(settings) as session:
+        rows = {image.id: image for image in session.scalars(
+            select(Image).where(Image.id.in_([other for other, _ in found])))}
+    return [(rows[other], distance) for other, distance in found if other in rows]
 
 
 def classes(settings: Settings | None = None) -> list[ImageClass]:

@@ -92,6 +92,7 @@ def _delete(image_id: int) -> None:
 
 
 # --- the selected image -----------------------------------------------------------------
+COLUMNS = 6
 selected = st.session_state.get("g_selected")
 detail = gallery.image_detail(selected, settings) if selected else None
 if detail is not None:
@@ -142,12 +143,32 @@ if detail is not None:
                       on_click=_delete, args=(detail["id"],))
             if st.session_state.get("g_delete_error"):
                 st.error(st.session_state.pop("g_delete_error"))
+        near = gallery.near_duplicates(detail["id"], settings)
+        if near:
+            shown = near[:COLUMNS * 2]
+            more = f", the closest {len(shown)} shown" if len(shown) < len(near) else ""
+            st.markdown(f"**Near-duplicates** ({len(near)}{more}): resized, re-encoded or "
+                        "cropped copies. A split keeps those of the same class on this image's "
+                        "side; one under another class is probably mislabelled.")
+            cells = st.columns(COLUMNS)
+            for k, (image, distance) in enumerate(shown):
+                with cells[k % COLUMNS]:
+                    try:
+                        st.image(str(store.thumbnail_path(image.path)), width="stretch")
+                    except (OSError, ValueError):
+                        st.error("file missing")
+                    st.caption(f"distance {distance} · "
+                               f"{escape_markdown(image.image_class.display_name)} · "
+                               f"{image.source} · {escape_markdown(image.dataset.name)}")
+                    st.button(f"#{image.id}", key=f"g_near_{image.id}", on_click=_select,
+                              args=(image.id,), help="Show details")
+        else:
+            st.caption("No near-duplicates of this image in the index.")
         st.button("Close", key="g_close", on_click=_select, args=(None,))
 
 # --- the grid ---------------------------------------------------------------------------
 if not result.rows:
     st.info("No images match. Import some on the **Import** page, or change the filter.")
-COLUMNS = 6
 for start in range(0, len(result.rows), COLUMNS):
     cells = st.columns(COLUMNS)
     for cell, row in zip(cells, result.rows[start:start + COLUMNS], strict=False):

@@ -138,10 +138,16 @@ def _report() -> None:
     if not result:
         return
     st.markdown(f"Dataset **{result['dataset']}** ({result['layout']} layout)")
-    cols = st.columns(3)
+    near_pairs = result.get("near_duplicate_pairs", 0)
+    cols = st.columns(4 if near_pairs else 3)  # the fourth only when there is something to see
     cols[0].metric("Added", result["added"])
     cols[1].metric("Duplicates", result["duplicates"])
     cols[2].metric("Rejected", len(result["rejected"]))
+    if near_pairs:
+        cols[3].metric("Near-duplicates", near_pairs,
+                       help="Pairs of resized, re-encoded or cropped copies among the added "
+                            "images or of images already indexed; a split keeps copies of one "
+                            "class on one side.")
     if result.get("per_class"):
         st.dataframe(pd.DataFrame(sorted(result["per_class"].items()), columns=["class", "added"]),
                      hide_index=True)
@@ -156,6 +162,11 @@ def _report() -> None:
     if result.get("duplicate_files"):
         with st.expander(f"Duplicates ({result['duplicates']}): already in the index"):
             st.dataframe(pd.DataFrame(result["duplicate_files"]), hide_index=True)
+    if result.get("near_duplicates"):
+        listed = len(result["near_duplicates"])
+        more = f", closest {listed} listed" if listed < near_pairs else ""
+        with st.expander(f"Near-duplicates ({near_pairs} pairs{more})"):
+            st.dataframe(pd.DataFrame(result["near_duplicates"]), hide_index=True, width="stretch")
 
 
 _report()

@@ -116,7 +116,7 @@ def test_migrations_import_gallery_train_and_check_on_postgres(pg_settings, tmp_
     from core.db.engine import current_revision, init_db
 
     init_db(pg_settings)
-    assert current_revision(pg_settings) == "0009"
+    assert current_revision(pg_settings) == "0010"
     folder = make_imagefolder(tmp_path / "photos", ["apple", "banana"], 12, size=(40, 32))
     (folder / "apple" / "broken.jpg").write_bytes(b"not an image")
     report = _cli("ingest", str(folder), "--dataset", "photos")

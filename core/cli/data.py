@@ -1,4 +1,5 @@
-"""``ingest``, ``stats``, ``export`` and ``check``: the data commands of ``python -m core``."""
+"""``ingest``, ``stats``, ``export``, ``check`` and ``rehash``: the data commands of
+``python -m core``."""
 
 from __future__ import annotations
 
@@ -56,6 +57,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.set_defaults(func=_check)
 
+    rehash = subparsers.add_parser(
+        "rehash", help="compute the near-duplicate signatures of images indexed without them",
+        description="Images indexed before near-duplicate detection existed have no "
+                    "perceptual hash. This computes the missing ones (from the stored files); "
+                    "an experiment also computes those of its images before splitting, and "
+                    "`check --repair` runs this too.")
+    rehash.add_argument("--workers", type=int, default=None,
+                        help="processes (default: SYNTHLAB_INGEST_WORKERS)")
+    rehash.add_argument("--json", action="store_true", help="machine-readable output")
+    rehash.set_defaults(func=_rehash)
+
 
 def _user() -> str:
     try:
@@ -92,6 +104,14 @@ def _ingest(args: argparse.Namespace) -> int:
         print(f"  rejected {item['path']}: {item['reason']}")
     if len(report.rejected) > 50:
         print(f"  ... and {len(report.rejected) - 50} more rejected (see --json)")
+    if report.near_duplicate_pairs:
+        print(f"{report.near_duplicate_pairs} near-duplicate pairs (resized, re-encoded or "
+              "cropped copies; a split keeps copies of one class on one side)")
+        for item in report.near_duplicates[:10]:
+            print(f"  {item['path']} ~ {item['similar_to']} (image #{item['similar_to_image']}, "
+                  f"{item['similar_dataset']}, distance {item['distance']})")
+        if report.near_duplicate_pairs > 10:
+            print(f"  ... and {report.near_duplicate_pairs - 10} more (see --json)")
     return 0
 
 
@@ -142,12 +162,19 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from core import maintenance
+    from core import maintenance, neardup
 
     kwargs = {} if args.min_age is None else {"min_age_seconds": args.min_age}
     report = maintenance.check(repair=args.repair, **kwargs)
+    # Rows without near-duplicate signatures are not broken (a split computes them), so
+    # they do not fail the check; --repair fills them in after the broken rows are gone.
+    unsigned = neardup.missing_count()
+    if args.repair and unsigned:
+        rehashed = neardup.backfill()
+        report.actions.append(f"computed the near-duplicate signatures of {rehashed.hashed} images")
+        unsigned = neardup.missing_count()
     if args.json:
-        print_json(report.to_dict())
+        print_json({**report.to_dict(), "images_without_signatures": unsigned})
         return 0 if report.ok or args.repair else 1
     print("store and index agree" if report.ok else "problems found:")
     for row in report.rows_missing_file:
@@ -162,7 +189,39 @@ def _check(args: argparse.Namespace) -> int:
         print(f"  {len(report.skipped_recent)} recent files left alone (a running import?)")
     for action in report.actions:
         print(f"  fixed: {action}")
+    if unsigned:
+        print(f"  {unsigned} images have no near-duplicate signatures yet "
+              "(`python -m core rehash` computes them)")
     if not report.ok and not args.repair:
         print("run `python -m core check --repair` to fix")
         return 1
+    return 0
+
+
+def _rehash(args: argparse.Namespace) -> int:
+    from core import neardup
+    from core.config import get_settings
+
+    settings = get_settings()
+    workers = args.workers if args.workers is not None else settings.ingest_workers
+    if workers < 1:
+        raise CliError("--workers must be at least 1")
+
+    def progress(done: int, total: int) -> None:
+        if not args.json and sys.stderr.isatty():
+            print(f"\r{done}/{total}", end="", file=sys.stderr, flush=True)
+    report = neardup.backfill(settings, workers=workers, progress=progress)
+    if args.json:
+        print_json(report.to_dict())
+        return 0
+    if sys.stderr.isatty() and (report.hashed or report.unreadable):
+        print(file=sys.stderr)
+    print(f"computed the near-duplicate signatures of {report.hashed} images "
+          f"in {report.seconds:.1f} s")
+    for item in report.unreadable[:20]:
+        print(f"  image #{item['id']} ({item['path']}): {item['reason']}")
+    if len(report.unreadable) > 20:
+        print(f"  ... and {len(report.unreadable) - 20} more unreadable (see --json)")
+    if report.unreadable:
+        print("run `python -m core check` for missing files")
     return 0

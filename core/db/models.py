@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String,
-                        Text, UniqueConstraint)
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer,
+                        String, Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -122,6 +122,11 @@ class Image(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64))
+    # Near-duplicate signatures (core.neardup): the 64-bit perceptual hash, signed so both
+    # SQLite and PostgreSQL hold it, and the quarters' mean colours (24 hex digits). NULL
+    # for rows indexed before they existed, until ``python -m core rehash``.
+    phash: Mapped[int | None] = mapped_column(BigInteger, default=None, index=True)
+    colour_sig: Mapped[str | None] = mapped_column(String(24), default=None)
     # Relative to ``Settings.images_dir`` so a data folder can be moved.
     path: Mapped[str] = mapped_column(String(300))
     class_id: Mapped[int] = mapped_column(ForeignKey("classes.id"), index=True)

@@ -14,6 +14,7 @@ from core.config import Settings
 from core.imageio import ImageRejected, decode_image, pixel_hash
 from core.ingest.layouts import PlannedImage
 from core.ingest.sources import Rejection, reopen
+from core.neardup import fingerprint
 from core.store import ImageStore, StoreError
 
 
@@ -30,6 +31,9 @@ class Decoded:
     split: str | None
     original_name: str
     extra: dict[str, Any] | None
+    # Near-duplicate signatures (core.neardup.fingerprint).
+    phash: int | None = None
+    colour_sig: str | None = None
 
 
 _stores: dict[str, ImageStore] = {}
@@ -72,7 +76,8 @@ def process(item: PlannedImage, settings: Settings, source_spec: dict[str, Any] 
             stored = store.put(decoded, data)
             return [Decoded(item.key, decoded.sha256, stored.relpath, stored.created,
                             decoded.width, decoded.height, decoded.original_format,
-                            item.class_name, item.split, name, extra or None)]
+                            item.class_name, item.split, name, extra or None,
+                            *fingerprint(decoded.image))]
         out: list[Decoded | Rejection] = []
         for index, box in enumerate(item.boxes or []):
             key = f"{item.key}#box{index}"
@@ -88,7 +93,7 @@ def process(item: PlannedImage, settings: Settings, source_spec: dict[str, Any] 
             out.append(Decoded(key, sha, stored.relpath, stored.created, crop.width, crop.height,
                                decoded.original_format, box.label, item.split, name,
                                {**extra, "box": box.to_dict(), "box_index": index,
-                                "source_image": item.key}))
+                                "source_image": item.key}, *fingerprint(crop)))
         return out
     except StoreError as exc:
         return [Rejection(item.key, str(exc))]

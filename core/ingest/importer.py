@@ -22,14 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from core import neardup
 from core.catalog import class_key, get_or_create_class, get_or_create_dataset
 from core.config import Settings, get_settings
-from core.db.engine import run_write
-from core.db.models import SOURCES, Image, utcnow
+from core.db.engine import run_write, session_scope
+from core.db.models import SOURCES, Dataset, Image, ImageClass, utcnow
 from core.ingest.decoding import Decoded, init_decoding_process, process, process_chunk
 from core.ingest.huggingface import HuggingFaceSource, is_saved_dataset, looks_like_hub_id
 from core.ingest.layouts import Plan, PlannedImage, plan_import
@@ -42,6 +44,8 @@ POOL_MIN_FILES = 64
 CHUNK_FILES = 16
 # Reports list files up to this many per kind (the counts are always complete).
 MAX_LISTED_FILES = 1000
+# Near-duplicate pairs listed in a report (closest first); the count is always complete.
+MAX_LISTED_NEAR_DUPLICATES = 200
 
 
 @dataclass
@@ -68,6 +72,10 @@ class ImportReport:
     added_files: list[dict[str, Any]] = field(default_factory=list)
     per_class: dict[str, int] = field(default_factory=dict)
     per_split: dict[str, int] = field(default_factory=dict)
+    # Pairs (added image, any indexed image) that are near-duplicates (core.neardup),
+    # within this import or against older images: closest first, the count is complete.
+    near_duplicates: list[dict[str, Any]] = field(default_factory=list)
+    near_duplicate_pairs: int = 0
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,6 +84,8 @@ class ImportReport:
                 "rejected": self.rejected, "added_files": self.added_files,
                 "duplicate_files": self.duplicate_files,
                 "per_class": self.per_class, "per_split": self.per_split,
+                "near_duplicates": self.near_duplicates,
+                "near_duplicate_pairs": self.near_duplicate_pairs,
                 "seconds": round(self.seconds, 3)}
 
     @property
@@ -183,6 +193,7 @@ class _Importer:
         self.class_ids: dict[str, int] = {}
         self.pending: list[Decoded] = []
         self.seen: set[str] = set()
+        self.added_keys: dict[str, str] = {}  # sha256 -> file key, of images this import added
         self.layout = ""
 
     def run(self, plan: Plan) -> None:
@@ -204,6 +215,7 @@ class _Importer:
                 self._flush()
             self.progress(done, total, f"{done}/{total} files, {self.report.added} added")
         self._flush()
+        self._near_duplicates()
         self.progress(total, total, self.report.summary)
 
     # -- decoding -------------------------------------------------------------------
@@ -286,7 +298,8 @@ class _Importer:
         return {"sha256": item.sha256, "path": item.relpath,
                 "class_id": self.class_ids[class_key(item.class_name)],
                 "source": self.options.source, "dataset_id": self.report.dataset_id,
-                "split": item.split, "width": item.width, "height": item.height,
+                "phash": item.phash, "colour_sig": item.colour_sig, "split": item.split,
+                "width": item.width, "height": item.height,
                 "format": item.format, "original_name": item.original_name,
                 "added_by": self.options.added_by, "added_at": utcnow(), "excluded": False,
                 "extra": item.extra}
@@ -305,6 +318,7 @@ class _Importer:
                                 self.settings)
         added, duplicates = outcome
         self.seen.update(item.sha256 for item in added)
+        self.added_keys.update((item.sha256, item.key) for item in added)
         for item in added:
             self.report.added += 1
             if len(self.report.added_files) < MAX_LISTED_FILES:
@@ -321,6 +335,55 @@ class _Importer:
                 # Same pixels stored under another extension: our copy would be an orphan.
                 with contextlib.suppress(OSError, ValueError):
                     self.store.delete(item.relpath)
+
+    def _near_duplicates(self) -> None:
+        """List the added images that are near-duplicates of each other or of older ones.
+
+        Done once after the last batch, so each pair is found once however the batches
+        fell, against everything indexed at that moment (concurrent imports included).
+        """
+        limits = neardup.Limits.of(self.settings)
+        if not limits.enabled or not self.added_keys:
+            return
+        with session_scope(self.settings) as session:
+            rows = session.execute(
+                select(Image.id, Image.sha256, Image.phash, Image.colour_sig)
+                .where(Image.phash.is_not(None), Image.colour_sig.is_not(None))
+                .order_by(Image.id)).all()
+        if not rows:
+            return
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        hashes = neardup.as_uint64(np.fromiter((r[2] for r in rows), dtype=np.int64,
+                                               count=len(rows)))
+        colours = neardup.as_colours([r[3] for r in rows])
+        new = np.fromiter((r[1] in self.added_keys for r in rows), dtype=bool, count=len(rows))
+        new_index = np.flatnonzero(new)
+        pairs = neardup.pairs_between(hashes[new_index], hashes, limits,
+                                      query_colours=colours[new_index], reference_colours=colours)
+        mine, other = new_index[pairs.left], pairs.right
+        # A pair of two added images is found from both ends: keep it once.
+        keep = (ids[other] != ids[mine]) & (~new[other] | (ids[mine] < ids[other]))
+        mine, other, dist = mine[keep], other[keep], pairs.distance[keep]
+        self.report.near_duplicate_pairs = int(mine.size)
+        order = np.lexsort((ids[other], ids[mine], dist))[:MAX_LISTED_NEAR_DUPLICATES]
+        listed = [(int(mine[k]), int(other[k]), int(dist[k])) for k in order]
+        wanted = sorted({int(ids[i]) for pair in listed for i in pair[:2]})
+        with session_scope(self.settings) as session:
+            facts = {r[0]: r[1:] for r in session.execute(
+                select(Image.id, Image.original_name, Image.path, ImageClass.name, Dataset.name)
+                .join(ImageClass, Image.class_id == ImageClass.id)
+                .join(Dataset, Image.dataset_id == Dataset.id).where(Image.id.in_(wanted)))}
+        for a, b, distance in listed:
+            new_id, other_id = int(ids[a]), int(ids[b])
+            name, path, class_name, dataset = facts.get(other_id, (None, "", "", ""))
+            within = bool(new[b])
+            self.report.near_duplicates.append({
+                "path": self.added_keys[rows[a][1]], "image_id": new_id,
+                "class": facts.get(new_id, (None, "", "", ""))[2],
+                "similar_to_image": other_id,
+                "similar_to": self.added_keys[rows[b][1]] if within else (name or path),
+                "similar_class": class_name, "similar_dataset": dataset,
+                "distance": distance, "within_import": within})
 
     def _split_known(self, session: Session, batch: list[Decoded]):  # noqa: ANN202
         shas = {item.sha256 for item in batch}

@@ -13,7 +13,8 @@ Rules that make the comparison honest:
   ``split_seed``. It never depends on ``real_per_class`` or the mode, so every run of a
   study with the same ``split_seed`` is tested on the same images.
 * No leakage: an image (content hash) is in exactly one role; synthetic images of the
-  same (prompt, seed) family go to the same side of every split.
+  same (prompt, seed) family go to the same side of every split, and so do near-duplicates
+  (resized, re-encoded, cropped copies: ``core.training.families``).
 * The validation set (early stopping) is split off before any subsampling, so it is the
   same for every point of the data-efficiency curve.
 
@@ -33,9 +34,13 @@ from sqlalchemy import select
 from core.config import Settings, get_settings
 from core.db.engine import session_scope
 from core.db.models import SOURCE_REAL, SOURCE_SYNTHETIC, Dataset, Image, ImageClass
+from core.neardup import Limits
+from core.training.families import (merge_near_duplicate_families, near_duplicates_across,
+                                    pin_to_real_split, without_near_duplicates_of)
 
 MODES = ("real", "synthetic", "mixed", "pretrain-finetune")
 TEST_TAGS = ("test",)
+FITTING_ROLES = ("train_real", "train_synthetic", "val_real", "val_synthetic")
 VAL_TAGS = ("val", "valid", "validation")
 
 
@@ -118,6 +123,9 @@ class ImageRecord:
     source: str
     dataset: str
     family: str  # images of one family always land on the same side of a split
+    # Near-duplicate signatures (core.neardup): near-duplicates share a family.
+    phash: int | None = None
+    colour_sig: str | None = None
 
 
 @dataclass
@@ -239,7 +247,7 @@ def _shortfall_note(wanted: int, class_names: list[str], synthetic: list[ImageRe
 
 def _records(images: list[Image], class_index: dict[str, int]) -> list[ImageRecord]:
     return [ImageRecord(img.id, img.sha256, img.path, class_index[img.image_class.name], img.source,
-                        img.dataset.name, family_key(img))
+                        img.dataset.name, family_key(img), img.phash, img.colour_sig)
             for img in images if img.image_class.name in class_index]
 
 
@@ -262,6 +270,8 @@ def plan_experiment(spec: DataSpec, settings: Settings | None = None) -> Experim
     real = _records(real_images, class_index)
     synthetic = _records(synthetic_images, class_index)
     notes: list[str] = []
+    real, synthetic, near_notes = merge_near_duplicate_families(real, synthetic, settings,
+                                                                class_names)
 
     def require(records: list[ImageRecord], what: str, minimum: int = 2) -> None:
         per_class = defaultdict(int)
@@ -282,9 +292,13 @@ def plan_experiment(spec: DataSpec, settings: Settings | None = None) -> Experim
         pool = [r for r in real if r.id not in test_ids and r.family not in families]
         test_real = sorted(tagged_test, key=lambda r: r.id)
         notes.append(f"real test set: {len(test_real)} images tagged 'test' on import")
+        if len(real) - len(test_real) - len(pool):
+            notes.append(f"{len(real) - len(test_real) - len(pool)} untagged images left out of "
+                         "training: near-duplicates (or import-group members) of test images")
     else:
         pool, test_real = _group_split(real, spec.test_fraction or 0.2, split_rng)
         notes.append(f"real test set: stratified {spec.test_fraction:.0%} split, seed {spec.split_seed}")
+    notes.extend(near_notes)
     tagged_val = {r.id for r, img in zip(real, _matching(real_images, real)) if img.split in VAL_TAGS}
     if tagged_val:
         val_real = [r for r in pool if r.id in tagged_val]
@@ -295,7 +309,10 @@ def plan_experiment(spec: DataSpec, settings: Settings | None = None) -> Experim
     train_real = _per_class(train_real, spec.real_per_class, subsample_rng)
 
     synth_rng = np.random.default_rng([spec.split_seed, 3])
-    synth_pool, test_synthetic = _group_split(synthetic, spec.synthetic_test_fraction, synth_rng)
+    synth_free, synth_to_test, synth_to_fit = pin_to_real_split(synthetic, test_real, pool)
+    synth_pool, test_synthetic = _group_split(synth_free, spec.synthetic_test_fraction, synth_rng)
+    synth_pool = sorted(synth_pool + synth_to_fit, key=lambda r: r.id)
+    test_synthetic = sorted(test_synthetic + synth_to_test, key=lambda r: r.id)
     # Mixed training validates on real images only: holding synthetic ones out for a
     # validation set nobody uses would just shrink the training pool.
     synth_val_fraction = 0.0 if spec.mode == "mixed" else spec.val_fraction
@@ -338,13 +355,17 @@ def plan_experiment(spec: DataSpec, settings: Settings | None = None) -> Experim
     for name in spec.cross_datasets:
         cross_images = _query_images(settings, SOURCE_REAL, [name], class_names)
         records = [r for r in _records(cross_images, class_index) if r.sha256 not in used]
+        records, dropped = without_near_duplicates_of(
+            records, [r for role in FITTING_ROLES for r in roles[role]], settings)
+        if dropped:
+            notes.append(f"cross:{name}: {dropped} near-duplicates of training images left out")
         if not records:
             raise DataError(f"dataset {name!r} has no images of the chosen classes for cross-dataset evaluation")
         roles[f"cross:{name}"] = records
     data = ExperimentData(spec, class_names, roles, notes)
     if not roles["train_real"] and not roles["train_synthetic"]:
         raise DataError("no training images after splitting; import more images")
-    check_no_leakage(data)
+    check_no_leakage(data, settings)
     return data
 
 
@@ -353,8 +374,9 @@ def _matching(images: list[Image], records: list[ImageRecord]) -> list[Image]:
     return [by_id[r.id] for r in records]
 
 
-def check_no_leakage(data: ExperimentData) -> None:
-    """Raise if an image or a synthetic family appears on both sides (train/val vs test)."""
+def check_no_leakage(data: ExperimentData, settings: Settings | None = None) -> None:
+    """Raise if an image, a family or a pair of near-duplicates (``core.neardup``, with the
+    limits of ``settings``) is on both sides (train/val vs test)."""
     seen: dict[str, str] = {}
     for role, records in data.roles.items():
         for record in records:
@@ -367,6 +389,14 @@ def check_no_leakage(data: ExperimentData) -> None:
         shared = fitting & {r.family for r in data.records(role)}
         if shared:
             raise AssertionError(f"{len(shared)} image families are in both training and {role}")
+    limits = Limits.of(settings or get_settings())
+    fitting_records = [r for role in FITTING_ROLES for r in data.records(role)]
+    for role in data.eval_roles():
+        close = near_duplicates_across(fitting_records, data.records(role), limits)
+        if close:
+            fit, held, distance = close[0]
+            raise AssertionError(f"{len(close)} near-duplicate pairs straddle training and {role} "
+                                 f"(e.g. images {fit.id} and {held.id}, {distance} bits apart)")
 
 
 def pipelines_for(spec: DataSpec, settings: Settings, image_size: int) -> dict[str, Any]:
