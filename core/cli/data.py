@@ -16,7 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Import a dataset. The layout is recognised by itself: class folders "
                     "(ImageFolder), Fruits-360 (Training/Test), flat files named by class "
                     "(apple_12.jpg, with Pascal VOC .xml boxes), or a Hugging Face dataset "
-                    "(a save_to_disk folder, or a Hub id such as user/name when online). "
+                    "(a save_to_disk folder, or a Hub id such as user/name when online; "
+                    "a label column names the classes, or else one split per class as in "
+                    "DiegoP-S/DatasetSynthesis). Near-duplicates (resized, re-encoded or "
+                    "cropped copies) are listed in the report. "
                     "Exit status 0 when the import ran, even if some files were rejected.")
     ingest.add_argument("path", metavar="PATH", help="folder, .zip, saved HF dataset or Hub id")
     ingest.add_argument("--dataset", help="dataset name (default: the folder or archive name)")
