@@ -5,7 +5,7 @@
 
 Rows are bulk-inserted (no image files: dealing only reads the index, it renders nothing).
 Measured: choosing a round's images for a player with a history (the no-repeat rule needs
-how often each image was shown to them). ``core.quiz.rounds`` reads only the columns it
+how often each image was shown to them). ``core.quiz.choosing`` reads only the columns it
 needs and counts the history in SQL; the naive baseline loads every Image as an ORM object
 and the player's round images through relationships, counting in Python. Both then apply
 the same choice. Median of several repeats; the ratio is printed.
@@ -67,28 +67,28 @@ def naive_choose(settings, player, request, seed):  # noqa: ANN001, ANN201
     from core.db.engine import session_scope
     from core.db.models import Image
     from core.quiz.models import QuizRound
-    from core.quiz.rounds import _Candidate, _choose_images, _model_key
+    from core.quiz.choosing import Candidate, choose_images, model_key
 
     with session_scope(settings) as session:
         images = list(session.scalars(select(Image).where(Image.excluded.is_(False))))
-        candidates = [_Candidate(i.id, i.class_id, i.source, _model_key(i.model), min(i.width, i.height))
+        candidates = [Candidate(i.id, i.class_id, i.source, model_key(i.model), min(i.width, i.height))
                       for i in images]
         shown: Counter = Counter()
         for rnd in session.scalars(select(QuizRound).where(QuizRound.player == player)):
             for round_image in rnd.images:
                 shown[round_image.image_id] += 1
-        return _choose_images(candidates, request.mode, shown, np.random.default_rng(seed))
+        return choose_images(candidates, request.mode, shown, np.random.default_rng(seed))
 
 
 def ours_choose(settings, player, request, seed):  # noqa: ANN001, ANN201
     import numpy as np
 
     from core.db.engine import session_scope
-    from core.quiz.rounds import _candidates, _choose_images, _times_shown
+    from core.quiz.choosing import candidates, choose_images, times_shown
 
     with session_scope(settings) as session:
-        return _choose_images(_candidates(session, request), request.mode,
-                              _times_shown(session, player), np.random.default_rng(seed))
+        return choose_images(candidates(session, request), request.mode,
+                             times_shown(session, player), np.random.default_rng(seed))
 
 
 def median_seconds(fn, repeats: int) -> float:  # noqa: ANN001
@@ -132,7 +132,7 @@ def main() -> None:
         print(f"pool {args.rows:,} images, player history {args.history} rounds "
               f"(dealt in {history_seconds:.1f} s, {history_seconds / max(1, args.history) * 1000:.0f} ms each)")
         print(f"choose images, naive ORM objects: {naive * 1000:8.1f} ms")
-        print(f"choose images, core.quiz.rounds : {ours * 1000:8.1f} ms")
+        print(f"choose images, core.quiz.choosing: {ours * 1000:7.1f} ms")
         print(f"ratio naive / ours              : {naive / ours:8.2f}x")
         print(f"whole new_round (choose + write): {full * 1000:8.1f} ms")
     finally:

@@ -3,6 +3,8 @@ how often synthetic images pass for real, with the machine judge beside the huma
 
 from __future__ import annotations
 
+from functools import partial
+
 import pandas as pd
 import streamlit as st
 
@@ -23,12 +25,45 @@ MODE_LABELS = {MODE_PAIR: "Which is real? (2 images)", MODE_QUAD: "Which is real
 VIEW_LABELS = {VIEW_ORIGINAL: "Originals", VIEW_MODEL: "As the model sees them (preprocessed)"}
 ANY = "(any)"
 ROUND_KEY, REVEAL_KEY, MESSAGE_KEY = "quiz_round", "quiz_revealed", "quiz_message"
+# The current round as served to this browser session: reruns show the same bytes (same
+# URLs, nothing reloads); a new round, another session or another player gets new ones.
+SERVED_KEY = "quiz_served"
+KEYS_KEY = "quiz_keys"
+KEYS_HELP = ("Keys: **1**-**4** pick the real image, **R** / **G** real or generated "
+             "(1-image game), **Enter** or **N** next round, **S** skip.")
 
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _image_bytes(image_token: str) -> bytes:
-    # Tokens are random per round and the bytes never change for a token: safe to cache.
-    return rounds.served_image(image_token, settings)[0]
+# st.button's ``shortcut`` covers 1-4, G, S and Enter. It refuses R (Streamlit keeps R for
+# "rerun") and a button takes one key, so this listener adds R (answer "real") and N
+# (next round) - only while the page offers them, and never while typing in a field.
+# Streamlit calls the function again on every data change without a cleanup, so one
+# listener per page reads the newest keys, and it goes quiet once the quiz leaves the page.
+_KEYS_JS = """
+export default function (component) {
+  const { data, setTriggerValue, parentElement } = component;
+  const state = (window.__synthlabQuizKeys = window.__synthlabQuizKeys || {});
+  state.keys = (data && data.keys) || [];
+  state.send = setTriggerValue;
+  state.anchor = parentElement;
+  if (!state.listening) {
+    state.listening = true;
+    window.addEventListener("keydown", (event) => {
+      const s = window.__synthlabQuizKeys;
+      if (!s.anchor || !s.anchor.isConnected) return;
+      if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
+      const target = event.composedPath ? event.composedPath()[0] : event.target;
+      if (target && (target.isContentEditable
+                     || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName))) return;
+      const key = (event.key || "").toLowerCase();
+      if (!s.keys.includes(key)) return;
+      event.preventDefault();
+      event.stopImmediatePropagation();  // R must not also rerun the page
+      s.send("key", key);
+    }, true);
+  }
+  return () => { if (state.anchor === parentElement) state.keys = []; };
+}
+"""
+_quiz_keys = st.components.v2.component("synthlab_quiz_keys", js=_KEYS_JS)
 
 
 def _request() -> rounds.RoundRequest:
@@ -66,8 +101,37 @@ def _answer(round_token: str, position: int | None = None, guess: str | None = N
     st.session_state[REVEAL_KEY] = round_token
 
 
+def _skip(round_token: str) -> None:
+    try:
+        rounds.skip_round(player, round_token, settings)
+    except rounds.QuizError as exc:  # answered meanwhile (another tab): just move on
+        st.session_state[MESSAGE_KEY] = str(exc)
+    _deal()
+
+
+def _on_key(round_token: str | None) -> None:
+    key = (st.session_state.get(KEYS_KEY) or {}).get("key")
+    if key == "r" and round_token:
+        _answer(round_token, guess="real")
+    elif key == "n":
+        _deal()
+
+
+def _keys(live: list[str], round_token: str | None = None) -> None:
+    _quiz_keys(key=KEYS_KEY, data={"keys": live}, on_key_change=partial(_on_key, round_token))
+
+
+def _served(round_token: str) -> rounds.ServedRound:
+    cached = st.session_state.get(SERVED_KEY)
+    if cached is not None and cached.round_token == round_token:
+        return cached
+    served = rounds.serve_round(round_token, settings)
+    st.session_state[SERVED_KEY] = served
+    return served
+
+
 def _settings_panel(options: rounds.QuizOptions) -> None:
-    with st.expander("Round settings", expanded=False):
+    with st.expander("Round settings: game, class, model, preprocessing", expanded=False):
         st.radio("Game", list(MODE_LABELS), format_func=MODE_LABELS.get, key="quiz_mode",
                  horizontal=True)
         left, right = st.columns(2)
@@ -87,35 +151,77 @@ def _settings_panel(options: rounds.QuizOptions) -> None:
                            index=options.pipelines.index("real"))
             right.selectbox("Pipeline for synthetic images", options.pipelines,
                             key="quiz_synthetic_pipeline", index=options.pipelines.index("synthetic"))
-        st.caption("Settings apply from the next round.")
+        st.caption("Settings apply from the next round. Choosing one class, one model or one "
+                   "preprocessing setting makes its fool rate (Analysis tab) comparable.")
 
 
 def _score_line() -> None:
     score = stats.player_score(player, settings)
-    cols = st.columns(4)
+    cols = st.columns(5)
     cols[0].metric("Score", score.score)
     cols[1].metric("Accuracy", "-" if score.accuracy is None else f"{score.accuracy:.0%}",
                    help=f"{score.correct} right of {score.answered}")
     cols[2].metric("Streak", score.streak)
     cols[3].metric("Best streak", score.best_streak)
+    cols[4].metric("Skipped", score.skipped, help="Skipped rounds are recorded, never scored.")
+
+
+def _quizzed_on(view: rounds.RoundView) -> str:
+    """What the player asked for (the round's filters), never what the round holds."""
+    filters = view.filters
+    parts = [MODE_LABELS.get(view.mode, view.mode)]
+    if filters.get("class_name"):
+        parts.append(f"class {view.class_display}")
+    for key, label in (("model", "model"), ("real_dataset", "real dataset"),
+                       ("synthetic_dataset", "synthetic dataset")):
+        if filters.get(key):
+            parts.append(f"{label} {filters[key]}")
+    parts.append(view.view_label if view.view == VIEW_MODEL else "originals")
+    return "Quizzed on: " + " · ".join(parts)
+
+
+def _image_grid(view: rounds.RoundView) -> list:
+    """One cell per image, in position order: a row for 2, two rows of 2 for 4 (so each
+    stays at its full, sharp size), and image | buttons for 1."""
+    if view.mode == MODE_SINGLE:
+        return list(st.columns([1, 1]))
+    if view.mode == MODE_QUAD:
+        return [cell for _row in range(2) for cell in st.columns(2)]
+    return list(st.columns(len(view.image_tokens)))
+
+
+def _show_images(cells: list, served: rounds.ServedRound) -> None:
+    # Every image was rendered and encoded before this first call: they arrive together.
+    for image in served.images:
+        with cells[image.position]:
+            # Exactly its own width: the browser never rescales it (and the style above keeps
+            # even a high-density screen from smoothing it).
+            st.image(image.data, width=image.px, output_format="PNG")
 
 
 def _show_round(view: rounds.RoundView) -> None:
+    served = _served(view.token)
     st.subheader(f"{view.class_display}: " + ("which one is real?" if view.mode != MODE_SINGLE
                                               else "real or generated?"))
-    columns = st.columns(len(view.image_tokens) if view.mode != MODE_SINGLE else [1, 1])
-    for position, token in enumerate(view.image_tokens):
-        with columns[position]:
-            st.image(_image_bytes(token), width="stretch")
-            if view.mode != MODE_SINGLE:
-                st.button("This one is real", key=f"quiz_pick_{position}", on_click=_answer,
-                          args=(view.token,), kwargs={"position": position}, width="stretch")
+    st.caption(_quizzed_on(view))
+    cells = _image_grid(view)
+    _show_images(cells, served)
     if view.mode == MODE_SINGLE:
-        with columns[1]:
-            st.button("Real", key="quiz_guess_real", on_click=_answer, args=(view.token,),
+        with cells[1]:
+            st.button("Real `R`", key="quiz_guess_real", on_click=_answer, args=(view.token,),
                       kwargs={"guess": "real"}, width="stretch")
-            st.button("Generated", key="quiz_guess_synthetic", on_click=_answer,
+            st.button("Generated", key="quiz_guess_synthetic", on_click=_answer, shortcut="G",
                       args=(view.token,), kwargs={"guess": "synthetic"}, width="stretch")
+    else:
+        for position in range(len(view.image_tokens)):
+            with cells[position]:
+                st.button("This one is real", key=f"quiz_pick_{position}", on_click=_answer,
+                          args=(view.token,), kwargs={"position": position},
+                          shortcut=str(position + 1), width=served.px)
+    st.button("Skip this round", key="quiz_skip", on_click=_skip, args=(view.token,),
+              shortcut="S", help="Recorded as skipped, not scored; the answer is not shown.")
+    st.caption(served.note() + " " + KEYS_HELP)
+    _keys(["r"] if view.mode == MODE_SINGLE else [], view.token)
 
 
 def _show_reveal(view: rounds.RoundView, reveal: rounds.Reveal) -> None:
@@ -125,13 +231,15 @@ def _show_reveal(view: rounds.RoundView, reveal: rounds.Reveal) -> None:
         st.error(f"Fooled: that one was generated. ({reveal.seconds_to_answer:.1f} s)")
     else:
         st.error(f"Wrong: that one was real. ({reveal.seconds_to_answer:.1f} s)")
-    columns = st.columns(len(reveal.images) if view.mode != MODE_SINGLE else [1, 1])
-    for image, token in zip(reveal.images, view.image_tokens):
-        with columns[image.position]:
-            try:
-                st.image(_image_bytes(token), width="stretch")
-            except rounds.QuizError:
-                st.caption("(image deleted since)")
+    st.button("Next round", key="quiz_next", on_click=_deal, type="primary", shortcut="Enter",
+              help="Enter or N")
+    cells = _image_grid(view)
+    try:
+        _show_images(cells, _served(view.token))
+    except rounds.QuizError:
+        st.caption("(an image of this round was deleted since)")
+    for image in reveal.images:
+        with cells[image.position]:
             chosen = " - your pick" if reveal.chosen_position == image.position else ""
             if image.is_real:
                 st.markdown(f"**Real** (dataset: {image.dataset}){chosen}")
@@ -139,7 +247,47 @@ def _show_reveal(view: rounds.RoundView, reveal: rounds.Reveal) -> None:
                 st.markdown(f"**Generated** by `{image.model}`{chosen}")
                 # Prompts are user text: shown as plain text, never as markdown or HTML.
                 st.text(f"prompt: {image.prompt or '(not recorded)'}")
-    st.button("Next round", key="quiz_next", on_click=_deal, type="primary")
+    st.caption(KEYS_HELP)
+    _keys(["n"])
+
+
+@st.fragment
+def _play_area() -> None:
+    # A fragment: answering, skipping and the next round rerun only this part of the page
+    # (not the leaderboard and the analysis charts), which keeps each step well under 1 s.
+    _score_line()
+    message = st.session_state.pop(MESSAGE_KEY, None)
+    if message:
+        st.warning(message)
+    token = st.session_state.get(ROUND_KEY)
+    if token is None:
+        resumed = rounds.open_round(player, settings)  # a reload keeps the dealt round
+        token = resumed.token if resumed else None
+        if token:
+            st.session_state[ROUND_KEY] = token
+    view = None
+    if token is not None:
+        try:
+            view = rounds.get_round(token, settings)
+            if view.player != player:  # the name in the sidebar changed
+                raise rounds.QuizError("another player's round")
+        except rounds.QuizError:
+            st.session_state.pop(ROUND_KEY, None)
+            view = None
+    if view is not None and view.missing_images and not view.answered:
+        st.warning("An image of this round was deleted meanwhile.")
+        view = None
+    if view is None or view.skipped:
+        st.button("Deal a round", key="quiz_deal", on_click=_deal, type="primary", shortcut="Enter")
+        st.caption(KEYS_HELP)
+        _keys(["n"])
+        return
+    reveal = rounds.reveal_round(token, settings) if view.answered else None
+    with st.container(key="quiz_images"):
+        if reveal is None:
+            _show_round(view)
+        else:
+            _show_reveal(view, reveal)
 
 
 def _play_tab() -> None:
@@ -151,42 +299,13 @@ def _play_tab() -> None:
     except rounds.QuizError as exc:
         st.warning(f"Cannot play under this name: {exc}")
         return
-    _score_line()
     options = rounds.quiz_options(settings)
     _settings_panel(options)
     if not options.classes:
         st.warning("No class has both real and synthetic images yet. Import real images "
                    "(Import page) and generate synthetic ones (Generate page) for the same classes.")
         return
-    message = st.session_state.pop(MESSAGE_KEY, None)
-    if message:
-        st.warning(message)
-    token = st.session_state.get(ROUND_KEY)
-    if token is None:
-        resumed = rounds.open_round(player, settings)  # a reload keeps the dealt round
-        token = resumed.token if resumed else None
-        if token:
-            st.session_state[ROUND_KEY] = token
-    if token is None:
-        st.button("Deal a round", key="quiz_deal", on_click=_deal, type="primary")
-        return
-    try:
-        view = rounds.get_round(token, settings)
-        if view.player != player:  # the name in the sidebar changed
-            raise rounds.QuizError("another player's round")
-    except rounds.QuizError:
-        st.session_state.pop(ROUND_KEY, None)
-        st.button("Deal a round", key="quiz_deal", on_click=_deal, type="primary")
-        return
-    if view.missing_images and not view.answered:
-        st.warning("An image of this round was deleted meanwhile.")
-        st.button("Deal a round", key="quiz_deal", on_click=_deal, type="primary")
-        return
-    reveal = rounds.reveal_round(token, settings) if view.answered else None
-    if reveal is None:
-        _show_round(view)
-    else:
-        _show_reveal(view, reveal)
+    _play_area()
 
 
 def _leaderboard_tab() -> None:
@@ -261,6 +380,9 @@ def _analysis_tab() -> None:
 
 
 st.title("Which image is real?")
+# Quiz pictures are enlarged with nearest-neighbour on the server; keep a high-density
+# screen from smoothing them again.
+st.html("<style>.st-key-quiz_images img { image-rendering: pixelated; }</style>")
 play, board, analysis = st.tabs(["Play", "Leaderboard", "Analysis"])
 with play:
     _play_tab()

@@ -35,15 +35,15 @@ def _truth(round_token: str, settings) -> dict[int, bool]:  # noqa: ANN001
         return dict(rows.all())
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
-def test_served_images_carry_no_metadata_and_match(settings, monkeypatch, fmt):
+def test_served_images_carry_no_metadata_and_match(settings, monkeypatch):
+    import numpy as np
+
     from core.config import get_settings
     from core.db.engine import session_scope
     from core.db.models import Image as ImageRow
     from core.quiz import rounds
     from core.store import ImageStore
 
-    monkeypatch.setenv("SYNTHLAB_QUIZ_IMAGE_FORMAT", fmt)
     monkeypatch.setenv("SYNTHLAB_QUIZ_IMAGE_PX", "128")  # the cap
     settings = get_settings()
     add_pool(settings)
@@ -62,12 +62,17 @@ def test_served_images_carry_no_metadata_and_match(settings, monkeypatch, fmt):
         assert b"parameters" not in data and b"Seed" not in data and b"sd-turbo" not in data
         assert b"Exif" not in data and b"CameraMaker" not in data and b"PhoneCamera" not in data
         with Image.open(io.BytesIO(data)) as image:
-            # 128 asked, but the smallest image (64 px synthetic) is not enlarged: both at 64.
-            assert image.format == fmt and image.size == (64, 64) and image.mode == "RGB"
+            # 128 asked, but the smallest image (64 px synthetic) is not enlarged by
+            # resampling: both are 64 px pictures, shown 4x bigger with nearest-neighbour.
+            assert image.format == "PNG" and image.size == (256, 256) and image.mode == "RGB"
             assert not image.getexif() and "parameters" not in image.info
             assert "icc_profile" not in image.info and "exif" not in image.info
-        if fmt == "PNG":
-            assert set(_png_chunks(data)) == {b"IHDR", b"IDAT", b"IEND"}
+            pixels = np.asarray(image)
+        blocks = pixels.reshape(64, 4, 64, 4, 3)
+        assert (blocks == blocks[:, :1, :, :1]).all()  # every 4x4 block one picture pixel
+        # Only the image and a 16-byte random nonce: the same chunks, in the same order.
+        assert _png_chunks(data) == [b"IHDR", b"raNd", b"IDAT", b"IEND"]
+    assert len({len(data) for data in served}) == 1
     # Tokens are random: they name neither the image id, its hash, nor its file.
     with session_scope(settings) as session:
         rows = list(session.scalars(select(ImageRow)))
@@ -81,8 +86,9 @@ def test_served_images_carry_no_metadata_and_match(settings, monkeypatch, fmt):
     for _ in range(6):
         single = rounds.new_round("bea", rounds.RoundRequest(mode="single"), settings)
         data = rounds.round_images(single.token, settings)[0]
-        sizes.setdefault(_truth(single.token, settings)[0], set()).add(Image.open(io.BytesIO(data)).size)
-    assert sizes == {True: {(64, 64)}, False: {(64, 64)}}
+        sizes.setdefault(_truth(single.token, settings)[0], set()).add(
+            (Image.open(io.BytesIO(data)).size, len(data)))
+    assert sizes == {True: {((256, 256), len(served[0]))}, False: {((256, 256), len(served[0]))}}
 
 
 def test_positions_are_seeded_and_recorded(settings):
@@ -312,15 +318,17 @@ def test_model_view_serves_preprocessed_pixels_and_is_its_own_setting(settings):
 
     add_pool(settings)
     view = rounds.new_round("kim", rounds.RoundRequest(mode="pair", view="model", seed=5), settings)
-    served = rounds.round_images(view.token, settings)
-    sizes = {Image.open(io.BytesIO(data)).size for data in served}
-    assert sizes == {(settings.quiz_image_px,) * 2}
-    # The served picture is the training pipeline's output, blown up with NEAREST: every
-    # block of (px / image_size) pixels is one model pixel (up to JPEG noise).
-    block = settings.quiz_image_px // settings.image_size
-    pixels = np.asarray(Image.open(io.BytesIO(served[0])), dtype=np.int16)
-    blocks = pixels.reshape(settings.image_size, block, settings.image_size, block, 3)
-    assert np.abs(blocks - blocks[:, :1, :, :1]).mean() < 6
+    served = rounds.serve_round(view.token, settings)
+    # The served picture is the training pipeline's output (the model's input size),
+    # blown up by a whole factor with NEAREST: every block is exactly one model pixel.
+    size, block = settings.image_size, served.scale
+    assert served.content_px == size and size * block >= 256
+    assert "nearest-neighbour" in served.note() and f"{size} x {size} px model input" in served.note()
+    for image in served.images:
+        assert Image.open(io.BytesIO(image.data)).size == (size * block, size * block)
+        pixels = np.asarray(Image.open(io.BytesIO(image.data)), dtype=np.int16)
+        blocks = pixels.reshape(size, block, size, block, 3)
+        assert (blocks == blocks[:, :1, :, :1]).all()
     assert load_pipeline("real", settings).describe()  # the defaults resolved
     truth = _truth(view.token, settings)
     rounds.answer_round("kim", view.token, position=next(p for p, r in truth.items() if r),

@@ -63,3 +63,59 @@ def add_pool(settings, *, classes=("apple",), real_per_class: int = 4,  # noqa: 
                               dataset=generated, raw=raw, original_name=f"{model}_{seed}.png",
                               generation={"prompt": f"a photo of a {label}", "seed": seed,
                                           "model": model, "steps": 4, "guidance": 0.0})
+
+
+def smooth_photo(seed: int, size: tuple[int, int] = (170, 128)) -> bytes:
+    """A "photo" that compresses well: soft gradients and blurred blobs, as a JPEG."""
+    from PIL import ImageFilter
+
+    rng = np.random.default_rng(seed)
+    width, height = size
+    yy, xx = np.mgrid[0:height, 0:width] / max(width, height)
+    base = rng.uniform(40, 200, size=3)
+    slope = rng.uniform(-80, 80, size=(2, 3))
+    pixels = base + xx[..., None] * slope[0] + yy[..., None] * slope[1]
+    for _ in range(3):
+        cy, cx, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.1, 0.3)
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+        pixels += blob[..., None] * rng.uniform(-60, 60, size=3)
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    buffer = io.BytesIO()
+    image.filter(ImageFilter.GaussianBlur(2)).save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def noisy_generation(seed: int, side: int = 384) -> bytes:
+    """A "generation" that compresses badly: strong per-pixel noise, as a larger PNG."""
+    rng = np.random.default_rng(10_000 + seed)
+    pixels = rng.normal(rng.uniform(60, 190, size=3), 55, size=(side, side, 3))
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def add_contrast_pool(settings, *, real: int = 12, synthetic: int = 12,  # noqa: ANN001
+                      label: str = "apple", model: str = "sd-turbo") -> None:
+    """One class whose real and synthetic files differ strongly in everything but meaning:
+    small smooth JPEG photos vs large noisy PNG generations (byte size, format, entropy,
+    decoding time). Served metadata must not tell them apart."""
+    from core.catalog import add_image, get_or_create_class, get_or_create_dataset
+    from core.db.engine import session_scope
+    from core.imageio import decode_image
+    from core.store import ImageStore
+
+    store = ImageStore(settings)
+    with session_scope(settings, write=True) as session:
+        image_class = get_or_create_class(session, label)
+        photos = get_or_create_dataset(session, "smooth-photos")
+        generated = get_or_create_dataset(session, f"noisy-{model}", source="synthetic")
+        for i in range(real):
+            raw = smooth_photo(i)
+            add_image(session, store, decode_image(raw), image_class=image_class, dataset=photos,
+                      raw=raw, original_name=f"photo_{i}.jpg")
+        for i in range(synthetic):
+            raw = noisy_generation(i)
+            add_image(session, store, decode_image(raw), image_class=image_class,
+                      dataset=generated, raw=raw, original_name=f"gen_{i}.png",
+                      generation={"prompt": f"a photo of a {label}", "seed": i, "model": model,
+                                  "steps": 4, "guidance": 0.0})

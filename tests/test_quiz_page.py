@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from tests.test_quiz_fairness import streamlit_url
 from tests.test_quiz_helpers import add_pool
 
 TIMEOUT = 60
@@ -49,7 +50,13 @@ def test_full_round_answer_score_and_storage(settings):
     assert answer is None and rnd.player == "alice" and len(truth) == 2
     # Images reach the browser as bytes under content-hash URLs: no id, path or token in them.
     urls = [url for element in at.image for url in element.value]
-    assert len(urls) == 2 and all(url.endswith(".jpg") for url in urls)
+    assert len(urls) == 2 and all(url.endswith(".png") for url in urls)
+    # ...and they are exactly the names Streamlit gives the bytes core.quiz.delivery served
+    # (what tests/test_quiz_fairness.py measures, 280 rounds over).
+    served = at.session_state["quiz_served"]
+    assert [u.rsplit("/", 1)[-1] for u in urls] == [
+        streamlit_url(image.data, "PNG", image.px).rsplit("/", 1)[-1] for image in served.images]
+    assert any("Keys: **1**-**4** pick the real image" in c.value for c in at.caption)
     with session_scope(settings) as session:
         names = [n for row in session.scalars(select(ImageRow))
                  for n in (row.path, row.sha256[:16], row.original_name)]
@@ -62,6 +69,8 @@ def test_full_round_answer_score_and_storage(settings):
     assert at.success and "Right" in at.success[0].value
     assert _metric(at, "Score") == "1" and _metric(at, "Streak") == "1"
     assert any("Generated" in m.value and "sd-turbo" in m.value for m in at.markdown)
+    # The reveal shows the very same served images (no new download, no new names).
+    assert [url for element in at.image for url in element.value] == urls
     assert any("a photo of a apple" in t.value for t in at.text)
     _rnd, _truth, answer = _stored_round(settings)
     assert answer is not None and answer.correct and answer.player == "alice"
@@ -134,3 +143,78 @@ def test_quad_round_from_settings_panel(settings, mode):
     rnd, truth, _ = _stored_round(settings)
     assert rnd.mode == "quad" and rnd.model == "sd-turbo" and sorted(truth) == [0, 1, 2, 3]
     assert len([url for element in at.image for url in element.value]) == 4
+
+
+def _urls(at) -> list[str]:  # noqa: ANN001
+    return [url for element in at.image for url in element.value]
+
+
+def test_same_images_get_new_names_for_every_serve_and_player(settings):
+    # One real and one synthetic image: every pair round shows the very same two pictures.
+    add_pool(settings, real_per_class=1, synthetic={"sd-turbo": 1})
+    seen: list[str] = []
+    for player in ("amy", "ben"):
+        at = _app(player)
+        for _round in range(2):
+            at.button(key="quiz_deal" if not at.image else "quiz_next").click().run()
+            urls = _urls(at)
+            assert len(urls) == 2
+            at.run()  # a rerun of the same page is the same serve: nothing reloads
+            assert _urls(at) == urls
+            seen += urls
+            at.button(key="quiz_pick_0").click().run()
+        # A reload (a new session) of an unanswered round serves it anew.
+        at.button(key="quiz_next").click().run()
+        before = _urls(at)
+        again = _app(player)
+        assert len(_urls(again)) == 2 and not set(_urls(again)) & set(before)
+        seen += before + _urls(again)
+    assert len(seen) == len(set(seen)) == 16
+
+
+def test_skip_is_recorded_not_scored_and_reveals_nothing(settings):
+    from core.db.engine import session_scope
+    from core.quiz import rounds, stats
+    from core.quiz.models import QuizAnswer
+
+    add_pool(settings, real_per_class=3, synthetic={"sd-turbo": 3})
+    at = _app("sam")
+    at.button(key="quiz_deal").click().run()
+    first, _truth, _ = _stored_round(settings)
+    at.button(key="quiz_skip").click().run()
+    assert not at.exception and not at.success and not at.error  # no reveal after a skip
+    second, _truth, _ = _stored_round(settings)
+    assert second.id != first.id and len(_urls(at)) == 2  # straight to the next round
+    with session_scope(settings) as session:
+        skip = session.scalar(select(QuizAnswer).where(QuizAnswer.round_id == first.id))
+        assert skip.guess == "skip" and skip.chosen_position is None and skip.fooled is None
+    assert rounds.reveal_round(first.token, settings) is None
+    assert _metric(at, "Skipped") == "1" and _metric(at, "Score") == "0"
+    assert _metric(at, "Accuracy") == "-"  # a skip is not a wrong answer
+    score = stats.player_score("sam", settings)
+    assert (score.answered, score.skipped) == (0, 1)
+    assert stats.analysis(settings)["overall"]["rounds"] == 0
+    with pytest.raises(rounds.AlreadyAnswered):
+        rounds.skip_round("sam", first.token, settings)
+    assert rounds.open_round("sam", settings).token == second.token
+
+
+def test_rounds_for_one_class_model_or_preprocessing(settings):
+    add_pool(settings, classes=("apple", "lime"), real_per_class=3,
+             synthetic={"sd-turbo": 3, "tiny-sd": 3})
+    at = _app("uma")
+    at.selectbox(key="quiz_class").set_value("lime")
+    at.selectbox(key="quiz_model").set_value("tiny-sd").run()
+    for _ in range(3):
+        at.button(key="quiz_deal" if not _urls(at) else "quiz_next").click().run()
+        rnd, _truth, _ = _stored_round(settings)
+        assert rnd.model == "tiny-sd" and rnd.filters["class_name"] == "lime"
+        assert any(c.value.startswith("Quizzed on:") and "class Lime" in c.value
+                   and "model tiny-sd" in c.value for c in at.caption)
+        at.button(key="quiz_pick_1").click().run()
+    at.radio(key="quiz_view").set_value("model").run()
+    at.button(key="quiz_next").click().run()
+    rnd, _truth, _ = _stored_round(settings)
+    assert rnd.view == "model" and rnd.view_label.startswith("model view")
+    assert any("As the model sees them: the 64 x 64 px model input, enlarged 4x with "
+               "nearest-neighbour" in c.value for c in at.caption)

@@ -21,11 +21,12 @@ from core.db.engine import run_write, session_scope
 from core.db.models import SOURCE_REAL, SOURCE_SYNTHETIC, Image
 from core.device import detect_device
 from core.jobs import JobContext, register_handler, submit
-from core.quiz.judge import JudgeConfig, RealSyntheticJudge, pixels_from_bytes
+from core.quiz.judge import JudgeConfig, RealSyntheticJudge, pixels_from_image
 from core.quiz.models import (MODE_SINGLE, VIEW_MODEL, VIEW_ORIGINAL, QuizAnswer, QuizJudgeRun,
                               QuizJudgeVerdict, QuizRound, QuizRoundImage)
-from core.quiz.rounds import image_seed, judge_answer
-from core.quiz.serving import model_view_status, render_bytes
+from core.quiz.answers import SKIPPED, judge_answer
+from core.quiz.delivery import image_seed
+from core.quiz.serving import content_px, model_view_status, render_pixels
 from core.store import ImageStore, atomic_write
 
 JOB_KIND = "quiz-judge"
@@ -61,7 +62,6 @@ class _RoundToJudge:
     view: str
     seed: int
     px: int
-    fmt: str
     pipelines: dict[str, Any] | None
     images: list[tuple[int, int, bool]]  # (position, image id, is real)
 
@@ -79,9 +79,12 @@ def _load_inputs(settings: Settings, max_answer_id: int) -> tuple[list[_PoolImag
         rounds = {}
         for rnd in session.scalars(
                 select(QuizRound).join(QuizAnswer, QuizAnswer.round_id == QuizRound.id)
-                .where(QuizAnswer.id <= max_answer_id).order_by(QuizRound.id)):
+                .where(QuizAnswer.id <= max_answer_id,
+                       QuizAnswer.guess.is_(None) | (QuizAnswer.guess != SKIPPED))
+                .order_by(QuizRound.id)):
+            # Skipped rounds have no human answer to compare with: not judged.
             rounds[rnd.id] = _RoundToJudge(rnd.id, rnd.mode, rnd.view, rnd.seed, rnd.served_px,
-                                           rnd.served_format, rnd.pipelines, [])
+                                           rnd.pipelines, [])
         for round_id, position, image_id, is_real in session.execute(
                 select(QuizRoundImage.round_id, QuizRoundImage.position, QuizRoundImage.image_id,
                        QuizRoundImage.is_real).where(QuizRoundImage.round_id.in_(list(rounds)))):
@@ -125,16 +128,19 @@ def run_judge(ctx: JobContext) -> dict[str, Any]:
     ctx.log(f"{len(sample)} images to learn from in {len(views)} view(s), "
             f"{len(rounds)} answered rounds to judge, {config.folds} folds")
 
-    def render(image: _PoolImage, view: str, seed: int, px: int, fmt: str,
+    def render(image: _PoolImage, view: str, seed: int, px: int,
                pipelines: dict[str, Any] | None) -> np.ndarray:
-        data = render_bytes(store, image.path, image.source, view, seed, px, fmt, settings, pipelines)
-        return pixels_from_bytes(data, config.image_px)
+        # The served picture before its sharp enlargement and lossless encoding: the
+        # same pixels the players see, without the cost of writing them.
+        picture = render_pixels(store, image.path, image.source, view, seed,
+                                content_px(view, px, settings), settings, pipelines)
+        return pixels_from_image(picture, config.image_px)
 
     pixels, labels, folds = [], [], []
     for index, image in enumerate(sample):
         for view, pipelines in views:
             pixels.append(render(image, view, TRAINING_RENDER_SEED, settings.quiz_image_px,
-                                 settings.quiz_image_format, pipelines))
+                                 pipelines))
             labels.append(1 if image.source == SOURCE_REAL else 0)
             folds.append(_fold(image.sha256, config.folds, config.random_state))
         if index % 50 == 0:
@@ -175,8 +181,7 @@ def run_judge(ctx: JobContext) -> dict[str, Any]:
             image = by_id.get(image_id)
             if image is None:  # excluded since the round was played
                 break
-            data = render(image, rnd.view, image_seed(rnd.seed, position), rnd.px, rnd.fmt,
-                          rnd.pipelines)
+            data = render(image, rnd.view, image_seed(rnd.seed, position), rnd.px, rnd.pipelines)
             judge = judges[_fold(image.sha256, config.folds, config.random_state)]
             probabilities.append(float(judge.predict_proba(data[None])[0, 1]))
         else:

@@ -31,13 +31,18 @@ class JudgeConfig:
         return asdict(self)
 
 
+def pixels_from_image(image: Image.Image, px: int) -> np.ndarray:
+    """A served picture -> uint8 (px, px, 3): the judge looks at what players got."""
+    rgb = image.convert("RGB")
+    if rgb.size != (px, px):
+        rgb = rgb.resize((px, px), Image.Resampling.BOX)
+    return np.asarray(rgb, dtype=np.uint8).copy()
+
+
 def pixels_from_bytes(data: bytes, px: int) -> np.ndarray:
-    """Served bytes -> uint8 (px, px, 3): the judge looks at exactly what players got."""
+    """Served bytes -> uint8 (px, px, 3)."""
     with Image.open(io.BytesIO(data)) as image:
-        rgb = image.convert("RGB")
-        if rgb.size != (px, px):
-            rgb = rgb.resize((px, px), Image.Resampling.BOX)
-        return np.asarray(rgb, dtype=np.uint8).copy()
+        return pixels_from_image(image, px)
 
 
 class RealSyntheticJudge:

@@ -1,16 +1,26 @@
-"""Fair serving: every quiz image leaves the server as fresh pixels in one format and size.
+"""Fair pixels and fair bytes: what a quiz image looks like, and how it is written.
 
 Real and synthetic files differ in ways that give the answer away without looking at the
-picture: format (JPEG photos vs PNG generations), aspect ratio, size, EXIF, and the PNG
-text chunks where diffusion front-ends write prompt and seed. So the served bytes are
-re-encoded from pixels only: centre-cropped to a square, resized to one size, written by
-a fresh encoder with no metadata, identically for both sides.
+picture: format (JPEG photos vs PNG generations), aspect ratio, size, EXIF, the PNG text
+chunks where diffusion front-ends write prompt and seed, and - after any compression -
+the byte size, since compressed size follows the picture's entropy (issue 12: generated
+files were ~3.5 KB, photos 0.8-1.7 KB). So a served image is:
+
+* pixels only: centre-cropped to a square, resized to the round's size (the same for every
+  image of the round, chosen from the pools, not from the image shown);
+* enlarged to at least ``MIN_DISPLAY_PX`` by an integer factor with nearest-neighbour, so
+  a small picture is shown big and sharp, never smoothed by the browser;
+* written as an *uncompressed* PNG (deflate "stored" blocks, no filters), whose length
+  depends on the width and height alone; plus one private chunk of ``NONCE_BYTES`` random
+  bytes, new for every serve, so that Streamlit's media file name (a hash of the bytes)
+  is new every time while the length stays fixed. No other chunk: no metadata.
 """
 
 from __future__ import annotations
 
 import importlib
-import io
+import struct
+import zlib
 from typing import Any
 
 import numpy as np
@@ -21,8 +31,15 @@ from core.db.models import SOURCE_REAL
 from core.quiz.models import VIEW_MODEL, VIEW_ORIGINAL
 from core.store import ImageStore
 
-SERVED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png"}
-JPEG_QUALITY = 90
+MIMETYPE = "image/png"
+SERVED_FORMAT = "PNG"
+# Shown at least this big (CSS px); smaller pictures are enlarged by a whole factor.
+MIN_DISPLAY_PX = 256
+NONCE_BYTES = 16
+# A private (2nd letter lower case), ancillary (1st lower case), safe-to-copy chunk:
+# decoders skip it. It holds only random bytes, never anything about the image.
+NONCE_CHUNK = b"raNd"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class ModelViewUnavailable(RuntimeError):
@@ -36,22 +53,47 @@ def centre_square(image: Image.Image, size: int, resample: Image.Resampling) -> 
     left, top = (width - side) // 2, (height - side) // 2
     square = image.crop((left, top, left + side, top + side))
     if square.size != (size, size):
-        square = square.resize((size, size), resample)
+        # Only ever shrink smoothly; a square smaller than asked (an index that is out of
+        # date) is enlarged with nearest-neighbour rather than blurred.
+        square = square.resize((size, size),
+                               resample if side > size else Image.Resampling.NEAREST)
     return square
 
 
-def encode_clean(image: Image.Image, fmt: str) -> bytes:
-    """Encode pixels only: a new image built from the array carries no info, EXIF or ICC."""
-    fmt = fmt.upper()
-    if fmt not in SERVED_FORMATS:
-        raise ValueError(f"quiz image format must be one of {sorted(SERVED_FORMATS)}, not {fmt!r}")
-    fresh = Image.fromarray(np.asarray(image.convert("RGB"), dtype=np.uint8).copy(), "RGB")
-    buffer = io.BytesIO()
-    if fmt == "JPEG":
-        fresh.save(buffer, format="JPEG", quality=JPEG_QUALITY, optimize=False, progressive=False)
-    else:
-        fresh.save(buffer, format="PNG", compress_level=6)
-    return buffer.getvalue()
+def sharp_scale(content_px: int) -> int:
+    """The whole factor that brings ``content_px`` to at least ``MIN_DISPLAY_PX``."""
+    return max(1, -(-MIN_DISPLAY_PX // max(1, content_px)))
+
+
+def enlarge_sharp(image: Image.Image) -> Image.Image:
+    """Enlarge by ``sharp_scale`` with nearest-neighbour: every source pixel a crisp block."""
+    scale = sharp_scale(min(image.size))
+    if scale == 1:
+        return image
+    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    return (struct.pack(">I", len(payload)) + kind + payload
+            + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
+
+
+def encode_fixed_png(image: Image.Image, nonce: bytes) -> bytes:
+    """Uncompressed RGB PNG: IHDR, the nonce chunk, one IDAT, IEND - nothing else.
+
+    Each row is filter type 0 and the deflate stream uses stored blocks (level 0), so the
+    length is a function of width and height only (tests measure it on very different
+    pictures). ``nonce`` must be ``NONCE_BYTES`` long.
+    """
+    if len(nonce) != NONCE_BYTES:
+        raise ValueError(f"the nonce must be {NONCE_BYTES} bytes")
+    pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    height, width, _ = pixels.shape
+    rows = np.zeros((height, 1 + width * 3), dtype=np.uint8)  # column 0: filter "None"
+    rows[:, 1:] = pixels.reshape(height, width * 3)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    return (PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(NONCE_CHUNK, nonce)
+            + _chunk(b"IDAT", zlib.compress(rows.tobytes(), 0)) + _chunk(b"IEND", b""))
 
 
 def _preprocess_module() -> Any:
@@ -101,9 +143,15 @@ def _model_view(image: Image.Image, spec: dict[str, Any], seed: int) -> Image.Im
     return pipeline.apply(image, seed).convert("RGB")
 
 
+def content_px(view: str, served_px: int, settings: Settings) -> int:
+    """The side of the picture before the sharp enlargement: the round's size for originals,
+    the model's input size for the model view (both sides of a round alike)."""
+    return settings.image_size if view == VIEW_MODEL else served_px
+
+
 def render_pixels(store: ImageStore, relpath: str, source: str, view: str, seed: int, px: int,
                   settings: Settings, pipelines: dict[str, dict[str, Any]] | None = None) -> Image.Image:
-    """The picture a player sees (before encoding): same size for every image of a round."""
+    """The picture a player sees, at its own resolution (``content_px``), not yet enlarged."""
     image = store.open_rgb(relpath)
     if view == VIEW_ORIGINAL:
         return centre_square(image, px, Image.Resampling.LANCZOS)
@@ -111,13 +159,8 @@ def render_pixels(store: ImageStore, relpath: str, source: str, view: str, seed:
         if not pipelines:
             raise ValueError("the model view needs the round's preprocessing pipelines")
         spec = pipelines["real" if source == SOURCE_REAL else "synthetic"]
-        # Blown up with NEAREST so the player sees the model's pixels, not a smoothed version.
-        return centre_square(_model_view(image, spec, seed), px, Image.Resampling.NEAREST)
+        # The model's own pixels: squared to its input size with NEAREST, never smoothed,
+        # so two pipelines with different output sizes still serve one size.
+        return centre_square(_model_view(image, spec, seed), settings.image_size,
+                             Image.Resampling.NEAREST)
     raise ValueError(f"unknown view {view!r}")
-
-
-def render_bytes(store: ImageStore, relpath: str, source: str, view: str, seed: int, px: int,
-                 fmt: str, settings: Settings,
-                 pipelines: dict[str, dict[str, Any]] | None = None) -> bytes:
-    return encode_clean(render_pixels(store, relpath, source, view, seed, px, settings, pipelines),
-                        fmt)

@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from core.config import Settings
 from core.db.engine import session_scope
 from core.db.models import ImageClass
+from core.quiz.answers import SKIPPED
 from core.quiz.models import (MODE_PAIR, MODE_QUAD, MODE_SINGLE, QuizAnswer, QuizJudgeRun,
                               QuizJudgeVerdict, QuizRound)
 
@@ -33,6 +34,7 @@ class PlayerScore:
     streak: int  # current run of correct answers
     best_streak: int
     mean_seconds: float | None
+    skipped: int = 0  # rounds skipped: recorded, never scored
 
     @property
     def accuracy(self) -> float | None:
@@ -53,13 +55,14 @@ def _streaks(results: list[bool]) -> tuple[int, int]:
 
 def answers_frame(settings: Settings | None = None, *, mode: str | None = None,
                   player: str | None = None) -> pd.DataFrame:
-    """One row per answer, with what the round showed (oldest first)."""
+    """One row per answer, with what the round showed (oldest first); skips are left out."""
     with session_scope(settings) as session:
         query = (select(QuizAnswer.round_id, QuizAnswer.player, QuizRound.mode, QuizRound.view_label,
                         ImageClass.display_name, QuizRound.model, QuizAnswer.correct,
                         QuizAnswer.fooled, QuizAnswer.seconds_to_answer, QuizAnswer.answered_at)
                  .join(QuizRound, QuizRound.id == QuizAnswer.round_id)
                  .join(ImageClass, ImageClass.id == QuizRound.class_id)
+                 .where(_not_skipped())
                  .order_by(QuizAnswer.id))
         if mode:
             query = query.where(QuizRound.mode == mode)
@@ -69,8 +72,22 @@ def answers_frame(settings: Settings | None = None, *, mode: str | None = None,
     return pd.DataFrame(rows, columns=ANSWER_COLUMNS)
 
 
+def _not_skipped():  # noqa: ANN202 - a SQLAlchemy condition
+    return QuizAnswer.guess.is_(None) | (QuizAnswer.guess != SKIPPED)
+
+
+def skips(settings: Settings | None = None) -> dict[str, int]:
+    """Skipped rounds per player."""
+    with session_scope(settings) as session:
+        return dict(session.execute(select(QuizAnswer.player, func.count())
+                                    .where(QuizAnswer.guess == SKIPPED)
+                                    .group_by(QuizAnswer.player)).all())
+
+
 def player_score(player: str, settings: Settings | None = None) -> PlayerScore:
-    return _score_of(player, answers_frame(settings, player=player))
+    score = _score_of(player, answers_frame(settings, player=player))
+    score.skipped = skips(settings).get(player, 0)
+    return score
 
 
 def _score_of(player: str, frame: pd.DataFrame) -> PlayerScore:
@@ -84,7 +101,10 @@ def _score_of(player: str, frame: pd.DataFrame) -> PlayerScore:
 def leaderboard(settings: Settings | None = None, *, limit: int = 50) -> list[PlayerScore]:
     """Players by score (correct answers), then accuracy, then best streak."""
     frame = answers_frame(settings)
+    skipped = skips(settings)
     scores = [_score_of(player, group) for player, group in frame.groupby("player", sort=True)]
+    for score in scores:
+        score.skipped = skipped.get(score.player, 0)
     scores.sort(key=lambda s: (-s.score, -(s.accuracy or 0.0), -s.best_streak, s.player))
     return scores[:limit]
 
