@@ -42,3 +42,15 @@ def output_dir(request) -> Path:
     folder = ROOT / "test-output" / request.node.name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models are all per-call overhead: a second thread only fights over a shared CPU.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -22,15 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"size": 32, "steps": 2, "guidance": 0.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The tiny model is all per-call overhead: extra threads only fight over a shared CPU."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="session")

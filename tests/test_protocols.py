@@ -27,13 +27,7 @@ from tests.tiny_sd import tiny_sd_for_session
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models are all per-call overhead: a second thread only fights over a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _pixels(n: int = 48, size: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -288,3 +282,26 @@ def test_train_json_summarises_a_sweep_per_level_and_mode(settings):
     keys = {(v["mode"], v["real_per_class"]) for v in summary}
     assert keys == {("real", 4), ("mixed", 4), ("real", None), ("mixed", None)}
     assert all(v["n_runs"] == 1 for v in summary)
+
+
+def test_random_preprocessing_is_drawn_once_or_every_epoch(settings):
+    from core.training.data import DataSpec, pipelines_for, plan_experiment
+    from core.training.experiments import training_pixels
+
+    add_fruit_images(settings, "real", classes=["apple", "banana"], per_class=6)
+    add_fruit_images(settings, "synth", classes=["apple", "banana"], per_class=12,
+                     source="synthetic", seed=5, size=(40, 40))
+    spec = DataSpec(mode="synthetic", real_pipeline="original-real",
+                    synthetic_pipeline="original-synthetic", val_fraction=0.0)
+    records = plan_experiment(spec, settings).records("train_synthetic")
+    pipelines = pipelines_for(spec, settings, 32)
+    once = training_pixels(records, pipelines, settings, seed=1, each_epoch=False)
+    assert isinstance(once, np.ndarray) and once.shape == (len(records), 32, 32, 3)
+    fresh = training_pixels(records, pipelines, settings, seed=1, each_epoch=True)
+    first, second = fresh(1), fresh(2)
+    assert not np.array_equal(first, second)  # the trim is redrawn every epoch
+    assert np.array_equal(fresh(1), first)  # reproducibly
+    # The deterministic real pipeline is one fixed array either way.
+    real_records = plan_experiment(DataSpec(mode="real", real_pipeline="original-real"),
+                                   settings).records("train_real")
+    assert isinstance(training_pixels(real_records, pipelines, settings, seed=1), np.ndarray)

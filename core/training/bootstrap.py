@@ -15,6 +15,7 @@ the classes with positives and negatives.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -27,12 +28,20 @@ INTERVAL_METRICS = ("accuracy", "precision", "recall", "f1", "precision_weighted
 _CHUNK_CELLS = 4_000_000
 
 
+def _count_chunks(n: int, resamples: int, seed: int, rows: int) -> Iterator[np.ndarray]:
+    """The rows of ``resample_counts`` in blocks of ``rows``, drawn from one stream, so memory
+    stays bounded however many test images there are."""
+    rng = np.random.default_rng([int(seed), 8191])
+    for start in range(0, resamples, rows):
+        block = min(rows, resamples - start)
+        draws = rng.integers(0, n, size=(block, n))
+        offsets = (np.arange(block)[:, None] * n + draws).ravel()
+        yield np.bincount(offsets, minlength=block * n).reshape(block, n)
+
+
 def resample_counts(n: int, resamples: int, seed: int) -> np.ndarray:
     """``(resamples, n)``: how many times each of ``n`` items is drawn in each resample."""
-    rng = np.random.default_rng([int(seed), 8191])
-    draws = rng.integers(0, n, size=(resamples, n))
-    offsets = (np.arange(resamples)[:, None] * n + draws).ravel()
-    return np.bincount(offsets, minlength=resamples * n).reshape(resamples, n)
+    return np.concatenate(list(_count_chunks(n, resamples, seed, resamples)))
 
 
 def _classification(counts: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
@@ -84,11 +93,9 @@ def bootstrap_metrics(y_true: np.ndarray, proba: np.ndarray, *, seed: int,
     if n == 0:
         raise ValueError("cannot bootstrap an empty set")
     y_pred = proba.argmax(axis=1)
-    counts = resample_counts(n, resamples, seed)
     per_chunk = max(1, _CHUNK_CELLS // max(1, n))
     parts: list[dict[str, np.ndarray]] = []
-    for start in range(0, resamples, per_chunk):
-        chunk = counts[start:start + per_chunk]
+    for chunk in _count_chunks(n, resamples, seed, per_chunk):
         values = _classification(chunk, y_true, y_pred, n_classes)
         aucs = np.stack([_weighted_auc(chunk, proba[:, k], y_true == k) for k in range(n_classes)])
         with np.errstate(invalid="ignore"):

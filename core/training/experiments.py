@@ -268,6 +268,19 @@ def training_units(train: TrainConfig, data: ExperimentData) -> int:
     return train.epochs * (real + synth)
 
 
+def training_pixels(records: list, pipelines: dict[str, Any], settings: Settings, *, seed: int,
+                    each_epoch: bool = True, cache: Any = None,  # noqa: ANN401
+                    ) -> np.ndarray | Callable[[int], np.ndarray]:
+    """What ``Classifier.fit`` trains on: a fixed array when no pipeline step is random or
+    the random steps are drawn once per image (``each_epoch=False``, the original study),
+    else ``epoch -> array`` with a fresh draw every epoch."""
+    random_pipeline = any(pipelines[s].is_random for s in {r.source for r in records})
+    if not random_pipeline or not each_epoch:
+        return load_pixels(records, pipelines, settings, seed=seed, cache=cache)  # epoch 0's draw
+    return lambda epoch: load_pixels(records, pipelines, settings, seed=seed, epoch=epoch,
+                                     cache=cache)
+
+
 def execute_run(run_id: int, settings: Settings | None = None, *,
                 on_progress: ProgressCallback | None = None, progress_offset: int = 0,
                 progress_total: int | None = None) -> dict[str, Any]:
@@ -299,12 +312,8 @@ def execute_run(run_id: int, settings: Settings | None = None, *,
         return load_pixels(data.records(role), pipelines, settings, seed=eval_seed, cache=cache)
 
     def source(records: list) -> Any:  # noqa: ANN401
-        random_pipeline = any(pipelines[s].is_random for s in {r.source for r in records})
-        if not random_pipeline or not data_spec.augment_each_epoch:
-            # One draw per image (epoch 0), fixed for the whole run.
-            return load_pixels(records, pipelines, settings, seed=train.seed, cache=cache)
-        return lambda epoch: load_pixels(records, pipelines, settings, seed=train.seed,
-                                         epoch=epoch, cache=cache)
+        return training_pixels(records, pipelines, settings, seed=train.seed,
+                               each_epoch=data_spec.augment_each_epoch, cache=cache)
 
     units_total = progress_total if progress_total is not None else training_units(train, data)
     state = {"offset": progress_offset, "phase_images": 0, "phase_start": progress_offset}
