@@ -165,7 +165,7 @@ def _train(args: argparse.Namespace) -> int:
             if isinstance(values, dict) and "accuracy" in values:
                 print(f"  {eval_set} (n={values.get('n')}): " + "  ".join(
                     _with_interval(k, v, values.get("ci95", {}).get(k)) for k, v in values.items()
-                    if k in LABELLED_METRICS.values()))
+                    if k not in ("n", "ci95")))
     for variant in payload.get("summary", []):
         for eval_set, values in variant["metrics"].items():
             print(f"{variant['label']}: mean +- std over {variant['n_runs']} run(s), {eval_set}: "
@@ -178,7 +178,8 @@ def train_in_foreground(run_ids: list[int], settings: Any) -> list[dict[str, Any
     from tqdm import tqdm
 
     from core.training.data import DataError
-    from core.training.experiments import execute_run, get_run, mark_runs, plan_for_run, training_units
+    from core.training.experiments import (execute_run, get_run, labelled, mark_runs, plan_for_run,
+                                           training_units)
     from core.training.models import RUN_CANCELLED, RUN_FAILED
 
     plans = {}
@@ -222,24 +223,6 @@ def train_in_foreground(run_ids: list[int], settings: Any) -> list[dict[str, Any
     return results
 
 
-# The stored keys (precision, recall, f1 are macro averages) and how output labels them.
-LABELLED_METRICS = {"accuracy": "accuracy", "precision": "precision_macro", "recall": "recall_macro",
-                    "f1": "f1_macro", "precision_weighted": "precision_weighted",
-                    "recall_weighted": "recall_weighted", "f1_weighted": "f1_weighted",
-                    "roc_auc": "roc_auc"}
-
-
-def labelled(metrics: dict[str, Any] | None, eval_set: str) -> dict[str, Any]:
-    """An eval set's headline metrics with macro and weighted averages named as such, its
-    size and its bootstrap intervals."""
-    values = (metrics or {}).get(eval_set) or {}
-    out: dict[str, Any] = {"n": values.get("n")}
-    out.update({label: values.get(key) for key, label in LABELLED_METRICS.items()})
-    if values.get("ci95"):
-        out["ci95"] = {LABELLED_METRICS[k]: v for k, v in values["ci95"].items() if k in LABELLED_METRICS}
-    return out
-
-
 def _with_interval(name: str, value: float | None, interval: list[float] | None) -> str:
     if value is None:
         return f"{name} n/a"
@@ -249,7 +232,7 @@ def _with_interval(name: str, value: float | None, interval: list[float] | None)
 def variant_summaries(runs: list[Any]) -> list[dict[str, Any]]:
     """One entry per configuration (mode, sweep level, mix...): runs that differ only by
     seed are pooled, different configurations never are."""
-    from core.training.experiments import group_by_variant, summarize
+    from core.training.experiments import LABELLED_METRICS, group_by_variant, summarize
 
     out = []
     for group in group_by_variant(runs):
@@ -274,14 +257,14 @@ def variant_summaries(runs: list[Any]) -> list[dict[str, Any]]:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from core.training.experiments import headline, list_runs, reconcile_runs
+    from core.training.experiments import labelled, list_runs, reconcile_runs
 
     reconcile_runs()
     rows = list_runs(limit=args.limit, group_id=args.group)
     payload = [{"id": r.id, "name": r.name, "mode": r.mode, "model": r.model_name, "status": r.status,
                 "group_id": r.group_id, "seeds": r.seeds, "job_id": r.job_id,
                 "created_by": r.created_by, "created_at": r.created_at, "error": r.error,
-                "metrics": {k: headline(r.metrics, k) for k in (r.metrics or {}) if not k.startswith("_")}}
+                "metrics": {k: labelled(r.metrics, k) for k in (r.metrics or {}) if not k.startswith("_")}}
                for r in rows]
     if args.json:
         print_json(payload)

@@ -399,12 +399,23 @@ def delete_run(run_id: int, settings: Settings | None = None) -> None:
 
 # --- aggregation -----------------------------------------------------------------------
 
-HEADLINE = ("accuracy", "precision", "recall", "f1", "roc_auc")
+# Stored metric keys (precision, recall and f1 are macro averages) and the names every
+# output gives them, so macro and weighted averages are never read one for the other.
+LABELLED_METRICS = {"accuracy": "accuracy", "precision": "precision_macro", "recall": "recall_macro",
+                    "f1": "f1_macro", "precision_weighted": "precision_weighted",
+                    "recall_weighted": "recall_weighted", "f1_weighted": "f1_weighted",
+                    "roc_auc": "roc_auc"}
 
 
-def headline(metrics: dict[str, Any] | None, eval_set: str = "real_test") -> dict[str, Any]:
+def labelled(metrics: dict[str, Any] | None, eval_set: str = "real_test") -> dict[str, Any]:
+    """An eval set's headline metrics under their labelled names, with its size and its
+    bootstrap intervals."""
     values = (metrics or {}).get(eval_set) or {}
-    return {k: values.get(k) for k in HEADLINE}
+    out: dict[str, Any] = {"n": values.get("n")}
+    out.update({label: values.get(key) for key, label in LABELLED_METRICS.items()})
+    if values.get("ci95"):
+        out["ci95"] = {LABELLED_METRICS[k]: v for k, v in values["ci95"].items() if k in LABELLED_METRICS}
+    return out
 
 
 def summarize(runs: list[Run]) -> dict[str, dict[str, dict[str, float | None]]]:

@@ -70,7 +70,8 @@ def run_training_job(ctx: JobContext) -> dict[str, Any]:
             run = get_run(run_id, ctx.settings)
         done_units += units[run_id]
         real = (run.metrics or {}).get("real_test", {})
-        results[str(run_id)] = {"accuracy": real.get("accuracy"), "f1": real.get("f1")}
+        results[str(run_id)] = {"accuracy": real.get("accuracy"), "f1_macro": real.get("f1"),
+                                "f1_weighted": real.get("f1_weighted")}
         ctx.log(f"run {run_id} done: real-test accuracy {real.get('accuracy')}")
         ctx.set_result({"runs": results})
     ctx.progress(total, total, "done", force=True)

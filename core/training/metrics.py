@@ -24,8 +24,6 @@ from core.training.bootstrap import DEFAULT_RESAMPLES, bootstrap_intervals
 # Curves are thinned to at most this many points so they stay small in the DB.
 MAX_CURVE_POINTS = 200
 
-HEADLINE_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
-
 
 def _clean(value: float | None) -> float | None:
     if value is None:
