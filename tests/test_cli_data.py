@@ -112,3 +112,12 @@ def test_list_limits_must_be_positive_and_help_shows_defaults(settings, capsys) 
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "default: 10" in capsys.readouterr().out  # --epochs
+
+
+def test_a_reader_that_goes_away_gets_no_traceback(settings):
+    """``python -m core runs --json | head -1``: a closed pipe is the reader's choice."""
+    proc = subprocess.Popen([sys.executable, "-m", "core", "stats", "--json"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the command writes anything
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141 and b"Traceback" not in err, err.decode()[-500:]
