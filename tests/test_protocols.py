@@ -109,11 +109,14 @@ def test_deterministic_mode_is_switched_on_for_the_fit_only():
     from core.training.trainer import Classifier, TrainConfig
 
     X, y = _pixels(16)
-    seen = []
-    model = Classifier(TrainConfig(epochs=1, image_size=16, deterministic=True),
-                       on_epoch=lambda *_: seen.append(torch.are_deterministic_algorithms_enabled()))
-    model.fit(X, y)
-    assert seen == [True] and not torch.are_deterministic_algorithms_enabled()
+    for model_name in ("small", "deep"):  # every layer has a deterministic backward
+        seen = []
+        model = Classifier(TrainConfig(model=model_name, epochs=1, image_size=16, deterministic=True),
+                           on_epoch=lambda *_, seen=seen: seen.append(
+                               torch.are_deterministic_algorithms_enabled()))
+        model.fit(X, y)
+        assert seen == [True] and not torch.are_deterministic_algorithms_enabled()
+        assert not any(isinstance(m, torch.nn.AdaptiveAvgPool2d) for m in model.model_.modules())
 
 
 def test_validation_fraction_zero_trains_on_every_image(settings):

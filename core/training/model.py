@@ -96,6 +96,15 @@ def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.MaxPool2d(2))
 
 
+class GlobalAvgPool(nn.Module):
+    """Average over the spatial dimensions: ``nn.AdaptiveAvgPool2d(1)``'s result, but its
+    CUDA backward has a deterministic implementation (AdaptiveAvgPool2d's has none, so
+    ``--deterministic`` would refuse to train the deep model on a GPU)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3), keepdim=True)
+
+
 class DeepCNN(nn.Module):
     """Four conv blocks (64, 128, 256, 512) with batch norm, global average pooling, fc 256."""
 
@@ -110,7 +119,7 @@ class DeepCNN(nn.Module):
             blocks.append(_conv_block(c_in, width))
             c_in = width
         self.features = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = GlobalAvgPool()
         self.classifier = nn.Sequential(
             nn.Flatten(), nn.Linear(c_in, hidden), nn.ReLU(inplace=True),
             nn.Dropout(dropout), nn.Linear(hidden, num_classes))
