@@ -366,3 +366,32 @@ def test_deleted_image_keeps_answers_and_blocks_nothing(settings):
         rounds.served_image(pending.image_tokens[0], settings)
     assert stats.player_score("lou", settings).answered == 1
     assert rounds.reveal_round(answered.token, settings) is not None
+
+
+def test_served_length_depends_on_size_only_and_is_lossless():
+    import numpy as np
+
+    from core.quiz.serving import NONCE_BYTES, encode_fixed_png, enlarge_sharp
+
+    rng = np.random.default_rng(0)
+    for side in (64, 100, 256):
+        yy, xx = np.mgrid[0:side, 0:side]
+        pictures = {
+            "black": np.zeros((side, side, 3), np.uint8),
+            "white": np.full((side, side, 3), 255, np.uint8),
+            "gradient": np.stack([xx * 255 // side, yy * 255 // side, (xx + yy) % 256], -1),
+            "noise": rng.integers(0, 256, (side, side, 3)),
+        }
+        lengths = set()
+        for name, pixels in pictures.items():
+            data = encode_fixed_png(Image.fromarray(pixels.astype(np.uint8), "RGB"),
+                                    bytes(NONCE_BYTES) if name == "black" else
+                                    rng.bytes(NONCE_BYTES))
+            lengths.add(len(data))
+            with Image.open(io.BytesIO(data)) as decoded:  # lossless: the very same pixels
+                assert np.array_equal(np.asarray(decoded), pixels.astype(np.uint8)), name
+        assert len(lengths) == 1, (side, lengths)
+    # Small pictures are enlarged by a whole factor to at least 256 px, never resampled.
+    assert enlarge_sharp(Image.new("RGB", (64, 64))).size == (256, 256)
+    assert enlarge_sharp(Image.new("RGB", (100, 100))).size == (300, 300)
+    assert enlarge_sharp(Image.new("RGB", (300, 300))).size == (300, 300)

@@ -22,19 +22,28 @@ from sqlalchemy.orm import Session
 from core.config import Settings, get_settings
 from core.db.engine import run_write, session_scope
 from core.db.models import ImageClass, utcnow
-from core.quiz.answers import (GUESSES, SKIPPED, Reveal, RevealedImage, answer_round,  # noqa: F401
+from core.quiz.answers import (GUESSES, SKIPPED, Reveal, RevealedImage, answer_round,
                                judge_answer, reveal_round, skip_round)
-from core.quiz.choosing import (IMAGES_PER_MODE, UNKNOWN_MODEL, candidates,  # noqa: F401
+from core.quiz.choosing import (IMAGES_PER_MODE, UNKNOWN_MODEL, candidates,
                                 choose_images, times_shown)
-from core.quiz.delivery import (ServedImage, ServedRound, image_seed, round_images,  # noqa: F401
+from core.quiz.delivery import (ServedImage, ServedRound, image_seed, round_images,
                                 serve_round, served_image)
-from core.quiz.errors import (MAX_PLAYER_NAME, AlreadyAnswered, QuizError,  # noqa: F401
+from core.quiz.errors import (MAX_PLAYER_NAME, AlreadyAnswered, QuizError,
                               check_player_name)
-from core.quiz.models import (MODE_PAIR, MODE_SINGLE, MODES, VIEW_MODEL, VIEW_ORIGINAL, VIEWS,
+from core.quiz.models import (MODE_PAIR, MODES, VIEW_MODEL, VIEW_ORIGINAL, VIEWS,
                               QuizAnswer, QuizRound, QuizRoundImage)
-from core.quiz.options import QuizOptions, quiz_options  # noqa: F401
+from core.quiz.options import QuizOptions, quiz_options
 from core.quiz.serving import (SERVED_FORMAT, ModelViewUnavailable, model_view_status,
                                pipelines_label, resolve_pipelines)
+
+# The whole game under one name (pages, CLI and tests use ``rounds.<name>``).
+__all__ = [
+    "GUESSES", "IMAGES_PER_MODE", "MAX_PLAYER_NAME", "SKIPPED", "UNKNOWN_MODEL",
+    "AlreadyAnswered", "QuizError", "QuizOptions", "Reveal", "RevealedImage", "RoundRequest",
+    "RoundView", "ServedImage", "ServedRound", "answer_round", "check_player_name",
+    "get_round", "image_seed", "judge_answer", "new_round", "open_round", "quiz_options",
+    "reveal_round", "round_images", "serve_round", "served_image", "skip_round",
+]
 
 
 @dataclass
