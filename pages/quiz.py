@@ -32,11 +32,15 @@ KEYS_KEY = "quiz_keys"
 KEYS_HELP = ("Keys: **1**-**4** pick the real image, **R** / **G** real or generated "
              "(1-image game), **Enter** or **N** next round, **S** skip.")
 
-# st.button's ``shortcut`` covers 1-4, G, S and Enter. It refuses R (Streamlit keeps R for
-# "rerun") and a button takes one key, so this listener adds R (answer "real") and N
-# (next round) - only while the page offers them, and never while typing in a field.
-# Streamlit calls the function again on every data change without a cleanup, so one
-# listener per page reads the newest keys, and it goes quiet once the quiz leaves the page.
+# Keys: st.button's ``shortcut`` where it can be used - G, S and Enter on "Next round".
+# It cannot do the rest: R is refused (Streamlit keeps R for "rerun"), a button takes one
+# key (N is a second key for "next"), and a shortcut becomes part of the button's name
+# ("This one is real 1"), which would rename the pick and deal buttons that people and
+# the end-to-end test find by name. So this listener adds 1-4, R, N and Enter-to-deal:
+# only the keys the page offers at that moment, never while typing in a field, and Enter
+# is left to a focused button or link. Streamlit calls the function again on every data
+# change without a cleanup, so one listener per page reads the newest keys, and it goes
+# quiet once the quiz is no longer on the page.
 _KEYS_JS = """
 export default function (component) {
   const { data, setTriggerValue, parentElement } = component;
@@ -51,9 +55,12 @@ export default function (component) {
       if (!s.anchor || !s.anchor.isConnected) return;
       if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
       const target = event.composedPath ? event.composedPath()[0] : event.target;
+      const tag = (target && target.tagName) || "";
       if (target && (target.isContentEditable
-                     || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName))) return;
+                     || ["INPUT", "TEXTAREA", "SELECT"].includes(tag))) return;
       const key = (event.key || "").toLowerCase();
+      if (key === "enter" && (["BUTTON", "A", "SUMMARY"].includes(tag)
+                              || (target.getAttribute && target.getAttribute("role") === "button"))) return;
       if (!s.keys.includes(key)) return;
       event.preventDefault();
       event.stopImmediatePropagation();  // R must not also rerun the page
@@ -113,11 +120,14 @@ def _on_key(round_token: str | None) -> None:
     key = (st.session_state.get(KEYS_KEY) or {}).get("key")
     if key == "r" and round_token:
         _answer(round_token, guess="real")
-    elif key == "n":
+    elif key in ("1", "2", "3", "4") and round_token:
+        _answer(round_token, position=int(key) - 1)
+    elif key in ("n", "enter"):
         _deal()
 
 
 def _keys(live: list[str], round_token: str | None = None) -> None:
+    """Listen for ``live`` keys (see _KEYS_JS); ``round_token`` is the round they answer."""
     _quiz_keys(key=KEYS_KEY, data={"keys": live}, on_key_change=partial(_on_key, round_token))
 
 
@@ -217,11 +227,12 @@ def _show_round(view: rounds.RoundView) -> None:
             with cells[position]:
                 st.button("This one is real", key=f"quiz_pick_{position}", on_click=_answer,
                           args=(view.token,), kwargs={"position": position},
-                          shortcut=str(position + 1), width=served.px)
+                          help=f"Key {position + 1}", width=served.px)
     st.button("Skip this round", key="quiz_skip", on_click=_skip, args=(view.token,),
               shortcut="S", help="Recorded as skipped, not scored; the answer is not shown.")
     st.caption(served.note() + " " + KEYS_HELP)
-    _keys(["r"] if view.mode == MODE_SINGLE else [], view.token)
+    _keys(["r"] if view.mode == MODE_SINGLE
+          else [str(p + 1) for p in range(len(view.image_tokens))], view.token)
 
 
 def _show_reveal(view: rounds.RoundView, reveal: rounds.Reveal) -> None:
@@ -278,9 +289,10 @@ def _play_area() -> None:
         st.warning("An image of this round was deleted meanwhile.")
         view = None
     if view is None or view.skipped:
-        st.button("Deal a round", key="quiz_deal", on_click=_deal, type="primary", shortcut="Enter")
+        st.button("Deal a round", key="quiz_deal", on_click=_deal, type="primary",
+                  help="Enter or N")
         st.caption(KEYS_HELP)
-        _keys(["n"])
+        _keys(["enter", "n"])
         return
     reveal = rounds.reveal_round(token, settings) if view.answered else None
     with st.container(key="quiz_images"):
