@@ -2,19 +2,22 @@
 
 Passwords are hashed with Argon2id (argon2-cffi); only the hash is stored. Sign-in
 attempts are recorded in the DB and a name with too many recent failures is refused for
-a while, whichever browser session or server process the attempts come from.
+a while, whichever browser session or server process the attempts come from. Each attempt
+is recorded before its password is checked, so a burst of simultaneous attempts cannot
+all pass the count while the slow hashes run.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from core.config import Settings, get_settings
@@ -162,18 +165,83 @@ def get_user(name: str, settings: Settings | None = None) -> UserInfo | None:
         return _info(user) if user is not None else None
 
 
-def recent_failures(name: str, settings: Settings | None = None) -> tuple[int, dt.datetime | None]:
-    """Failed attempts for ``name`` in the window (since its last success) and the oldest one."""
-    settings = settings or get_settings()
+def _failures_in_window(session: Session, name: str,
+                        settings: Settings) -> tuple[int, dt.datetime | None]:
+    """Failed (or still being checked) attempts for ``name`` in the window, counted since
+    its last success, and the oldest of them."""
     since = utcnow() - dt.timedelta(seconds=settings.login_window_seconds)
+    last_ok = session.scalar(select(func.max(LoginAttempt.at)).where(
+        LoginAttempt.name == name, LoginAttempt.success))
+    if last_ok is not None and last_ok > since:
+        since = last_ok
+    row = session.execute(select(func.count(), func.min(LoginAttempt.at)).where(
+        LoginAttempt.name == name, ~LoginAttempt.success, LoginAttempt.at > since)).one()
+    return int(row[0]), row[1]
+
+
+def recent_failures(name: str, settings: Settings | None = None) -> tuple[int, dt.datetime | None]:
+    """Failed attempts for ``name`` in the window (since its last success) and the oldest one.
+
+    Attempts whose password is still being checked count as failures (see ``authenticate``).
+    """
+    settings = settings or get_settings()
     with session_scope(settings) as session:
-        last_ok = session.scalar(select(func.max(LoginAttempt.at)).where(
-            LoginAttempt.name == name, LoginAttempt.success))
-        if last_ok is not None and last_ok > since:
-            since = last_ok
-        row = session.execute(select(func.count(), func.min(LoginAttempt.at)).where(
-            LoginAttempt.name == name, ~LoginAttempt.success, LoginAttempt.at > since)).one()
-        return int(row[0]), row[1]
+        return _failures_in_window(session, name, settings)
+
+
+# Namespace of the per-name advisory locks on PostgreSQL (two-int form, so its keys never
+# meet the one-bigint key of the migration lock in core.db.engine).
+_PG_LOGIN_LOCK_SPACE = 727272
+
+
+def _lock_name(session: Session, name: str) -> None:
+    """Serialise sign-in reservations for one name until the transaction ends.
+
+    SQLite needs nothing: write transactions start with ``BEGIN IMMEDIATE``, which already
+    admits one writer at a time across threads and processes. On PostgreSQL (READ
+    COMMITTED) two transactions could both count four failures and both insert a fifth, so
+    a transaction-scoped advisory lock keyed on the name makes count-and-insert atomic.
+    It also covers names without an account, which have no row to lock.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    key = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:4], "big", signed=True)
+    session.execute(text("SELECT pg_advisory_xact_lock(CAST(:space AS integer), "
+                         "CAST(:key AS integer))"), {"space": _PG_LOGIN_LOCK_SPACE, "key": key})
+
+
+@dataclass(frozen=True)
+class _Reservation:
+    attempt_id: int
+    stored_hash: str | None
+    is_admin: bool
+
+
+def _reserve_attempt(name: str, settings: Settings) -> _Reservation:
+    """Record the attempt as a failure *before* the password is checked, or refuse it.
+
+    Counting, refusing and recording happen in one transaction under a per-name lock, so
+    however many sign-ins for a name arrive at once, at most ``login_max_failures`` of them
+    get a reservation (and so a password check) per window. The row is turned into a
+    success only once the password is right; an attempt that dies half-way stays a failure.
+    """
+    def write(session: Session) -> _Reservation:
+        _lock_name(session, name)
+        failures, oldest = _failures_in_window(session, name, settings)
+        if failures >= settings.login_max_failures:
+            wait = settings.login_window_seconds
+            if oldest is not None:
+                wait = max(1, int(settings.login_window_seconds
+                                  - (utcnow() - oldest).total_seconds()))
+            raise LoginRefused(
+                f"too many failed sign-in attempts for {name}; try again in {wait} s")
+        attempt = LoginAttempt(name=name, success=False, at=utcnow())
+        session.add(attempt)
+        user = _find(session, name)
+        session.flush()
+        return _Reservation(attempt.id, user.password_hash if user is not None else None,
+                            bool(user.is_admin) if user is not None else False)
+    return run_write(write, settings)
 
 
 def authenticate(name: str, password: str, settings: Settings | None = None) -> Identity:
@@ -183,28 +251,24 @@ def authenticate(name: str, password: str, settings: Settings | None = None) -> 
         name = clean_name(name)
     except AccountError as exc:
         raise LoginRefused("wrong name or password") from exc
-    failures, oldest = recent_failures(name, settings)
-    if failures >= settings.login_max_failures:
-        wait = settings.login_window_seconds
-        if oldest is not None:
-            wait = max(1, int(settings.login_window_seconds - (utcnow() - oldest).total_seconds()))
-        raise LoginRefused(f"too many failed sign-in attempts for {name}; try again in {wait} s")
-    with session_scope(settings) as session:
-        user = _find(session, name)
-        stored_hash = user.password_hash if user is not None else None
-        is_admin = bool(user.is_admin) if user is not None else False
-    ok = verify_password(stored_hash, password or "")
+    reservation = _reserve_attempt(name, settings)
+    # The slow Argon2 check runs outside any transaction: the reservation already counts.
+    ok = verify_password(reservation.stored_hash, password or "")
+    if not ok:
+        raise LoginRefused("wrong name or password")
+    stored_hash = reservation.stored_hash
 
     def write(session: Session) -> None:
-        session.add(LoginAttempt(name=name, success=ok))
-        if ok and stored_hash and _hasher.check_needs_rehash(stored_hash):
+        attempt = session.get(LoginAttempt, reservation.attempt_id)
+        if attempt is not None:
+            attempt.success = True
+        if stored_hash and _hasher.check_needs_rehash(stored_hash):
             found = _find(session, name)
             if found is not None:
                 found.password_hash = hash_password(password)
     run_write(write, settings)
-    if not ok:
-        raise LoginRefused("wrong name or password")
-    return Identity(name=name, is_admin=is_admin, auth_mode=AUTH_PASSWORD, verified=True)
+    return Identity(name=name, is_admin=reservation.is_admin, auth_mode=AUTH_PASSWORD,
+                    verified=True)
 
 
 def oidc_identity(claims: dict[str, Any], settings: Settings | None = None) -> Identity:
