@@ -37,10 +37,10 @@ KEYS_HELP = ("Keys: **1**-**4** pick the real image, **R** / **G** real or gener
 # key (N is a second key for "next"), and a shortcut becomes part of the button's name
 # ("This one is real 1"), which would rename the pick and deal buttons that people and
 # the end-to-end test find by name. So this listener adds 1-4, R, N and Enter-to-deal:
-# only the keys the page offers at that moment, never while typing in a field, and Enter
-# is left to a focused button or link. Streamlit calls the function again on every data
-# change without a cleanup, so one listener per page reads the newest keys, and it goes
-# quiet once the quiz is no longer on the page.
+# only the keys the page offers at that moment, never while typing in a field or while
+# the Play tab is hidden, and Enter is left to a focused button or link. Streamlit calls
+# the function again on every data change without a cleanup, so one listener per page
+# reads the newest keys, and it goes quiet once the quiz is no longer on the page.
 _KEYS_JS = """
 export default function (component) {
   const { data, setTriggerValue, parentElement } = component;
@@ -53,6 +53,9 @@ export default function (component) {
     window.addEventListener("keydown", (event) => {
       const s = window.__synthlabQuizKeys;
       if (!s.anchor || !s.anchor.isConnected) return;
+      // Not while another tab (Leaderboard, Analysis) hides the round.
+      const host = s.anchor.host || s.anchor;  // the anchor may be the shadow root
+      if (host.checkVisibility && !host.checkVisibility()) return;
       if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
       const target = event.composedPath ? event.composedPath()[0] : event.target;
       const tag = (target && target.tagName) || "";
