@@ -331,7 +331,7 @@ def _leaderboard_tab() -> None:
     st.dataframe(pd.DataFrame([{
         "rank": rank, "player": s.player, "score": s.score, "answered": s.answered,
         "accuracy": s.accuracy, "streak": s.streak, "best streak": s.best_streak,
-        "mean seconds": s.mean_seconds} for rank, s in enumerate(board, 1)]),
+        "skipped": s.skipped, "mean seconds": s.mean_seconds} for rank, s in enumerate(board, 1)]),
         hide_index=True, column_config={
             "accuracy": st.column_config.ProgressColumn("accuracy", min_value=0.0, max_value=1.0,
                                                         format="percent"),
