@@ -63,9 +63,9 @@ class Settings:
     # A password sign-in is remembered in the browser (a cookie) for this many days, so a
     # reload or a new tab needs no new sign-in; 0 signs in for the browser tab only.
     session_days: int = 14
-    # Quiz: every served image is re-encoded to this format (JPEG | PNG) and square size,
-    # the same for real and synthetic, so neither the file nor its size gives the answer.
-    quiz_image_format: str = "JPEG"
+    # Quiz: every served image is re-encoded to an uncompressed PNG of this square size,
+    # real and synthetic alike, so neither the file nor its byte size gives the answer (a
+    # compressed format would: its size follows the picture's entropy).
     quiz_image_px: int = 256
     extra: dict[str, Any] = field(default_factory=dict)
 
