@@ -73,8 +73,9 @@ def load_handlers() -> dict[str, Handler]:
     return dict(_handlers)
 
 
-def worker_identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+def worker_identity(pid: int | None = None) -> str:
+    """``host:pid`` of this process (or of another ``pid`` on this host)."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
 
 
 # --- queue operations (used by pages, the CLI and the worker) -------------------------
@@ -164,12 +165,35 @@ def mark_stale_jobs(settings: Settings | None = None) -> list[int]:
             if _worker_alive_here(job.worker_id) and job.heartbeat_at and \
                     job.heartbeat_at > utcnow() - dt.timedelta(seconds=settings.worker_stale_seconds * 4):
                 continue
-            job.status = INTERRUPTED
-            job.worker_id = None
-            session.add(JobEvent(job_id=job.id, level="warning",
-                                 message="worker stopped mid-job; the job will resume"))
+            _interrupt(session, job)
             ids.append(job.id)
         return ids
+    return run_write(write, settings)
+
+
+def _interrupt(session: Session, job: Job) -> None:
+    job.status = INTERRUPTED
+    job.worker_id = None
+    session.add(JobEvent(job_id=job.id, level="warning",
+                         message="worker stopped mid-job; the job will resume"))
+
+
+def interrupt_jobs_of(worker_id: str, settings: Settings | None = None) -> list[int]:
+    """Running jobs of a worker known to be dead become ``interrupted`` now, heartbeat or not.
+
+    For a worker that took over its dead predecessor's lock (core.worker). A process that
+    now has the dead worker's PID (reused) makes this do nothing: the heartbeat rule in
+    ``mark_stale_jobs`` still frees those jobs later.
+    """
+    if _worker_alive_here(worker_id):
+        return []
+
+    def write(session: Session) -> list[int]:
+        orphans = list(session.scalars(select(Job).where(Job.status == RUNNING,
+                                                         Job.worker_id == worker_id)))
+        for job in orphans:
+            _interrupt(session, job)
+        return [job.id for job in orphans]
     return run_write(write, settings)
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -38,6 +39,7 @@ from typing import Any
 import numpy as np
 from PIL import Image as PILImage
 
+from core.childproc import die_with_parent
 from core.config import Settings, get_settings
 
 HASH_BITS = 64
@@ -371,10 +373,13 @@ def backfill(settings: Settings | None = None, *, image_ids: Iterable[int] | Non
         if batch:
             store(batch)
     else:
-        # fork, as the importer does: children start at once and only read files.
+        # fork, as the importer does: children start at once and only read files. They
+        # die with this process (it may be a worker that gets SIGKILLed).
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         with ProcessPoolExecutor(max_workers=workers,
-                                 mp_context=multiprocessing.get_context(method)) as pool:
+                                 mp_context=multiprocessing.get_context(method),
+                                 initializer=die_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start:start + batch_size]
                 store(list(pool.map(_fingerprint_stored, chunk, [root] * len(chunk),

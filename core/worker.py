@@ -23,8 +23,8 @@ from pathlib import Path
 from core.config import Settings, get_settings
 from core.db.engine import init_db
 from core.jobs import (CANCELLED, DONE, FAILED, INTERRUPTED, JobCancelled, JobContext, claim_next,
-                       fail_exhausted, finish, get_job, heartbeat, load_handlers,
-                       mark_stale_jobs, worker_identity)
+                       fail_exhausted, finish, get_job, heartbeat, interrupt_jobs_of,
+                       load_handlers, mark_stale_jobs, worker_identity)
 
 log = logging.getLogger("synthlab.worker")
 
@@ -37,8 +37,39 @@ def pid_path(settings: Settings, slot: str = "default") -> Path:
     return settings.home_path / f"worker-{slot}.pid"
 
 
+# Descriptors of the worker locks this process holds (see ``_drop_locks_in_child``).
+_held_lock_fds: set[int] = set()
+
+
+def _drop_locks_in_child() -> None:
+    """After a fork, in the child: let go of the parent's worker locks.
+
+    A forked child shares the parent's open lock file, and ``flock`` belongs to the open
+    file, not the process: a child that outlived a SIGKILLed worker (a decoding process)
+    kept the lock, so every new worker exited and the queue stood still. The child's copy
+    is pointed at /dev/null rather than closed, so that its file object, when collected,
+    closes /dev/null and not some later file that reused the number. No ``LOCK_UN``: that
+    would release the parent's lock too.
+    """
+    if not _held_lock_fds:
+        return
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in _held_lock_fds:
+            os.dup2(devnull, fd, inheritable=False)
+    finally:
+        os.close(devnull)
+    _held_lock_fds.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_locks_in_child)
+
+
 class WorkerLock:
-    """An exclusive ``flock`` held for the worker's life: the OS frees it when the process dies."""
+    """An exclusive ``flock`` held for the worker's life: the OS frees it when the process
+    dies. Only the worker holds it: forked children drop their copy at once (above), and
+    spawned or exec'd ones never get it (Python opens files non-inheritable)."""
 
     def __init__(self, settings: Settings, slot: str) -> None:
         self.path = _lock_path(settings, slot)
@@ -53,13 +84,22 @@ class WorkerLock:
             handle.close()
             return False
         self.handle = handle
+        _held_lock_fds.add(handle.fileno())
         return True
 
     def release(self) -> None:
         if self.handle is not None:
+            _held_lock_fds.discard(self.handle.fileno())
             fcntl.flock(self.handle, fcntl.LOCK_UN)
             self.handle.close()
             self.handle = None
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def worker_alive(settings: Settings | None = None, slot: str = "default") -> bool:
@@ -155,7 +195,13 @@ def run_worker(settings: Settings | None = None, *, slot: str = "default",
         return 1
     worker_id = worker_identity()
     pid_file = pid_path(settings, slot)
+    previous_pid = _read_pid(pid_file)
     pid_file.write_text(str(os.getpid()))
+    if previous_pid is not None and previous_pid != os.getpid():
+        # The last holder of this slot's lock left its pid file: it was killed. Holding the
+        # lock now proves it is gone, so its jobs resume at once instead of after
+        # ``worker_stale_seconds`` without a heartbeat.
+        interrupt_jobs_of(worker_identity(previous_pid), settings)
     stopping = threading.Event()
 
     def _stop(signum, _frame):  # noqa: ANN001

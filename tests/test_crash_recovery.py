@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -275,3 +276,131 @@ def test_job_queued_across_a_server_restart_runs_after_it(settings, output_dir):
         stop_dashboard_worker(home)
     assert _indexed(settings, job_id) == [0, 1, 2]
     assert_store_consistent(settings)
+
+
+# --- a worker SIGKILLed while its import's decoding pool runs -----------------------------
+
+def _children_of(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``pid``, read from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # "pid (comm) state ppid ...": comm may hold spaces, so split after its ')'.
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+            if int(ppid) == pid and state != "Z":
+                found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie has died; only its exit status waits to be collected
+
+
+def _poll(condition, timeout: float, what: str) -> float:  # noqa: ANN001
+    """Wait for ``condition()`` with a deadline; returns the seconds it took."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def _image_count(settings) -> int:  # noqa: ANN001
+    with session_scope(settings) as session:
+        return int(session.scalar(select(func.count()).select_from(Image)))
+
+
+def test_a_forked_child_does_not_hold_the_worker_lock(settings):
+    from core.worker import WorkerLock, worker_alive
+
+    lock = WorkerLock(settings, "default")
+    assert lock.acquire() and worker_alive(settings)
+    wait_r, wait_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    child = os.fork()
+    if child == 0:  # a pool child, busy (blocked here) after its parent is gone
+        os.write(ready_w, b"r")  # past fork's after-in-child hooks
+        os.read(wait_r, 1)
+        os._exit(0)
+    try:
+        os.close(wait_r)
+        os.close(ready_w)
+        assert os.read(ready_r, 1) == b"r"
+        os.close(ready_r)
+        # The worker dies: its descriptor closes without an unlock (as SIGKILL does it).
+        lock.handle.close()
+        lock.handle = None
+        # Before the fix the child's inherited descriptor kept the lock: "a worker is alive".
+        assert not worker_alive(settings)
+    finally:
+        os.write(wait_w, b"x")
+        os.close(wait_w)
+        os.waitpid(child, 0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_worker_killed_mid_import_leaves_no_pool_and_the_next_worker_resumes(settings, tmp_path):
+    from core.ingest.jobs import submit_import
+    from tests.imagemaker import make_imagefolder
+
+    # Big enough that the first 200-row batch commits well before the last file is decoded.
+    folder = make_imagefolder(tmp_path / "fruit", ["apple", "plum", "lime"], 400, size=(64, 48))
+    total = 1200
+    job_id = submit_import(str(folder), dataset="fruit", user="ann", settings=settings)
+    # The default 30 s stale time, on purpose: the next worker must not need to wait it out.
+    env = dict(_env(SYNTHLAB_INGEST_WORKERS="2"), SYNTHLAB_WORKER_STALE_SECONDS="30",
+               SYNTHLAB_WORKER_HEARTBEAT_SECONDS="5")
+    first = subprocess.Popen([sys.executable, "-m", "core", "worker"], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _poll(lambda: len(_children_of(first.pid)) >= 2 and _image_count(settings) > 0, 60,
+              "the import to commit its first batch with two decoding processes")
+        pool = _children_of(first.pid)
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+    committed = _image_count(settings)
+    assert 0 < committed < total, "the import was not mid-way when the worker was killed"
+    assert jobs.get_job(job_id, settings).status == jobs.RUNNING  # nobody told the DB
+
+    # Before the fix the two decoding processes lived on, holding the worker's lock.
+    took = _poll(lambda: not any(_alive(pid) for pid in pool), 5,
+                 f"the decoding processes {pool} to die with their worker")
+    print(f"decoding processes gone {took:.2f} s after the worker's SIGKILL")
+
+    second_log = tmp_path / "second-worker.log"
+    with open(second_log, "wb") as log:  # a file, not a pipe nobody reads while it runs
+        second = subprocess.Popen([sys.executable, "-m", "core", "worker"], cwd=ROOT, env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+    try:
+        started = time.monotonic()
+
+        def finished() -> bool:
+            assert second.poll() is None, f"the new worker exited: {second_log.read_text()}"
+            return jobs.get_job(job_id, settings).status in jobs.FINAL_STATUSES
+        _poll(finished, 20, "the new worker to resume and finish the import")
+        print(f"import resumed and finished {time.monotonic() - started:.2f} s after the "
+              "new worker started")
+    finally:
+        second.terminate()
+        second.wait(timeout=30)
+
+    job = jobs.get_job(job_id, settings)
+    assert job.status == jobs.DONE, (job.status, job.error)
+    messages = [e.message for e in jobs.job_events(job_id, settings=settings)]
+    assert any("worker stopped mid-job" in m for m in messages), messages
+    assert any(m.startswith("resumed by worker") for m in messages), messages
+    # Every file indexed exactly once: what the first worker committed counts as duplicates
+    # now, the rest (including files its dead children had already stored) is added.
+    assert (job.result["added"], job.result["duplicates"]) == (total - committed, committed)
+    with session_scope(settings) as session:
+        names = list(session.scalars(select(Image.original_name)))
+    assert len(names) == total and len(set(names)) == total
+    with session_scope(settings) as session:
+        rows = set(session.scalars(select(Image.path)))
+    assert set(ImageStore(settings).iter_relpaths()) == rows  # no file without its row

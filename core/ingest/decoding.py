@@ -10,6 +10,7 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
+from core.childproc import die_with_parent
 from core.config import Settings
 from core.imageio import ImageRejected, decode_image, pixel_hash
 from core.ingest.layouts import PlannedImage
@@ -99,15 +100,19 @@ def process(item: PlannedImage, settings: Settings, source_spec: dict[str, Any] 
         return [Rejection(item.key, str(exc))]
 
 
-def init_decoding_process() -> None:
-    """Pool initializer: leave stopping to the importing process.
+def init_decoding_process(parent_pid: int | None = None) -> None:
+    """Pool initializer: leave stopping to the importing process, and die with it.
 
     A forked child inherits the worker's SIGTERM handler; if a service manager signals the
     whole process group, the children must not die first and turn a clean "interrupted,
-    resume later" into a broken pool. They exit when the parent shuts the pool down or dies.
+    resume later" into a broken pool. They exit when the parent shuts the pool down, and
+    (``parent_pid`` given) are killed when the parent dies: a SIGKILLed worker must not
+    leave orphans behind (core.childproc).
     """
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
 
 
 def process_chunk(items: list[PlannedImage], settings: Settings,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -249,7 +250,8 @@ class _Importer:
         in_flight: collections.deque[Future] = collections.deque()
         chunk: list[PlannedImage] = []
         with ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                 initializer=init_decoding_process) as pool:
+                                 initializer=init_decoding_process,
+                                 initargs=(os.getpid(),)) as pool:
             try:
                 for item in self._tasks(images):
                     chunk.append(item)

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from core.childproc import die_with_parent
 from core.config import Settings, get_settings
 from core.preprocess.pipeline import Pipeline, PipelineError, item_seed
 from core.preprocess.presets import load_pipeline
@@ -114,8 +115,11 @@ class PreprocessedCache:
             done = 0
             if self.workers > 1 and len(missing) >= PARALLEL_MIN_IMAGES and len(chunks) > 1:
                 # Spawn, not fork: the caller may be a threaded server (Streamlit, the worker).
+                # The children die with this process (a SIGKILLed worker leaves no orphans).
                 context = multiprocessing.get_context("spawn")
-                pool = ProcessPoolExecutor(max_workers=min(self.workers, len(chunks)), mp_context=context)
+                pool = ProcessPoolExecutor(max_workers=min(self.workers, len(chunks)),
+                                           mp_context=context, initializer=die_with_parent,
+                                           initargs=(os.getpid(),))
                 try:
                     for count in pool.map(_build_shard, jobs):
                         done += count
