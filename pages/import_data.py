@@ -13,8 +13,9 @@ import streamlit as st
 
 from core import jobs
 from core.imageio import IMAGE_EXTENSIONS
-from core.ingest.huggingface import looks_like_hub_id
+from core.ingest.huggingface import check_hub_id
 from core.ingest.jobs import KIND, stage_uploads, submit_import
+from core.ingest.sources import SourceError
 from core.users.permissions import PermissionDenied, require
 from webui import boot, current_identity, current_user
 from webui_jobs import live_fragment, render_job_list
@@ -52,8 +53,9 @@ with st.form("import_form"):
         server_path = st.text_input("Server path (a folder or a .zip)", key="import_path",
                                     placeholder="/data/fruits-360")
     else:
-        hub = st.text_input("Hugging Face dataset: a Hub id (needs a network) or a save_to_disk "
-                            "folder", key="import_hub", placeholder="user/fruit-dataset")
+        hub = st.text_input("Hugging Face dataset: a Hub id (needs a network; a save_to_disk "
+                            "folder is a server path)", key="import_hub",
+                            placeholder="user/fruit-dataset")
     cols = st.columns(3)
     dataset = cols[0].text_input("Dataset name", key="import_dataset",
                                  placeholder="default: the folder or file name")
@@ -81,8 +83,17 @@ def _target() -> str | None:
             return None
     text = (server_path if origin == FROM_PATH else hub).strip()
     if not text:
-        st.error("Enter a path." if origin == FROM_PATH else "Enter a Hub id or a folder.")
+        st.error("Enter a path." if origin == FROM_PATH else "Enter a Hub id.")
         return None
+    if origin == FROM_HF:
+        # A Hub id only, never a folder here (core checks it again: hub_only); server
+        # folders go through the admin-only server-path import.
+        try:
+            check_hub_id(text)
+        except SourceError as exc:
+            st.error(str(exc))
+            return None
+        return text
     path = Path(text).expanduser()
     if path.exists():
         try:
@@ -95,8 +106,6 @@ def _target() -> str | None:
             return str(path)
         st.error(f"Not a folder or a .zip file: {text}")
         return None
-    if origin == FROM_HF and looks_like_hub_id(text):
-        return text
     st.error(f"Path does not exist on the server: {text}")
     return None
 
@@ -106,7 +115,7 @@ if submitted:
     if target is not None:
         job_id = submit_import(target, dataset=dataset.strip() or None, source=source,
                                force_class=force_class.strip() or None, crop_boxes=crop_boxes,
-                               user=user, settings=settings)
+                               user=user, settings=settings, hub_only=origin == FROM_HF)
         st.session_state["import_job"] = job_id
         st.success(f"Import queued as job #{job_id}. It runs in the background; you can leave "
                    "this page.")

@@ -67,10 +67,32 @@ def hub_reachable(timeout_s: float = 3.0) -> str | None:
     return None
 
 
-def _load(path_or_id: str) -> Any:
+def is_hub_id(text: str) -> bool:
+    """The Hub id pattern alone (``owner/name``), whatever exists on this machine."""
+    return bool(HUB_ID.match(text))
+
+
+def check_hub_id(text: str) -> None:
+    """Raise ``SourceError`` unless ``text`` can only mean a Hub dataset.
+
+    ``datasets.load_dataset`` reads a local folder of the same name before the Hub, so an
+    id that also names something on this machine is refused too: a Hub id field must never
+    read server files (those go through the admin-only server-path import).
+    """
+    if not is_hub_id(text):
+        raise SourceError(f"not a Hugging Face Hub id (owner/name): {text!r}; a folder on the "
+                          "server is imported as a server path (admins only)")
+    if Path(text).expanduser().exists():
+        raise SourceError(f"{text!r} also names a file or folder on the server; a Hub id "
+                          "import never reads server files")
+
+
+def _load(path_or_id: str, hub_only: bool = False) -> Any:
     import datasets
 
     path = Path(path_or_id).expanduser()
+    if hub_only:
+        check_hub_id(path_or_id)
     if not is_saved_dataset(path):
         why = hub_reachable()
         if why:
@@ -93,10 +115,10 @@ class HuggingFaceSource:
     kind = "huggingface"
     spec = None  # rows are read by the importing process and handed to the decoders
 
-    def __init__(self, path_or_id: str) -> None:
+    def __init__(self, path_or_id: str, *, hub_only: bool = False) -> None:
         import datasets
 
-        loaded = _load(path_or_id)
+        loaded = _load(path_or_id, hub_only)
         self.origin = path_or_id
         if isinstance(loaded, datasets.DatasetDict):
             self.splits = dict(loaded)

@@ -34,7 +34,8 @@ from core.config import Settings, get_settings
 from core.db.engine import run_write, session_scope
 from core.db.models import SOURCES, Dataset, Image, ImageClass, utcnow
 from core.ingest.decoding import Decoded, init_decoding_process, process, process_chunk
-from core.ingest.huggingface import HuggingFaceSource, is_saved_dataset, looks_like_hub_id
+from core.ingest.huggingface import (HuggingFaceSource, check_hub_id, is_saved_dataset,
+                                     looks_like_hub_id)
 from core.ingest.layouts import Plan, PlannedImage, plan_import
 from core.ingest.sources import Rejection, SourceError, open_source
 from core.store import ImageStore
@@ -57,6 +58,9 @@ class ImportOptions:
     crop_boxes: bool = False  # import each VOC box as a cropped object image
     added_by: str | None = None
     workers: int | None = None  # default: Settings.ingest_workers
+    # The source must be a Hugging Face Hub id, never a path on this machine: set for the
+    # Import page's Hub field, whose users may not read server folders.
+    hub_only: bool = False
     batch_size: int = 200
 
 
@@ -102,9 +106,14 @@ def default_dataset_name(path_or_id: str) -> str:
     return path.name or str(path_or_id)
 
 
-def open_any(path_or_id: str | Path, settings: Settings):  # noqa: ANN201 - a source
-    """The right source for a folder, zip, saved HF dataset or Hub id."""
+def open_any(path_or_id: str | Path, settings: Settings, *,
+             hub_only: bool = False):  # noqa: ANN201 - a source
+    """The right source for a folder, zip, saved HF dataset or Hub id (only a Hub id
+    when ``hub_only``)."""
     text = str(path_or_id)
+    if hub_only:
+        check_hub_id(text)
+        return HuggingFaceSource(text, hub_only=True)
     path = Path(text).expanduser()
     max_file = settings.max_import_file_mb * 2**20
     if path.exists():
@@ -134,7 +143,7 @@ def import_dataset(path_or_id: str | Path, settings: Settings | None = None,
     if options.force_class:
         class_key(options.force_class)  # a clear error before any work
     started = time.perf_counter()
-    source = open_any(path_or_id, settings)
+    source = open_any(path_or_id, settings, hub_only=options.hub_only)
     try:
         if isinstance(source, HuggingFaceSource):
             plan = source.plan()

@@ -16,6 +16,7 @@ from typing import Any
 
 from core import jobs
 from core.config import Settings, get_settings
+from core.ingest.huggingface import check_hub_id
 from core.ingest.importer import ImportOptions, import_dataset
 from core.store import atomic_write
 
@@ -68,9 +69,14 @@ def stage_uploads(files: list[tuple[str, bytes]], settings: Settings | None = No
 
 def submit_import(path: str, *, dataset: str | None = None, source: str = "real",
                   force_class: str | None = None, crop_boxes: bool = False,
-                  user: str | None = None, settings: Settings | None = None) -> int:
+                  user: str | None = None, settings: Settings | None = None,
+                  hub_only: bool = False) -> int:
+    """Queue an import. ``hub_only``: ``path`` must be a Hugging Face Hub id (checked now and
+    again when the job runs), so a Hub id field can never import a folder on the server."""
+    if hub_only:
+        check_hub_id(str(path))
     params = {"path": str(path), "dataset": dataset, "source": source,
-              "force_class": force_class, "crop_boxes": crop_boxes}
+              "force_class": force_class, "crop_boxes": crop_boxes, "hub_only": hub_only}
     title = f"Import {dataset or Path(str(path)).name}"
     return jobs.submit(KIND, params, title=title, created_by=user, unit="files",
                        settings=settings)
@@ -95,7 +101,8 @@ def run_import(ctx: jobs.JobContext) -> dict[str, Any]:
     params = ctx.params
     options = ImportOptions(dataset=params.get("dataset"), source=params.get("source") or "real",
                             force_class=params.get("force_class") or None,
-                            crop_boxes=bool(params.get("crop_boxes")), added_by=ctx.created_by)
+                            crop_boxes=bool(params.get("crop_boxes")), added_by=ctx.created_by,
+                            hub_only=bool(params.get("hub_only")))
     path = Path(params["path"])
     staged = _staged_folder(ctx.settings, path)
     try:
