@@ -108,6 +108,19 @@ def auth_mode(settings: Settings) -> str:
 
 
 def _auth_gate(settings: Settings) -> None:
+    from webui_uploads import set_uploads_allowed
+
+    # Only a session that passes the gate on this run may hold uploads; one that does not
+    # (signed out, never signed in, sign-in misconfigured) has its files dropped now.
+    passed = False
+    try:
+        _check_sign_in(settings)
+        passed = True
+    finally:
+        set_uploads_allowed(passed)
+
+
+def _check_sign_in(settings: Settings) -> None:
     from core.users.auth_mode import AuthConfigError
     from core.users.identity import AUTH_NONE, AUTH_OIDC
 

@@ -19,6 +19,7 @@ from core.ingest.sources import SourceError
 from core.users.permissions import PermissionDenied, require
 from webui import boot, current_identity, current_user
 from webui_jobs import live_fragment, render_job_list
+from webui_uploads import release_uploads
 
 settings = boot()
 user = current_user()
@@ -77,10 +78,14 @@ def _target() -> str | None:
                      else "Choose a folder to upload first.")
             return None
         try:
-            return str(stage_uploads([(f.name, f.getvalue()) for f in chosen], settings))
+            staged = str(stage_uploads([(f.name, f.getvalue()) for f in chosen], settings))
         except (ValueError, OSError) as exc:
             st.error(f"Upload failed: {exc}")
             return None
+        finally:
+            # On disk now (or refused): the server's memory copy is not needed any more.
+            release_uploads(chosen)
+        return staged
     text = (server_path if origin == FROM_PATH else hub).strip()
     if not text:
         st.error("Enter a path." if origin == FROM_PATH else "Enter a Hub id.")
