@@ -10,6 +10,7 @@ the two steps.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import tempfile
@@ -28,6 +29,56 @@ KEEP_ORIGINAL_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
 
 class StoreError(OSError):
     """The image folder could not be written (disk full, permissions)."""
+
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# SQLite says SQLITE_FULL this way; PostgreSQL's disk-full class is SQLSTATE 53100.
+_DB_FULL_MESSAGES = ("database or disk is full", "no space left on device",
+                     "could not extend file", "disk quota exceeded")
+
+
+class DiskFullError(StoreError):
+    """The disk holding the data folder (images or database) is full.
+
+    Raised by ``ImageStore`` on a full disk (so an import stops instead of rejecting every
+    later file), and by the importer, with a message naming no server path (a job's error
+    is shown to every user), after it removed the files it wrote but could not index.
+    """
+
+    def __init__(self, *args: object) -> None:
+        # (message) when raised here, (errno, message) when unpickled from another process.
+        if len(args) == 1:
+            args = (errno.ENOSPC, args[0])
+        super().__init__(*args)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps: SQLAlchemy's ``orig``, a ``__cause__``) says the
+    disk is full: ENOSPC/EDQUOT from a file write, SQLite's "database or disk is full",
+    PostgreSQL's DiskFull."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in DISK_FULL_ERRNOS:
+            return True
+        if getattr(current, "sqlstate", None) == "53100" or getattr(current, "pgcode", None) == "53100":
+            return True
+        if type(current).__name__ == "OperationalError" and any(
+                m in str(current).lower() for m in _DB_FULL_MESSAGES):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__
+    return False
+
+
+def _store_error(exc: OSError, root: Path) -> StoreError:
+    """A ``DiskFullError`` when the disk is full (so it can be told from a bad file: an
+    import stops instead of rejecting every later file), else a ``StoreError``."""
+    message = f"cannot write image to {root}: {exc.strerror or exc}"
+    return DiskFullError(message) if is_disk_full(exc) else StoreError(message)
 
 
 def atomic_write(path: Path, data: bytes, tmp_dir: Path | None = None, *,
@@ -93,7 +144,7 @@ class ImageStore:
         try:
             atomic_write(target, data, self.settings.tmp_dir)
         except OSError as exc:
-            raise StoreError(f"cannot write image to {self.root}: {exc.strerror or exc}") from exc
+            raise _store_error(exc, self.root) from exc
         return StoredFile(relpath, created=True)
 
     def put_image(self, image: Image.Image, sha256: str) -> StoredFile:
@@ -105,7 +156,7 @@ class ImageStore:
         try:
             atomic_write(target, encode_png(image), self.settings.tmp_dir)
         except OSError as exc:
-            raise StoreError(f"cannot write image to {self.root}: {exc.strerror or exc}") from exc
+            raise _store_error(exc, self.root) from exc
         return StoredFile(relpath, created=True)
 
     def read_bytes(self, relpath: str) -> bytes:

@@ -25,8 +25,12 @@ from core.db.engine import init_db
 from core.jobs import (CANCELLED, DONE, FAILED, INTERRUPTED, JobCancelled, JobContext, claim_next,
                        fail_exhausted, finish, get_job, heartbeat, interrupt_jobs_of,
                        load_handlers, mark_stale_jobs, worker_identity)
+from core.store import DiskFullError, is_disk_full
 
 log = logging.getLogger("synthlab.worker")
+# How long a job's end is retried while the disk is full, and how often.
+DISK_FULL_WAIT_S = 60.0
+DISK_FULL_RETRY_S = 1.0
 
 
 def _lock_path(settings: Settings, slot: str) -> Path:
@@ -174,13 +178,36 @@ def run_job(job_id: int, settings: Settings, worker_id: str) -> str:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure is recorded on the job
         log.exception("job %s failed", job_id)
-        ctx.log(traceback.format_exc(limit=8), level="error")
-        finish(job_id, FAILED, error=f"{type(exc).__name__}: {exc}", settings=settings)
+        # On a full disk the log line may not fit: the failure itself matters more.
+        with contextlib.suppress(Exception):
+            ctx.log(traceback.format_exc(limit=8), level="error")
+        error = str(exc) if isinstance(exc, DiskFullError) else f"{type(exc).__name__}: {exc}"
+        _finish_waiting_for_room(job_id, FAILED, settings, error=error)
         return FAILED
     finally:
         beat.stop_event.set()
-    finish(job_id, DONE, result=result if isinstance(result, dict) else None, settings=settings)
+    _finish_waiting_for_room(job_id, DONE, settings,
+                             result=result if isinstance(result, dict) else None)
     return DONE
+
+
+def _finish_waiting_for_room(job_id: int, status: str, settings: Settings, *,
+                             error: str | None = None, result: dict | None = None) -> None:
+    """``finish`` that waits (up to ``DISK_FULL_WAIT_S``) while the disk is full, so the job
+    ends with its reason as soon as there is room. If there is none by then, the job stays
+    "running" without a heartbeat and is resumed as stale later; the worker goes on."""
+    deadline = time.monotonic() + DISK_FULL_WAIT_S
+    while True:
+        try:
+            finish(job_id, status, error=error, result=result, settings=settings)
+            return
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            if time.monotonic() >= deadline:
+                log.error("job %s: cannot record %s, the disk is full", job_id, status)
+                return
+            time.sleep(DISK_FULL_RETRY_S)
 
 
 def run_worker(settings: Settings | None = None, *, slot: str = "default",
@@ -212,9 +239,20 @@ def run_worker(settings: Settings | None = None, *, slot: str = "default",
     idle_since = time.monotonic()
     try:
         while not stopping.is_set():
-            mark_stale_jobs(settings)
-            fail_exhausted(settings)
-            job_id = claim_next(worker_id, kinds, settings)
+            try:
+                mark_stale_jobs(settings)
+                fail_exhausted(settings)
+                job_id = claim_next(worker_id, kinds, settings)
+            except Exception as exc:
+                # A full disk (SQLite cannot write) is waited out, not a crash that would
+                # leave the queue without a worker.
+                if not is_disk_full(exc):
+                    raise
+                log.error("the disk holding the data folder is full; waiting")
+                if once:
+                    break
+                time.sleep(max(settings.worker_poll_seconds, DISK_FULL_RETRY_S))
+                continue
             if job_id is None:
                 if once:
                     break

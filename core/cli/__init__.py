@@ -81,10 +81,24 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         from core.db.engine import DataFolderError
 
-        if not isinstance(exc, DataFolderError):
-            raise
-        print(f"error: {exc.strerror}", file=sys.stderr)
-        return 2
+        if isinstance(exc, DataFolderError):
+            print(f"error: {exc.strerror}", file=sys.stderr)
+            return 2
+        return _disk_full_or_raise(exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - only a full disk is turned into one line
+        return _disk_full_or_raise(exc)
+
+
+def _disk_full_or_raise(exc: BaseException) -> int:
+    """A full disk anywhere (an image write, SQLite's "database or disk is full") is one
+    clear line, not a traceback; anything else is re-raised as it is."""
+    from core.store import is_disk_full
+
+    if not is_disk_full(exc):
+        raise exc
+    print("error: the disk holding the data folder is full; free some space and run the "
+          "command again", file=sys.stderr)
+    return 2

@@ -81,6 +81,7 @@ def _user() -> str:
 
 def _ingest(args: argparse.Namespace) -> int:
     from core.ingest import ImportOptions, SourceError, import_dataset
+    from core.store import DiskFullError
 
     options = ImportOptions(dataset=args.dataset, source=args.source,
                             force_class=args.force_class, crop_boxes=args.crop_boxes,
@@ -92,6 +93,8 @@ def _ingest(args: argparse.Namespace) -> int:
     try:
         report = import_dataset(args.path, options=options, progress=progress)
     except SourceError as exc:
+        raise CliError(str(exc)) from exc
+    except DiskFullError as exc:  # the import removed what it could not index
         raise CliError(str(exc)) from exc
     except ValueError as exc:  # e.g. an unusable --class name
         raise CliError(str(exc)) from exc

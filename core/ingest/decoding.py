@@ -16,7 +16,7 @@ from core.imageio import ImageRejected, decode_image, pixel_hash
 from core.ingest.layouts import PlannedImage
 from core.ingest.sources import Rejection, reopen
 from core.neardup import fingerprint
-from core.store import ImageStore, StoreError
+from core.store import DiskFullError, ImageStore, StoreError
 
 
 @dataclass
@@ -37,6 +37,14 @@ class Decoded:
     colour_sig: str | None = None
 
 
+@dataclass(frozen=True)
+class DiskFull:
+    """The image folder's disk is full: the importer stops (every later file would fail
+    the same way) instead of listing each file as rejected."""
+    key: str
+    reason: str
+
+
 _stores: dict[str, ImageStore] = {}
 
 
@@ -48,7 +56,7 @@ def _store(settings: Settings) -> ImageStore:
 
 
 def process(item: PlannedImage, settings: Settings, source_spec: dict[str, Any] | None,
-            source: Any = None) -> list[Decoded | Rejection]:
+            source: Any = None) -> list[Decoded | Rejection | DiskFull]:
     """One planned file -> one image, or one image per VOC box when cropping.
 
     ``source`` is the already open source when running in the importing process; decoding
@@ -70,6 +78,7 @@ def process(item: PlannedImage, settings: Settings, source_spec: dict[str, Any] 
     extra = dict(item.extra or {})
     if decoded.was_converted:
         extra["converted_from"] = decoded.original_mode
+    out: list[Decoded | Rejection | DiskFull] = []
     try:
         if not item.crop_boxes:
             if item.boxes:
@@ -79,7 +88,6 @@ def process(item: PlannedImage, settings: Settings, source_spec: dict[str, Any] 
                             decoded.width, decoded.height, decoded.original_format,
                             item.class_name, item.split, name, extra or None,
                             *fingerprint(decoded.image))]
-        out: list[Decoded | Rejection] = []
         for index, box in enumerate(item.boxes or []):
             key = f"{item.key}#box{index}"
             left, top = max(0, box.xmin), max(0, box.ymin)
@@ -96,6 +104,9 @@ def process(item: PlannedImage, settings: Settings, source_spec: dict[str, Any] 
                                {**extra, "box": box.to_dict(), "box_index": index,
                                 "source_image": item.key}, *fingerprint(crop)))
         return out
+    except DiskFullError as exc:
+        # The crops stored before it are returned too, so the importer knows their files.
+        return [*out, DiskFull(item.key, exc.strerror or str(exc))]
     except StoreError as exc:
         return [Rejection(item.key, str(exc))]
 
@@ -116,5 +127,5 @@ def init_decoding_process(parent_pid: int | None = None) -> None:
 
 
 def process_chunk(items: list[PlannedImage], settings: Settings,
-                  source_spec: dict[str, Any] | None) -> list[list[Decoded | Rejection]]:
+                  source_spec: dict[str, Any] | None) -> list[list[Decoded | Rejection | DiskFull]]:
     return [process(item, settings, source_spec) for item in items]

@@ -33,12 +33,13 @@ from core.catalog import class_key, get_or_create_class, get_or_create_dataset
 from core.config import Settings, get_settings
 from core.db.engine import run_write, session_scope
 from core.db.models import SOURCES, Dataset, Image, ImageClass, utcnow
-from core.ingest.decoding import Decoded, init_decoding_process, process, process_chunk
+from core.ingest.decoding import (Decoded, DiskFull, init_decoding_process, process,
+                                  process_chunk)
 from core.ingest.huggingface import (HuggingFaceSource, check_hub_id, is_saved_dataset,
                                      looks_like_hub_id)
 from core.ingest.layouts import Plan, PlannedImage, plan_import
 from core.ingest.sources import Rejection, SourceError, open_source
-from core.store import ImageStore
+from core.store import DiskFullError, ImageStore, is_disk_full
 
 ProgressFn = Callable[[int, int, str], None]
 # Below this many files a process pool costs more to start than it saves.
@@ -205,28 +206,92 @@ class _Importer:
         self.seen: set[str] = set()
         self.added_keys: dict[str, str] = {}  # sha256 -> file key, of images this import added
         self.layout = ""
+        # Files this import wrote that have no row yet: removed if the import cannot finish.
+        self.unindexed: set[str] = set()
+        self.disk_full: str | None = None  # why, once a write found the disk full
 
     def run(self, plan: Plan) -> None:
         self.layout = plan.layout
         total = len(plan.images)
         self.progress(0, total, f"{total} files to import")
         done = 0
-        for outputs in self._decode_all(plan.images):
-            for out in outputs:
-                if isinstance(out, Rejection):
-                    self.report.rejected.append(out.to_dict())
-                elif not _usable_class(out.class_name):
-                    self.report.rejected.append({"path": out.key, "reason": (
-                        f"not a usable class name: {out.class_name!r}")})
-                else:
-                    self.pending.append(out)
-            done += 1
-            if len(self.pending) >= self.options.batch_size:
-                self._flush()
-            self.progress(done, total, f"{done}/{total} files, {self.report.added} added")
-        self._flush()
+        decoded = self._decode_all(plan.images)
+        try:
+            for outputs in decoded:
+                for out in outputs:
+                    if isinstance(out, Decoded) and out.created:
+                        self.unindexed.add(out.relpath)
+                    if self.disk_full:
+                        continue  # draining the decoders' last results: only their files count
+                    if isinstance(out, DiskFull):
+                        self.disk_full = "no room for image files"
+                    elif isinstance(out, Rejection):
+                        self.report.rejected.append(out.to_dict())
+                    elif not _usable_class(out.class_name):
+                        self.report.rejected.append({"path": out.key, "reason": (
+                            f"not a usable class name: {out.class_name!r}")})
+                    else:
+                        self.pending.append(out)
+                done += 1
+                if not self.disk_full and len(self.pending) >= self.options.batch_size:
+                    self._unless_disk_full(self._flush)
+                if not self.disk_full:
+                    self._unless_disk_full(lambda: self.progress(
+                        done, total, f"{done}/{total} files, {self.report.added} added"))
+            # What was decoded before the disk filled up is indexed if the database still
+            # has room (its files are kept: adopted); otherwise they are removed below.
+            self._unless_disk_full(self._flush)
+        except BaseException:
+            # Cancelled, interrupted or failed: files this import wrote without a row would
+            # be orphans (a resumed import writes them again). The pool is shut down first,
+            # so no decoder writes another file after the clean-up.
+            decoded.close()
+            self._remove_unindexed()
+            raise
+        if self.disk_full:
+            removed = self._remove_unindexed()
+            raise DiskFullError(
+                f"the disk holding the data folder is full ({self.disk_full})"
+                f": {self.report.added} images were imported, {removed} files written without "
+                "a database row were removed; free some space and run the import again (images "
+                "already imported count as duplicates)")
         self._near_duplicates()
         self.progress(total, total, self.report.summary)
+
+    def _unless_disk_full(self, step: Callable[[], Any]) -> None:
+        """Run ``step``; a full disk (a file or database write) stops the import: the
+        decoders are drained, then the files without rows removed (``run``)."""
+        try:
+            step()
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            self.disk_full = ("no room for image files" if isinstance(exc, OSError)
+                              else "the database could not be written")
+            self.pending = []
+
+    def _remove_unindexed(self) -> int:
+        """Remove the files this import wrote that have no row, and say how many.
+
+        A file another import indexed meanwhile (same pixels) has a row by now and stays;
+        reading rows works on a full disk.
+        """
+        if not self.unindexed:
+            return 0
+        paths = sorted(self.unindexed)
+        with contextlib.suppress(Exception):  # the database unreachable: keep every file
+            with session_scope(self.settings) as session:
+                indexed = set(session.execute(select(Image.path).where(
+                    Image.path.in_(paths))).scalars())
+            removed = 0
+            for relpath in paths:
+                if relpath not in indexed:
+                    with contextlib.suppress(OSError, ValueError):
+                        self.store.delete(relpath)
+                        removed += 1
+            self.unindexed.clear()
+            return removed
+        return 0
 
     # -- decoding -------------------------------------------------------------------
     def _workers(self, count: int) -> int:
@@ -236,6 +301,8 @@ class _Importer:
     def _tasks(self, images: list[PlannedImage]) -> Iterator[PlannedImage]:
         spec = self.source.spec
         for item in images:
+            if self.disk_full:
+                return  # no new work once the disk is full; what is in flight is drained
             if spec is None and item.data is None:
                 try:
                     item.data = self.source.read(item.key)
@@ -329,6 +396,7 @@ class _Importer:
                                 self.settings)
         added, duplicates = outcome
         self.seen.update(item.sha256 for item in added)
+        self.unindexed.difference_update(item.relpath for item in added)
         self.added_keys.update((item.sha256, item.key) for item in added)
         for item in added:
             self.report.added += 1
@@ -346,6 +414,7 @@ class _Importer:
                 # Same pixels stored under another extension: our copy would be an orphan.
                 with contextlib.suppress(OSError, ValueError):
                     self.store.delete(item.relpath)
+                    self.unindexed.discard(item.relpath)
 
     def _near_duplicates(self) -> None:
         """List the added images that are near-duplicates of each other or of older ones.
