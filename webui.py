@@ -142,6 +142,8 @@ def _check_sign_in(settings: Settings) -> None:
 _TOKEN_KEY = "_synthlab_session_token"
 _COOKIE_KEY = "_synthlab_cookie"  # what the next finished run writes into the cookie
 _REFUSED_KEY = "_synthlab_refused_token"
+# The password stamp (core.users.sessions.password_stamp) of this session's sign-in.
+_STAMP_KEY = "_synthlab_password_stamp"
 
 
 def _cookie_token() -> str | None:
@@ -178,18 +180,28 @@ def _password_gate(settings: Settings) -> None:
             if identity is not None:
                 st.session_state[_IDENTITY_KEY] = identity
                 st.session_state[_TOKEN_KEY] = token
+                st.session_state[_STAMP_KEY] = sessions.sign_in_stamp(identity.name, settings)
             else:
                 st.session_state[_REFUSED_KEY] = token
                 st.session_state[_COOKIE_KEY] = None  # expired or ended elsewhere: drop it
     if identity is not None and identity.auth_mode == AUTH_PASSWORD:
-        # Re-read the account each run: a removed user is signed out, a changed role applies.
-        info = accounts.get_user(identity.name, settings)
-        if info is not None and info.has_password:
-            if info.is_admin != identity.is_admin:
+        # Every page run (a click, a navigation, a reload) re-checks the sign-in: a removed
+        # user, a changed password, or a token ended by signing out in another tab signs
+        # this tab out; a changed role applies at once.
+        current = sessions.check_sign_in(identity.name, st.session_state.get(_TOKEN_KEY),
+                                         st.session_state.get(_STAMP_KEY), settings)
+        if current is not None:
+            if current.is_admin != identity.is_admin:
                 st.session_state[_IDENTITY_KEY] = Identity(
-                    identity.name, info.is_admin, AUTH_PASSWORD, verified=True)
+                    identity.name, current.is_admin, AUTH_PASSWORD, verified=True)
             return
         st.session_state.pop(_IDENTITY_KEY, None)
+        token = st.session_state.pop(_TOKEN_KEY, None)
+        st.session_state.pop(_STAMP_KEY, None)
+        if token is not None:
+            # Not looked up again from the cookie, and the browser forgets it.
+            st.session_state[_REFUSED_KEY] = token
+            st.session_state[_COOKIE_KEY] = None
     _write_cookie(settings)
     st.title("Sign in to SynthLab")
     with st.form("synthlab_sign_in", clear_on_submit=True):
@@ -203,6 +215,7 @@ def _password_gate(settings: Settings) -> None:
             st.error(str(exc))
         else:
             st.session_state[_IDENTITY_KEY] = identity
+            st.session_state[_STAMP_KEY] = sessions.sign_in_stamp(identity.name, settings)
             token = sessions.start_session(identity.name, settings)
             if token is not None:
                 st.session_state[_TOKEN_KEY] = token

@@ -84,6 +84,51 @@ def resume_session(token: str | None, settings: Settings | None = None) -> Ident
     return identity
 
 
+def password_stamp(password_hash: str | None) -> str | None:
+    """A short fingerprint of a stored password hash (None: no password). A browser
+    session keeps it from its sign-in, so a later password change is seen on the next
+    page run even when no remembered-sign-in token exists (``session_days`` 0)."""
+    if not password_hash:
+        return None
+    return hashlib.sha256(password_hash.encode("utf-8")).hexdigest()[:32]
+
+
+def sign_in_stamp(name: str, settings: Settings | None = None) -> str | None:
+    """``name``'s current password stamp (None: no such user or no password). Read just
+    after a successful sign-in: ``authenticate`` may have re-hashed the same password."""
+    with session_scope(settings or get_settings()) as session:
+        user = session.scalar(select(User).where(User.name == name))
+        return password_stamp(user.password_hash) if user is not None else None
+
+
+def check_sign_in(name: str, token: str | None, stamp: str | None,
+                  settings: Settings | None = None) -> Identity | None:
+    """Is a browser session's sign-in still good? Called on every page run.
+
+    Good means: the user still exists with the same password as at sign-in (``stamp``),
+    and the remembered sign-in (``token``, when the session has one) has not been ended
+    by signing out in another tab, a password change or removal, nor expired. Returns the
+    identity with the user's current role, or None (the page then asks to sign in).
+    """
+    settings = settings or get_settings()
+    now = utcnow()
+    with session_scope(settings) as session:
+        user = session.scalar(select(User).where(User.name == name))
+        if user is None or not user.password_hash:
+            return None
+        # Every sign-in through the gate records a stamp; None is an identity set by other
+        # server code (tests), checked for the user, role and token only.
+        if stamp is not None and password_stamp(user.password_hash) != stamp:
+            return None
+        if token is not None:
+            row = session.scalar(select(SignInSession).where(
+                SignInSession.token_sha256 == _digest(token)))
+            if row is None or row.user_name != user.name or row.expires_at <= now:
+                return None
+        return Identity(name=user.name, is_admin=bool(user.is_admin),
+                        auth_mode=AUTH_PASSWORD, verified=True)
+
+
 def end_session(token: str | None, settings: Settings | None = None) -> None:
     """Forget one remembered sign-in (signing out)."""
     if not is_token(token):
