@@ -1,5 +1,6 @@
 """Uploads before sign-in are refused and nothing is kept; after sign-in they are capped
-and dropped at sign-out (issue 13, point 3).
+and dropped at sign-out (issue 13, point 3). On the way, signing out in a second tab
+signs the first one out at its next click (point 5).
 
 The attack was three large PUTs to Streamlit's upload endpoint from a browser showing
 only the sign-in form. Here the same PUTs (3 x 20 MB) are sent from the page's own script,
@@ -122,9 +123,18 @@ def test_uploads_refused_before_sign_in_and_capped_after(tmp_path) -> None:
             expect(page.get_by_text("queued as job")).to_be_visible()
             assert _wait_held(server.url, 40 * MB) == 40 * MB
 
-            # Signing out drops what the session held.
-            page.get_by_role("button", name="Sign out", exact=True).click()
+            # Signing out in another tab of the browser ends this tab's sign-in at its next
+            # run (issue 13, point 5: it used to go on reading the Admin page's audit log),
+            # and a signed-out tab's files are dropped.
+            other = page.context.new_page()
+            other.goto(server.url)
+            expect(other.get_by_text("Signed in as")).to_be_visible()
+            wait_for_app(other)
+            other.get_by_role("button", name="Sign out", exact=True).click()
+            expect(other.get_by_role("heading", name="Sign in to SynthLab")).to_be_visible()
+            page.get_by_role("link", name="Admin").click()
             expect(page.get_by_role("heading", name="Sign in to SynthLab")).to_be_visible()
+            expect(page.get_by_role("heading", name="Admin")).to_have_count(0)
             assert _wait_held(server.url, 0) == 0
             assert put(1 * MB, 20) == 403
     finally:
