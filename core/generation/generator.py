@@ -9,6 +9,8 @@ the same composition: it ends with the same pixels as an uninterrupted run.
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,7 +27,7 @@ from core.generation.loading import SCHEDULERS
 from core.generation.models import ClassPromptConfig, GenerationItem
 from core.generation.prompts import PromptConfig, default_prompt_config, prompt_for, token_warnings
 from core.generation.registry import preset_for
-from core.generation.seeds import image_seed
+from core.generation.seeds import MAX_SEED, image_seed
 from core.imageio import DecodedImage, pixel_hash
 from core.store import ImageStore
 
@@ -43,6 +45,22 @@ class Reporter(Protocol):
 
 class GenerationError(RuntimeError):
     """A generation job cannot go on; the message says why and what to change."""
+
+
+# The numbers a generation job may take. The Generate page's inputs use these bounds and
+# GenerationConfig refuses anything outside them, so the page, the CLI and a stored job
+# agree; NaN and infinities are refused too (an infinite guidance stored black images).
+PER_CLASS_MAX = 100_000
+STEPS_MAX = 200
+GUIDANCE_MAX = 30.0
+SIZE_MIN, SIZE_MAX = 16, 2048
+BATCH_SIZE_MAX = 64
+
+
+def _check_whole(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+            or not low <= value <= high:
+        raise GenerationError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
 
 
 @dataclass
@@ -74,22 +92,31 @@ class GenerationConfig:
         self.guidance = float(self.guidance if self.guidance is not None else defaults["guidance"])
         self.size = int(self.size if self.size is not None else defaults["size"])
         self.classes = [c for c in (str(c).strip() for c in self.classes) if c]
+        # Here, not only in validate(): no config with impossible numbers exists at all,
+        # whichever way it was made (page, CLI, a stored job's params).
+        self.check_numbers()
+
+    def check_numbers(self) -> None:
+        """Refuse numbers outside the Generate page's bounds, with one clear sentence."""
+        _check_whole("images per class", self.per_class, 1, PER_CLASS_MAX)
+        _check_whole("steps", self.steps, 1, STEPS_MAX)
+        if not (math.isfinite(self.guidance) and 0 <= self.guidance <= GUIDANCE_MAX):
+            raise GenerationError(f"guidance must be a number from 0 to {GUIDANCE_MAX:g}, "
+                                  f"not {self.guidance!r}")
+        _check_whole("size", self.size, SIZE_MIN, SIZE_MAX)
+        if self.size % 8:
+            raise GenerationError(f"size must be a multiple of 8 pixels, not {self.size}")
+        _check_whole("batch size", self.batch_size, 1, BATCH_SIZE_MAX)
+        _check_whole("seed", self.seed, 0, MAX_SEED)
+        if self.start_index < 0:
+            raise GenerationError("start index must not be negative")
 
     def validate(self) -> None:
         if not self.model.strip():
             raise GenerationError("choose a model")
         if not self.classes:
             raise GenerationError("choose at least one class")
-        if self.per_class < 1:
-            raise GenerationError("images per class must be at least 1")
-        if self.steps < 1:
-            raise GenerationError("steps must be at least 1")
-        if self.size < 16 or self.size % 8:
-            raise GenerationError(f"size must be a multiple of 8 pixels (16 or more), not {self.size}")
-        if self.batch_size < 1:
-            raise GenerationError("batch size must be at least 1")
-        if self.start_index < 0 or self.seed < 0:
-            raise GenerationError("seed and start index must not be negative")
+        self.check_numbers()  # again: per_class may have been changed (extension_config)
         if len({class_key(c) for c in self.classes}) != len(self.classes):
             raise GenerationError("a class is listed twice")
         if (self.scheduler or "default") not in SCHEDULERS:

@@ -10,6 +10,7 @@ continues. The trained model file is written before the row says ``done``.
 from __future__ import annotations
 
 import math
+import numbers
 import shutil
 import time
 import uuid
@@ -32,6 +33,9 @@ from core.training.models import (RUN_CANCELLED, RUN_DONE, RUN_FAILED, RUN_QUEUE
 from core.training.trainer import Classifier, TrainConfig
 
 DEFAULT_SWEEP_LEVELS: tuple[int | None, ...] = (5, 10, 25, 50, None)  # None: all real images
+# A request's seeds: ``repeats`` runs with seeds ``seed`` .. ``seed + repeats - 1``.
+REPEATS_MAX = 20
+SEED_MAX = 2**31 - 1
 
 ProgressCallback = Callable[[int, int, str], None]
 
@@ -52,8 +56,14 @@ class ExperimentRequest:
     protocol: str | None = None
 
     def __post_init__(self) -> None:
-        if self.repeats < 1:
-            raise ValueError("repeats must be at least 1")
+        # The Train page's bounds (its inputs use these constants).
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, numbers.Integral) \
+                or not 1 <= self.repeats <= REPEATS_MAX:
+            raise ValueError(f"repeats must be a whole number from 1 to {REPEATS_MAX}, "
+                             f"not {self.repeats!r}")
+        if self.train.seed > SEED_MAX:
+            raise ValueError(f"seed must be a whole number from 0 to {SEED_MAX}, "
+                             f"not {self.train.seed!r}")
 
 
 def _run_name(request: ExperimentRequest, data: DataSpec, seed: int) -> str:

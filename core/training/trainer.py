@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +31,16 @@ from core.training.checkpoint import (BEST_FILE, LAST_FILE, Checkpoint, load_che
                                       save_checkpoint)
 from core.training.model import ModelSpec, build_from_spec, initialise, to_input
 from core.training.protocols import INIT_SCHEMES, OPTIMIZERS, SELECT_RULES
+
+# The numbers a training run may take. The Train page's inputs use these bounds and
+# TrainConfig refuses anything outside them (NaN and infinities included), so the page, the
+# CLI and a stored run agree.
+EPOCHS_MAX = 500
+LR_MIN, LR_MAX = 1e-6, 1.0
+BATCH_SIZE_MAX = 1024
+WEIGHT_DECAY_MAX = 1.0
+IMAGE_SIZE_MIN, IMAGE_SIZE_MAX = 16, 512
+PATIENCE_MAX = 100
 
 PixelSource = np.ndarray | Callable[[int], np.ndarray]
 EpochCallback = Callable[[dict[str, Any], list[dict[str, Any]]], None]
@@ -71,18 +82,20 @@ class TrainConfig:
         if self.select not in SELECT_RULES:
             raise ValueError(f"unknown weight selection {self.select!r}; choose one of "
                              f"{', '.join(SELECT_RULES)}")
-        if self.weight_decay < 0:
-            raise ValueError("weight_decay must be >= 0")
-        if self.patience < 0:
-            raise ValueError("patience must be >= 0")
-        if self.epochs < 1:
-            raise ValueError("epochs must be at least 1")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        if not self.lr > 0:
-            raise ValueError("lr must be positive")
-        if self.image_size < 8:
-            raise ValueError("image_size must be at least 8")
+        _check_whole("epochs", self.epochs, 1, EPOCHS_MAX)
+        if self.finetune_epochs is not None:
+            _check_whole("finetune_epochs", self.finetune_epochs, 1, EPOCHS_MAX)
+        _check_number("lr", self.lr, LR_MIN, LR_MAX)
+        if self.finetune_lr is not None:
+            _check_number("finetune_lr", self.finetune_lr, LR_MIN, LR_MAX)
+        _check_whole("batch_size", self.batch_size, 1, BATCH_SIZE_MAX)
+        _check_number("weight_decay", self.weight_decay, 0.0, WEIGHT_DECAY_MAX)
+        _check_whole("patience", self.patience, 0, PATIENCE_MAX)
+        _check_whole("image_size", self.image_size, IMAGE_SIZE_MIN, IMAGE_SIZE_MAX)
+        # No upper bound: repeats use seed, seed + 1, ...; negative seeds break numpy's RNG.
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) \
+                or self.seed < 0:
+            raise ValueError(f"seed must be a whole number >= 0, not {self.seed!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,6 +104,20 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def _check_whole(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+            or not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
+
+
+def _check_number(name: str, value: Any, low: float, high: float) -> None:
+    # NaN already fails the range test; isfinite says so outright (and holds if a bound
+    # is ever made open-ended).
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value) or not low <= value <= high:
+        raise ValueError(f"{name} must be a number from {low:g} to {high:g}, not {value!r}")
 
 
 def resolve_device(wanted: str) -> torch.device:
