@@ -12,7 +12,7 @@ import datetime as dt
 import streamlit as st
 
 from core import jobs
-from webui import current_identity, current_user, escape_markdown
+from webui import current_identity, escape_markdown
 
 
 def _format_seconds(seconds: float | None) -> str:
@@ -78,8 +78,16 @@ def live_fragment(kinds: tuple[str, ...] | None, seconds: float):  # noqa: ANN20
     return decorate
 
 
-def _cancel(job_id: int, by: str) -> None:
-    jobs.request_cancel(job_id, by=by)
+def _cancel(job_id: int, key: str) -> None:
+    """The Cancel button's callback. It runs inside the fragment's rerun, which skips the
+    page's sign-in check (``webui.boot``), so core re-reads the user's role at this moment
+    (``jobs.request_cancel`` with the identity); a refusal is audited there and shown here."""
+    from core.users.permissions import PermissionDenied
+
+    try:
+        jobs.request_cancel(job_id, by=current_identity())
+    except PermissionDenied as exc:
+        st.session_state[f"{key}-refused"] = str(exc)
 
 
 def render_job_list(kinds: tuple[str, ...] | None = None, *, user: str | None = None,
@@ -93,6 +101,9 @@ def render_job_list(kinds: tuple[str, ...] | None = None, *, user: str | None = 
         for kind in kinds or (None,):
             rows.extend(jobs.list_jobs(kind=kind, limit=limit))
         rows = sorted(rows, key=lambda j: j.id, reverse=True)[:limit]
+        refused = st.session_state.pop(f"{key}-refused", None)
+        if refused:
+            st.error(f"Not cancelled: {refused}")
         if not rows:
             st.caption("No jobs yet.")
             return
@@ -113,7 +124,7 @@ def render_job_list(kinds: tuple[str, ...] | None = None, *, user: str | None = 
                     # A callback, so the click counts even if a timed refresh of this
                     # fragment lands at the same moment.
                     cols[0].button("Cancel", key=f"{key}-cancel-{job.id}", on_click=_cancel,
-                                   args=(job.id, user or current_user()))
+                                   args=(job.id, key))
                     log_area = cols[1]
                 with log_area.expander("Log"):
                     events = jobs.job_events(job.id, limit=50)

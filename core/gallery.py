@@ -25,6 +25,7 @@ from core.config import Settings, get_settings
 from core.db.engine import run_write, session_scope
 from core.db.models import Dataset, Image, ImageClass
 from core.store import ImageStore
+from core.users.permissions import refusals_audited
 
 SORTS = {
     "newest": "newest first",
@@ -230,12 +231,18 @@ def _authorise(session: Session, image_ids: list[int], actor: Any, action: str) 
     from core.users.identity import Identity, unverified
     from core.users.permissions import require
 
+    from core.users.permissions import require_current
+
     identity = actor if isinstance(actor, Identity) else unverified(actor)
     if isinstance(actor, Identity):
+        # The role as it is now, read in this transaction: a page (or a fragment) may hold
+        # an identity from before a demotion or removal.
+        identity = require_current(identity, None, None, "change images", session=session)
         owners = set(session.scalars(select(Image.added_by).where(Image.id.in_(image_ids))
                                      .distinct()))
         for owner in owners:
-            require(identity, owner, action, f"images added by {owner or 'nobody'}")
+            require_current(identity, owner, action, f"images added by {owner or 'nobody'}",
+                            session=session)
     return identity.name
 
 
@@ -260,7 +267,8 @@ def relabel(image_ids: list[int], class_name: str, *, actor: Any = None,
                                  .values(class_id=target.id))
         _audit(session, name, "relabel", image_ids, {"class": target.name})
         return result.rowcount or 0
-    return run_write(write, settings)
+    with refusals_audited(settings):
+        return run_write(write, settings)
 
 
 def set_excluded(image_ids: list[int], excluded: bool, *, actor: Any = None,
@@ -274,7 +282,8 @@ def set_excluded(image_ids: list[int], excluded: bool, *, actor: Any = None,
                                  .values(excluded=excluded))
         _audit(session, name, "exclude" if excluded else "restore", image_ids)
         return result.rowcount or 0
-    return run_write(write, settings)
+    with refusals_audited(settings):
+        return run_write(write, settings)
 
 
 def delete_images(image_ids: list[int], *, actor: Any = None,
@@ -290,7 +299,8 @@ def delete_images(image_ids: list[int], *, actor: Any = None,
         session.execute(delete(Image).where(Image.id.in_(image_ids)))
         _audit(session, name, "delete", image_ids)
         return paths
-    paths = run_write(write, settings)
+    with refusals_audited(settings):
+        paths = run_write(write, settings)
     store = ImageStore(settings)
     for relpath in paths:
         with contextlib.suppress(OSError, ValueError):
@@ -313,13 +323,15 @@ def update_filtered(flt: GalleryFilter, *, excluded: bool | None = None,
 
     def write(session: Session) -> int:
         from core.users.identity import Identity
-        from core.users.permissions import require
+        from core.users.permissions import require_current
 
         ids = _where(select(Image.id), flt).scalar_subquery()
         if isinstance(actor, Identity):
+            # Re-read the role now (see _authorise), then check each owner.
+            fresh = require_current(actor, None, None, "change images", session=session)
             for owner in session.scalars(select(Image.added_by).where(Image.id.in_(ids)).distinct()):
-                require(actor, owner, "exclude" if action == "restore" else action,
-                        f"images added by {owner or 'nobody'}")
+                require_current(fresh, owner, "exclude" if action == "restore" else action,
+                                f"images added by {owner or 'nobody'}", session=session)
         values: dict[str, Any] = {}
         if class_name is not None:
             values["class_id"] = get_or_create_class(session, class_name).id
@@ -338,7 +350,8 @@ def update_filtered(flt: GalleryFilter, *, excluded: bool | None = None,
                      detail={"count": changed, "filter": repr(flt), **(
                          {"class": values.get("class_id")} if class_name is not None else {})})
         return changed
-    return run_write(write, settings)
+    with refusals_audited(settings):
+        return run_write(write, settings)
 
 
 # --- export ----------------------------------------------------------------------------

@@ -81,23 +81,51 @@ def worker_identity(pid: int | None = None) -> str:
 # --- queue operations (used by pages, the CLI and the worker) -------------------------
 
 def submit(kind: str, params: dict[str, Any], *, title: str | None = None,
-           created_by: str | None = None, total: int = 0, unit: str | None = None,
+           created_by: Any = None, total: int = 0, unit: str | None = None,
            settings: Settings | None = None) -> int:
-    """Queue a job; ``unit`` names what its progress counts (shown as "12/40 images")."""
+    """Queue a job; ``unit`` names what its progress counts (shown as "12/40 images").
+
+    ``created_by`` is a name (CLI, scripts: trusted) or a ``core.users.identity.Identity``
+    (pages): an identity is re-checked against the accounts at this moment, so a removed
+    user's open tab cannot queue work (``PermissionDenied``, audited).
+    """
+    from core.users.identity import Identity
+    from core.users.permissions import refusals_audited, require_current
+
+    identity = created_by if isinstance(created_by, Identity) else None
+    created_by = identity.name if identity is not None else created_by
+
     def write(session: Session) -> int:
+        if identity is not None:
+            require_current(identity, None, None, f"queue a {kind} job", session=session)
         job = Job(kind=kind, params=params, title=title or kind, created_by=created_by,
                   status=QUEUED, progress_total=total, progress_unit=unit)
         session.add(job)
         session.flush()
         session.add(JobEvent(job_id=job.id, message=f"queued by {created_by or 'anonymous'}"))
         return job.id
-    return run_write(write, settings)
+    with refusals_audited(settings):
+        return run_write(write, settings)
 
 
-def request_cancel(job_id: int, *, by: str | None = None, settings: Settings | None = None) -> bool:
-    """Ask for a job to stop. A queued job is cancelled at once; a running one at its next check."""
+def request_cancel(job_id: int, *, by: Any = None, settings: Settings | None = None) -> bool:
+    """Ask for a job to stop. A queued job is cancelled at once; a running one at its next check.
+
+    ``by`` is a name (CLI: trusted) or an ``Identity`` (pages), whose current role is read
+    in the same transaction: a click in a live job panel (a fragment, which skips the page's
+    sign-in check) by a since-demoted admin is refused here and audited.
+    """
+    from core.users.identity import Identity
+    from core.users.permissions import refusals_audited, require_current
+
+    identity = by if isinstance(by, Identity) else None
+    by = identity.name if identity is not None else by
+
     def write(session: Session) -> bool:
         job = session.get(Job, job_id)
+        if identity is not None:
+            require_current(identity, job.created_by if job is not None else None, "cancel",
+                            f"job #{job_id}", session=session)
         if job is None or job.status in FINAL_STATUSES:
             return False
         session.add(JobEvent(job_id=job_id, level="warning",
@@ -112,7 +140,8 @@ def request_cancel(job_id: int, *, by: str | None = None, settings: Settings | N
         else:
             job.cancel_requested = True
         return True
-    return run_write(write, settings)
+    with refusals_audited(settings):
+        return run_write(write, settings)
 
 
 def get_job(job_id: int, settings: Settings | None = None) -> Job | None:

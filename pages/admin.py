@@ -9,7 +9,7 @@ import streamlit as st
 
 from core import jobs
 from core.users import accounts, audit
-from core.users.permissions import is_admin
+from core.users.permissions import PermissionDenied, is_admin
 from core.users.server import restart_worker, worker_status
 from webui import auth_mode, boot, current_identity, escape_markdown
 
@@ -43,10 +43,11 @@ with users_tab:
             new_admin = st.checkbox("Admin")
             if st.form_submit_button("Add user"):
                 try:
+                    # The identity, not the name: core checks it is an admin right now.
                     accounts.add_user(new_name, new_password or None, is_admin=new_admin,
-                                      actor=identity.name, settings=settings)
+                                      actor=identity, settings=settings)
                     st.success(f"Added {escape_markdown(new_name.strip())}.")
-                except accounts.AccountError as exc:
+                except (accounts.AccountError, PermissionDenied) as exc:
                     st.error(str(exc))
         if users:
             names = [u.name for u in users]
@@ -59,15 +60,15 @@ with users_tab:
                 if st.form_submit_button("Apply"):
                     try:
                         if change == "Set password":
-                            accounts.set_password(target, password, actor=identity.name,
+                            accounts.set_password(target, password, actor=identity,
                                                   settings=settings)
                         elif change == "Remove account":
-                            accounts.remove_user(target, actor=identity.name, settings=settings)
+                            accounts.remove_user(target, actor=identity, settings=settings)
                         else:
                             accounts.set_admin(target, change == "Make admin",
-                                               actor=identity.name, settings=settings)
+                                               actor=identity, settings=settings)
                         st.success(f"{change}: {escape_markdown(target)}")
-                    except accounts.AccountError as exc:
+                    except (accounts.AccountError, PermissionDenied) as exc:
                         st.error(str(exc))
 
 with audit_tab:

@@ -316,7 +316,7 @@ with tab_batch:
             ids = class_image_ids(b_class, settings)
         try:
             job_id = submit_explain_job(run.run_id, ids, config, target=b_target,
-                                        input_mode=input_mode, created_by=identity.name,
+                                        input_mode=input_mode, created_by=identity,
                                         settings=settings)
         except ExplainError as exc:
             _error(exc)

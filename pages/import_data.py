@@ -120,7 +120,8 @@ if submitted:
     if target is not None:
         job_id = submit_import(target, dataset=dataset.strip() or None, source=source,
                                force_class=force_class.strip() or None, crop_boxes=crop_boxes,
-                               user=user, settings=settings, hub_only=origin == FROM_HF)
+                               user=current_identity(), settings=settings,
+                               hub_only=origin == FROM_HF)
         st.session_state["import_job"] = job_id
         st.success(f"Import queued as job #{job_id}. It runs in the background; you can leave "
                    "this page.")

@@ -20,7 +20,7 @@ from core.preprocess.presets import delete_preset, get_preset, save_preset
 from core.preprocess.stats import ImageFilter, random_margin_from_dataset
 from core.preprocess.transforms import (LETTERBOX_FILLS, RESAMPLING, RandomMargin, Transform,
                                         TransformError, transform_types)
-from core.users.permissions import PermissionDenied, require
+from core.users.permissions import PermissionDenied
 from webui import boot, current_identity
 
 settings = boot()
@@ -319,9 +319,8 @@ with st.form("pp_save_preset"):
         try:
             if pipeline is None:
                 raise PipelineError("that pipeline has errors; fix them first")
-            if existing is not None:
-                require(identity, existing.created_by, "delete", "this preset")
-            saved = save_preset(name, pipeline, identity.name, settings=settings, notes=notes or None)
+            # Core checks the identity as it is now (owner, built-in names) and audits.
+            saved = save_preset(name, pipeline, identity, settings=settings, notes=notes or None)
         except (PipelineError, PermissionDenied) as exc:
             st.error(str(exc))
         else:
@@ -335,8 +334,7 @@ if presets:
         doomed = st.selectbox("Preset", [p.name for p in presets])
         if st.form_submit_button("Delete preset"):
             try:
-                require(identity, saved_by_name[doomed].created_by, "delete", "this preset")
-                delete_preset(doomed, settings)
+                delete_preset(doomed, settings, actor=identity)
             except PermissionDenied as exc:
                 st.error(str(exc))
             else:

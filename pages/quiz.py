@@ -388,7 +388,7 @@ def _analysis_tab() -> None:
         if st.form_submit_button("Train the judge"):
             job_id = submit_judge(JudgeConfig(epochs=int(epochs), folds=int(folds),
                                               image_px=int(image_px)),
-                                  created_by=player, settings=settings)
+                                  created_by=identity, settings=settings)
             st.success(f"Queued as job #{job_id}; it runs in the background worker.")
     render_job_list((JOB_KIND,), user=player, key="quiz_jobs", limit=3,
                     can_cancel=lambda job: can_modify(identity, job.created_by, "cancel"))

@@ -102,6 +102,10 @@ def test_signed_in_user_may_only_change_own_images(indexed):
     from core.users.identity import AUTH_PASSWORD, Identity
     from core.users.permissions import PermissionDenied
 
+    from core.users import accounts
+
+    # Password-mode identities are re-read from their accounts at each action (issue 13).
+    accounts.add_user("ann", "anns-password")
     bobs = [r.id for r in gallery.page(gallery.GalleryFilter(classes=["banana"])).rows]
     ann = Identity("ann", auth_mode=AUTH_PASSWORD, verified=True)
     assert gallery.relabel(bobs, "lime", actor=ann) == len(bobs)  # ann imported real-a
@@ -193,6 +197,9 @@ def test_update_every_filtered_image(indexed):
                                    class_name="plantain", actor="eve") == 4
     assert gallery.count(gallery.GalleryFilter(classes=["plantain"])) == 4
     assert [e.action for e in audit.entries(actor="eve")] == ["relabel", "restore", "exclude"]
+    from core.users import accounts
+
+    accounts.add_user("bob", "bobs-password")  # an identity must have a current account
     bob = Identity("bob", auth_mode=AUTH_PASSWORD, verified=True)
     with pytest.raises(PermissionDenied):  # real-a belongs to ann
         gallery.update_filtered(gallery.GalleryFilter(classes=["plantain"]), excluded=True, actor=bob)

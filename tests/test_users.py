@@ -97,6 +97,10 @@ def test_permissions_by_mode_and_role():
 
 
 def test_cancelling_others_jobs_needs_admin_and_is_audited(settings):
+    # Password-mode identities are re-read from their accounts at each action (issue 13).
+    for name in ("alice", "bob"):
+        accounts.add_user(name, f"{name}s-password", settings=settings)
+    accounts.add_user("boss", "bosss-password", is_admin=True, settings=settings)
     job_id = jobs.submit("train", {}, created_by="bob", settings=settings)
     alice = Identity("alice", auth_mode="password", verified=True)
     with pytest.raises(PermissionDenied):

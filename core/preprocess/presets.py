@@ -13,6 +13,9 @@ from core.db.engine import run_write, session_scope
 from core.db.models import utcnow
 from core.preprocess.models import PreprocessPreset
 from core.preprocess.pipeline import DEFAULT_NAMES, Pipeline, PipelineError, default_pipeline
+from core.users import audit
+from core.users.identity import Identity
+from core.users.permissions import actor_name, refusals_audited, require_current
 
 MAX_NAME_LENGTH = 120
 
@@ -30,12 +33,32 @@ def _clean_name(name: str) -> str:
     return cleaned
 
 
-def save_preset(name: str, pipeline: Pipeline, user: str | None = None, *,
+def _authorise(session: Session, identity: Identity | None, name: str,
+               row: PreprocessPreset | None, what: str) -> None:
+    """With sign-in on: the acting user still exists, only an admin overrides a built-in
+    preset (it changes every user's later runs), and only a preset's maker or an admin
+    replaces or deletes it. ``identity=None`` (CLI, scripts) is trusted."""
+    if identity is None:
+        return
+    fresh = require_current(identity, None, None, what, session=session)
+    if name in DEFAULT_NAMES:
+        require_current(fresh, None, "override_builtin_preset", what, session=session)
+    if row is not None:
+        require_current(fresh, row.created_by, "delete", what, session=session)
+
+
+def save_preset(name: str, pipeline: Pipeline, user: "str | Identity | None" = None, *,
                 settings: Settings | None = None, notes: str | None = None,
                 overwrite: bool = True) -> PreprocessPreset:
     """Save ``pipeline`` as ``name`` (replacing an existing preset unless ``overwrite`` is
-    False). Saving as ``real`` or ``synthetic`` edits that default."""
+    False). Saving as ``real`` or ``synthetic`` edits that default.
+
+    ``user`` is a name (trusted) or an ``Identity`` (pages), checked now (see
+    ``_authorise``); the save is audited, a refusal too.
+    """
     cleaned = _clean_name(name)
+    identity = user if isinstance(user, Identity) else None
+    user = identity.name if identity is not None else user
     # Round-trip first: a spec that cannot be read back is refused before it is stored.
     spec = Pipeline.from_dict(pipeline.to_dict()).to_dict()
     spec.pop("name", None)
@@ -44,6 +67,9 @@ def save_preset(name: str, pipeline: Pipeline, user: str | None = None, *,
         row = session.scalar(select(PreprocessPreset).where(PreprocessPreset.name == cleaned))
         if row is not None and not overwrite:
             raise PresetExists(f"a preset named {cleaned!r} already exists")
+        _authorise(session, identity, cleaned, row, f"preset {cleaned!r}")
+        audit.record(session, user, "preset_save", target_kind="preset", target_id=cleaned,
+                     detail={"hash": pipeline.hash(), "replaced": row is not None})
         if row is None:
             row = PreprocessPreset(name=cleaned, created_by=user, spec=spec)
             session.add(row)
@@ -55,7 +81,8 @@ def save_preset(name: str, pipeline: Pipeline, user: str | None = None, *,
         session.flush()
         return row
 
-    return run_write(write, settings)
+    with refusals_audited(settings):
+        return run_write(write, settings)
 
 
 def get_preset(name: str, settings: Settings | None = None) -> PreprocessPreset | None:
@@ -68,16 +95,26 @@ def list_presets(settings: Settings | None = None) -> list[PreprocessPreset]:
         return list(session.scalars(select(PreprocessPreset).order_by(PreprocessPreset.name)))
 
 
-def delete_preset(name: str, settings: Settings | None = None) -> bool:
-    """Delete a preset; deleting ``real`` or ``synthetic`` restores the built-in default."""
+def delete_preset(name: str, settings: Settings | None = None, *,
+                  actor: "str | Identity | None" = None) -> bool:
+    """Delete a preset; deleting ``real`` or ``synthetic`` restores the built-in default.
+
+    ``actor`` as ``user`` in ``save_preset``: an identity is checked now; audited."""
+    cleaned = name.strip()
+    identity = actor if isinstance(actor, Identity) else None
+
     def delete(session: Session) -> bool:
-        row = session.scalar(select(PreprocessPreset).where(PreprocessPreset.name == name.strip()))
+        row = session.scalar(select(PreprocessPreset).where(PreprocessPreset.name == cleaned))
         if row is None:
             return False
+        _authorise(session, identity, cleaned, row, f"preset {cleaned!r}")
         session.delete(row)
+        audit.record(session, actor_name(actor), "preset_delete", target_kind="preset",
+                     target_id=cleaned)
         return True
 
-    return run_write(delete, settings)
+    with refusals_audited(settings):
+        return run_write(delete, settings)
 
 
 def load_pipeline(spec: "str | dict[str, Any] | Pipeline | Any", settings: Any = None, *,

@@ -87,8 +87,27 @@ def _find(session: Session, name: str) -> User | None:
     return session.scalar(select(User).where(User.name == name))
 
 
+def _admin_check(session: Session, actor: "str | Identity | None", target: str) -> str:
+    """Account changes from a page carry the acting ``Identity``: it must be an admin *now*
+    (read in this transaction), not when their tab signed in. A plain name (the CLI, run
+    by whoever owns the server) is trusted. Returns the name to audit."""
+    if isinstance(actor, Identity):
+        from core.users.permissions import require_current
+
+        require_current(actor, None, "manage_users", f"user {target}", session=session)
+        return actor.name
+    return actor or "cli"
+
+
+def _guarded(write, settings: Settings | None):  # noqa: ANN001, ANN202 - run_write's types
+    from core.users.permissions import refusals_audited
+
+    with refusals_audited(settings):
+        return run_write(write, settings)
+
+
 def add_user(name: str, password: str | None = None, *, is_admin: bool = False,
-             actor: str | None = None, settings: Settings | None = None) -> UserInfo:
+             actor: "str | Identity | None" = None, settings: Settings | None = None) -> UserInfo:
     """Create an account. ``password=None`` makes an account that signs in only via OIDC."""
     name = clean_name(name)
     if password is not None:
@@ -96,49 +115,54 @@ def add_user(name: str, password: str | None = None, *, is_admin: bool = False,
     password_hash = hash_password(password) if password is not None else None
 
     def write(session: Session) -> UserInfo:
+        by = _admin_check(session, actor, name)
         if _find(session, name) is not None:
             raise AccountError(f"user {name!r} already exists")
         user = User(name=name, password_hash=password_hash, is_admin=is_admin)
         session.add(user)
         session.flush()
-        audit.record(session, actor or "cli", "user_add", target_kind="user", target_id=name,
+        audit.record(session, by, "user_add", target_kind="user", target_id=name,
                      detail={"admin": is_admin})
         return _info(user)
-    return run_write(write, settings)
+    return _guarded(write, settings)
 
 
-def set_password(name: str, password: str, *, actor: str | None = None,
+def set_password(name: str, password: str, *, actor: "str | Identity | None" = None,
                  settings: Settings | None = None) -> None:
     check_password_strength(password)
     password_hash = hash_password(password)
 
     def write(session: Session) -> None:
+        by = _admin_check(session, actor, name)
         user = _find(session, clean_name(name))
         if user is None:
             raise AccountError(f"no user named {name!r}")
         user.password_hash = password_hash
         sessions.end_sessions_of(session, user.name)
-        audit.record(session, actor or "cli", "user_passwd", target_kind="user", target_id=name)
-    run_write(write, settings)
+        audit.record(session, by, "user_passwd", target_kind="user", target_id=name)
+    _guarded(write, settings)
 
 
-def set_admin(name: str, is_admin: bool, *, actor: str | None = None,
+def set_admin(name: str, is_admin: bool, *, actor: "str | Identity | None" = None,
               settings: Settings | None = None) -> None:
     def write(session: Session) -> None:
+        by = _admin_check(session, actor, name)
         user = _find(session, clean_name(name))
         if user is None:
             raise AccountError(f"no user named {name!r}")
         if not is_admin and user.is_admin and _admin_count(session) <= 1:
             raise AccountError("cannot remove the last admin")
         user.is_admin = is_admin
-        audit.record(session, actor or "cli", "user_admin", target_kind="user", target_id=name,
+        audit.record(session, by, "user_admin", target_kind="user", target_id=name,
                      detail={"admin": is_admin})
-    run_write(write, settings)
+    _guarded(write, settings)
 
 
-def remove_user(name: str, *, actor: str | None = None, settings: Settings | None = None) -> None:
+def remove_user(name: str, *, actor: "str | Identity | None" = None,
+                settings: Settings | None = None) -> None:
     """Delete an account. What the user made stays, still recorded under their name."""
     def write(session: Session) -> None:
+        by = _admin_check(session, actor, name)
         user = _find(session, clean_name(name))
         if user is None:
             raise AccountError(f"no user named {name!r}")
@@ -146,8 +170,8 @@ def remove_user(name: str, *, actor: str | None = None, settings: Settings | Non
             raise AccountError("cannot remove the last admin")
         session.delete(user)
         sessions.end_sessions_of(session, user.name)
-        audit.record(session, actor or "cli", "user_remove", target_kind="user", target_id=name)
-    run_write(write, settings)
+        audit.record(session, by, "user_remove", target_kind="user", target_id=name)
+    _guarded(write, settings)
 
 
 def _admin_count(session: Session) -> int:
