@@ -12,14 +12,16 @@ from sqlalchemy import select
 from core.catalog import class_key
 from core.db.engine import session_scope
 from core.db.models import ImageClass
-from core.generation.generator import (GenerationConfig, GenerationError, load_prompt_config,
-                                       preview_images, save_prompt_config)
+from core.generation.generator import (BATCH_SIZE_MAX, GUIDANCE_MAX, PER_CLASS_MAX, SIZE_MAX,
+                                       SIZE_MIN, STEPS_MAX, GenerationConfig, GenerationError,
+                                       load_prompt_config, preview_images, save_prompt_config)
 from core.generation.jobs import KIND, extend_job, recent_images, submit_generation
 from core.generation.loading import (SCHEDULERS, ModelLoadError, ModelNotAvailable, load_tokenizer,
                                      missing_model_message)
 from core.generation.prompts import (DEFAULT_NEGATIVE, PromptConfig, PromptError,
                                      default_prompt_config, expand_prompts, token_warnings)
 from core.generation.registry import add_custom_model, list_models, locate
+from core.generation.seeds import MAX_SEED
 from core.jobs import DONE, RUNNING, list_jobs
 from core.store import ImageStore
 from webui import boot, current_identity, current_user, device_info
@@ -190,13 +192,14 @@ prompts_ok = all(config is not None for config in prompt_configs.values())
 
 st.subheader("Parameters")
 cols = st.columns(4)
-per_class = cols[0].number_input("Images per class", 1, 100_000, 50, key="gen_per_class")
-steps = cols[1].number_input("Steps", 1, 200, key="gen_steps")
-guidance = cols[2].number_input("Guidance", 0.0, 30.0, step=0.5, key="gen_guidance")
-size = cols[3].number_input("Size (px)", 16, 2048, step=8, key="gen_size")
+# The bounds are core's (GenerationConfig refuses anything outside them, from any caller).
+per_class = cols[0].number_input("Images per class", 1, PER_CLASS_MAX, 50, key="gen_per_class")
+steps = cols[1].number_input("Steps", 1, STEPS_MAX, key="gen_steps")
+guidance = cols[2].number_input("Guidance", 0.0, GUIDANCE_MAX, step=0.5, key="gen_guidance")
+size = cols[3].number_input("Size (px)", SIZE_MIN, SIZE_MAX, step=8, key="gen_size")
 cols = st.columns(4)
-seed = cols[0].number_input("Base seed", 0, 2**31 - 1, 0, key="gen_seed")
-batch_size = cols[1].number_input("Batch size", 1, 64, settings.generation_batch_size,
+seed = cols[0].number_input("Base seed", 0, MAX_SEED, 0, key="gen_seed")
+batch_size = cols[1].number_input("Batch size", 1, BATCH_SIZE_MAX, settings.generation_batch_size,
                                   key="gen_batch_size", help="halved by itself on GPU out-of-memory")
 scheduler = cols[2].selectbox("Scheduler", list(SCHEDULERS), key="gen_scheduler")
 dataset_name = cols[3].text_input("Dataset name", key="gen_dataset",
@@ -276,7 +279,7 @@ if finished:
         cols = st.columns([3, 1, 1])
         base = cols[0].selectbox("Job", [j.id for j in finished], key="gen_extend_job",
                                  format_func=lambda i: next(f"#{j.id} {j.title}" for j in finished if j.id == i))
-        more = cols[1].number_input("More per class", 1, 100_000, 10, key="gen_extend_more")
+        more = cols[1].number_input("More per class", 1, PER_CLASS_MAX, 10, key="gen_extend_more")
         if cols[2].button("Queue extension", key="gen_extend"):
             try:
                 new_id = extend_job(int(base), int(more), created_by=current_identity(),

@@ -7,15 +7,16 @@ import streamlit as st
 
 from core.preprocess import DEFAULT_NAMES, list_presets
 from core.training.data import MODES, DataError, DataSpec, available_choices
-from core.training.experiments import (DEFAULT_SWEEP_LEVELS, ExperimentRequest, create_runs,
-                                       list_runs, reconcile_runs)
+from core.training.experiments import (DEFAULT_SWEEP_LEVELS, REPEATS_MAX, SEED_MAX,
+                                       ExperimentRequest, create_runs, list_runs, reconcile_runs)
 from core.training.figures import history_figure
 from core.training.jobs import JOB_KIND, submit_training
 from core.training.models import RUN_RUNNING
 from core.training.protocols import (INIT_SCHEMES, OPTIMIZERS, ORIGINAL, PROTOCOLS, SELECT_RULES,
                                      SYNTHLAB, get_protocol, protocol_options)
 from core.training.recipes import queue_reproduction
-from core.training.trainer import TrainConfig
+from core.training.trainer import (BATCH_SIZE_MAX, EPOCHS_MAX, IMAGE_SIZE_MAX, IMAGE_SIZE_MIN,
+                                   LR_MAX, LR_MIN, PATIENCE_MAX, WEIGHT_DECAY_MAX, TrainConfig)
 from webui import boot, current_identity, current_user, escape_markdown
 from webui_jobs import live_fragment, render_job_list
 
@@ -102,19 +103,23 @@ with st.form("train_form", enter_to_submit=False):
     c1, c2, c3, c4 = st.columns(4)
     model = c1.selectbox("Model", ("small", "deep"), key="t_model",
                          format_func=lambda m: {"small": "reference CNN (small)", "deep": "deep CNN"}[m])
-    epochs = c2.number_input("Epochs", 1, 500, int(ptrain["epochs"]), key="t_epochs")
-    lr = c3.number_input("Learning rate", 1e-6, 1.0, float(ptrain["lr"]), format="%.5f", key=f"t_lr_{pk}")
-    batch_size = c4.number_input("Batch size", 1, 1024, int(ptrain["batch_size"]), key=f"t_batch_{pk}")
+    # The bounds are core's (TrainConfig refuses anything outside them, from any caller).
+    epochs = c2.number_input("Epochs", 1, EPOCHS_MAX, int(ptrain["epochs"]), key="t_epochs")
+    lr = c3.number_input("Learning rate", LR_MIN, LR_MAX, float(ptrain["lr"]), format="%.5f",
+                         key=f"t_lr_{pk}")
+    batch_size = c4.number_input("Batch size", 1, BATCH_SIZE_MAX, int(ptrain["batch_size"]),
+                                 key=f"t_batch_{pk}")
     c5, c6, c7, c8 = st.columns(4)
     optimizer = c5.selectbox("Optimizer", OPTIMIZERS, index=OPTIMIZERS.index(ptrain["optimizer"]),
                              key=f"t_optimizer_{pk}",
                              format_func={"adamw": "AdamW", "adam": "Adam (plain)"}.get)
-    weight_decay = c6.number_input("Weight decay", 0.0, 1.0, float(ptrain["weight_decay"]),
+    weight_decay = c6.number_input("Weight decay", 0.0, WEIGHT_DECAY_MAX, float(ptrain["weight_decay"]),
                                    format="%.5f", key=f"t_wd_{pk}")
     init = c7.selectbox("Initial weights", INIT_SCHEMES, index=INIT_SCHEMES.index(ptrain["init"]),
                         key=f"t_init_{pk}", format_func={
                             "default": "PyTorch default", "xavier": "Xavier uniform, zero biases"}.get)
-    image_size = c8.number_input("Image size", 16, 512, int(ptrain.get("image_size", settings.image_size)),
+    image_size = c8.number_input("Image size", IMAGE_SIZE_MIN, IMAGE_SIZE_MAX,
+                                 int(ptrain.get("image_size", settings.image_size)),
                                  step=16, key=f"t_size_{pk}")
     c9, c10, c11, c12 = st.columns(4)
     val_fraction = c9.number_input("Validation share (0 = none: every image trains)", 0.0, 0.9,
@@ -122,15 +127,15 @@ with st.form("train_form", enter_to_submit=False):
     select = c10.selectbox("Weights kept", SELECT_RULES, index=SELECT_RULES.index(ptrain["select"]),
                            key=f"t_select_{pk}", format_func={
                                "best-val": "best validation epoch", "last": "last epoch"}.get)
-    patience = c11.number_input("Early-stopping patience (0 = off)", 0, 100, int(ptrain["patience"]),
+    patience = c11.number_input("Early-stopping patience (0 = off)", 0, PATIENCE_MAX, int(ptrain["patience"]),
                                 key=f"t_patience_{pk}")
     deterministic = c12.checkbox("Deterministic kernels", key="t_deterministic",
                                  help="PyTorch's deterministic algorithms and cuDNN without "
                                       "autotuning: the same seed gives the same weights on a GPU "
                                       "too, somewhat slower. Recorded with the run.")
     c13, c14 = st.columns(2)
-    seed = c13.number_input("Seed", 0, 2**31 - 1, 0, key="t_seed")
-    repeats = c14.number_input("Repeat with N seeds", 1, 20, 1, key="t_repeats")
+    seed = c13.number_input("Seed", 0, SEED_MAX, 0, key="t_seed")
+    repeats = c14.number_input("Repeat with N seeds", 1, REPEATS_MAX, 1, key="t_repeats")
     sweep = st.checkbox("Data-efficiency sweep: train at several numbers of real images per "
                         "class, each with and without the synthetic images above", key="t_sweep")
     levels_text = st.text_input("Sweep levels (real images per class; 'all' for every image)",
@@ -199,7 +204,7 @@ with st.form("reproduce_form", enter_to_submit=False):
     recipe_real = r1.selectbox("Real dataset", list(choices.real_datasets), key="rp_real")
     recipe_synthetic = r2.selectbox("Synthetic dataset", list(choices.synthetic_datasets) or ["(none)"],
                                     key="rp_synth", disabled=not choices.synthetic_datasets)
-    recipe_seeds = r3.number_input("Seeds", 1, 20, 5, key="rp_seeds")
+    recipe_seeds = r3.number_input("Seeds", 1, REPEATS_MAX, 5, key="rp_seeds")
     queue_recipe = st.form_submit_button("Queue the reproduction (8 configurations x seeds)")
 if queue_recipe:
     try:
