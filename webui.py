@@ -75,7 +75,13 @@ def escape_markdown(text: object) -> str:
 
     # Mid-line text only: list markers (- + 1.) need no escape there, and names such as
     # "fruit-photos" stay readable in the page source and in tests.
-    return re.sub(r"([\\`*_\[\]()<>#!|~:$])", r"\\\1", str(text))
+    escaped = re.sub(r"([\\`*_\[\]()<>#!|~:$])", r"\\\1", str(text))
+    # Escapes are not enough for bare web addresses: Streamlit's GFM autolinking runs on the
+    # parsed text, where "http\://" is "http://" again (seen in Chromium: every escaped URL
+    # was a link). An invisible WORD JOINER (U+2060) after the scheme or "www", and after
+    # "@" (e-mail addresses), breaks the pattern and leaves the text readable.
+    escaped = re.sub(r"(?i)\b(https?|ftp|www|mailto|xmpp)(?=\\?[:.])", "\\1\u2060", escaped)
+    return escaped.replace("@", "@\u2060")
 
 
 # --- sign-in (issue 8) ------------------------------------------------------------------

@@ -103,7 +103,7 @@ def render_job_list(kinds: tuple[str, ...] | None = None, *, user: str | None = 
         rows = sorted(rows, key=lambda j: j.id, reverse=True)[:limit]
         refused = st.session_state.pop(f"{key}-refused", None)
         if refused:
-            st.error(f"Not cancelled: {refused}")
+            st.error(f"Not cancelled: {escape_markdown(refused)}")
         if not rows:
             st.caption("No jobs yet.")
             return
@@ -112,11 +112,11 @@ def render_job_list(kinds: tuple[str, ...] | None = None, *, user: str | None = 
                 st.markdown(_job_line(job))
                 if job.progress_total:
                     st.progress(min(1.0, job.progress_done / max(1, job.progress_total)),
-                                text=job.message or None)
+                                text=escape_markdown(job.message) or None)
                 elif job.message:
-                    st.caption(job.message)
+                    st.caption(escape_markdown(job.message))
                 if job.error:
-                    st.error(job.error)
+                    st.error(escape_markdown(job.error))
                 log_area = st
                 if job.status in jobs.ACTIVE_STATUSES and (can_cancel or _may_cancel)(job):
                     # Wide enough for "Cancel" in the half-width panel on Home.

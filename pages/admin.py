@@ -48,7 +48,7 @@ with users_tab:
                                       actor=identity, settings=settings)
                     st.success(f"Added {escape_markdown(new_name.strip())}.")
                 except (accounts.AccountError, PermissionDenied) as exc:
-                    st.error(str(exc))
+                    st.error(escape_markdown(exc))
         if users:
             names = [u.name for u in users]
             with st.form("admin_change_user", clear_on_submit=True):
@@ -69,7 +69,7 @@ with users_tab:
                                                actor=identity, settings=settings)
                         st.success(f"{change}: {escape_markdown(target)}")
                     except (accounts.AccountError, PermissionDenied) as exc:
-                        st.error(str(exc))
+                        st.error(escape_markdown(exc))
 
 with audit_tab:
     st.caption("Who relabelled, deleted, cancelled or changed accounts, newest first.")
@@ -102,7 +102,7 @@ with worker_tab:
                 st.success(f"Worker running as PID {status.pid}." if status.alive
                            else "Worker stopped; none started (see its log).")
             except RuntimeError as exc:
-                st.error(str(exc))
+                st.error(escape_markdown(exc))
     with st.expander("Worker log (last lines)"):
         st.code(status.log_tail or "(empty)", language=None)
 

@@ -129,7 +129,7 @@ def _show(result: Explanation) -> None:
     with left:
         st.markdown("**Input the model saw**")
         st.image(_upscaled(result.prepared.pixels), width="stretch",
-                 caption=f"{result.prepared.pipeline_name} pipeline")
+                 caption=f"{escape_markdown(result.prepared.pipeline_name)} pipeline")
         st.image(result.subject.image, width="stretch", caption="original")
     with middle:
         st.plotly_chart(
@@ -259,7 +259,7 @@ with tab_compare:
                                              content_box=result.prepared.content_box
                                              if result.prepared.has_margins else None)
                     grid[k % 2].image(overlay, width="stretch", caption=(
-                        f"#{image_id}: {result.predicted_class} "
+                        f"#{image_id}: {escape_markdown(result.predicted_class)} "
                         f"{float(result.probabilities[result.predicted]):.0%}"))
                 if masses:
                     st.metric(f"Mean attribution on margins ({source})", f"{np.mean(masses):.1%}")

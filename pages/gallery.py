@@ -97,7 +97,7 @@ selected = st.session_state.get("g_selected")
 detail = gallery.image_detail(selected, settings) if selected else None
 if detail is not None:
     with st.container(border=True):
-        st.subheader(f"Image #{detail['id']}: {detail['class_display_name']}")
+        st.subheader(f"Image #{detail['id']}: {escape_markdown(detail['class_display_name'])}")
         left, right = st.columns([1, 2])
         try:
             left.image(str(store.abspath(detail["path"])), width="stretch")
@@ -123,7 +123,7 @@ if detail is not None:
                         st.session_state["g_relabel_done"] = target
                         st.rerun()
                     except (PermissionDenied, ValueError) as exc:
-                        st.error(str(exc))
+                        st.error(escape_markdown(exc))
             done = st.session_state.pop("g_relabel_done", None)
             if done:
                 st.success(f"Relabelled as {escape_markdown(done)}.")
@@ -136,13 +136,13 @@ if detail is not None:
                                          settings=settings)
                     st.rerun()
                 except PermissionDenied as exc:
-                    st.error(str(exc))
+                    st.error(escape_markdown(exc))
         with actions[2]:
             confirm = st.checkbox("Yes, delete this image and its file", key="g_confirm_delete")
             st.button("Delete", type="primary", disabled=not confirm, key="g_delete",
                       on_click=_delete, args=(detail["id"],))
             if st.session_state.get("g_delete_error"):
-                st.error(st.session_state.pop("g_delete_error"))
+                st.error(escape_markdown(st.session_state.pop("g_delete_error")))
         near = gallery.near_duplicates(detail["id"], settings)
         if near:
             shown = near[:COLUMNS * 2]
@@ -178,8 +178,8 @@ for start in range(0, len(result.rows), COLUMNS):
             except (OSError, ValueError):
                 st.error("file missing")
             note = " · excluded" if row.excluded else ""
-            split = f" · {row.split}" if row.split else ""
-            st.caption(f"{row.class_display} · {row.source}{split}{note}")
+            split = f" · {escape_markdown(row.split)}" if row.split else ""
+            st.caption(f"{escape_markdown(row.class_display)} · {row.source}{split}{note}")
             st.button(f"#{row.id}", key=f"g_open_{row.id}", on_click=_select, args=(row.id,),
                       help="Show details")
 
@@ -206,7 +206,7 @@ with st.expander(f"Change all {total:,} filtered images"):
                     st.session_state["g_bulk_done"] = f"{bulk_action}: {changed:,} images changed."
                     st.rerun()
                 except (PermissionDenied, ValueError) as exc:
-                    st.error(str(exc))
+                    st.error(escape_markdown(exc))
 if st.session_state.get("g_bulk_done"):
     st.success(st.session_state.pop("g_bulk_done"))
 

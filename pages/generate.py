@@ -24,7 +24,7 @@ from core.generation.registry import add_custom_model, list_models, locate
 from core.generation.seeds import MAX_SEED
 from core.jobs import DONE, RUNNING, list_jobs
 from core.store import ImageStore
-from webui import boot, current_identity, current_user, device_info
+from webui import boot, current_identity, current_user, device_info, escape_markdown
 from webui_jobs import live_fragment, render_job_list
 
 settings = boot()
@@ -75,16 +75,16 @@ if choice == CUSTOM:
             add_custom_model(model_source, added_by=user, settings=settings)
             st.rerun()
         except ValueError as exc:
-            st.error(str(exc))
+            st.error(escape_markdown(exc))
     model_entry = next((e for e in list_models(settings) if e.source == model_source), None)
 model_ready = bool(model_source) and locate(model_source, settings) is not None
 if choice == CUSTOM and model_source and not model_ready:
-    st.error(missing_model_message(model_source))
+    st.error(escape_markdown(missing_model_message(model_source)))  # the id is user text
 elif model_entry is not None and not model_entry.available:
     if not available and model_entry.source == "stabilityai/sd-turbo":
-        st.caption(f"{model_entry.label} is not downloaded yet: see the command above.")
+        st.caption(f"{escape_markdown(model_entry.label)} is not downloaded yet: see the command above.")
     else:
-        st.error(f"{model_entry.label} is not on this machine. Get it with:")
+        st.error(f"{escape_markdown(model_entry.label)} is not on this machine. Get it with:")
         st.code(model_entry.how_to_get or f"hf download {model_entry.source}", language="bash")
 elif model_entry is not None and model_entry.preset:
     st.caption(f"{model_entry.preset.notes}. Loads from `{model_entry.location}`.")
@@ -116,7 +116,7 @@ for name in (n.strip() for n in new_text.split(",")):
             class_key(name)
             class_names.append(name)
         except ValueError:
-            st.error(f"Not a usable class name: {name!r}")
+            st.error(f"Not a usable class name: {escape_markdown(repr(name))}")
 
 
 def _stored_config(name: str) -> PromptConfig:
@@ -150,7 +150,7 @@ def _prompt_widgets(name: str) -> PromptConfig | None:
             f"{slot}: {' | '.join(values)}" for slot, values in stored.slots.items())
         st.session_state[f"gen_negative_{key}"] = stored.negative_prompt
         st.session_state[f"gen_mode_{key}"] = stored.mode
-    with st.expander(f"Prompts for {name}"):
+    with st.expander(f"Prompts for {escape_markdown(name)}"):
         prompt_name = st.text_input("Name in prompts", key=f"gen_pname_{key}",
                                     help="{name} in the templates, e.g. 'red bell pepper'")
         templates = st.text_area("Templates, one per line ({name}, {a_name} = with its article, and your slots)",
@@ -167,7 +167,7 @@ def _prompt_widgets(name: str) -> PromptConfig | None:
                                   slots=_parse_slots(slots), negative_prompt=negative, mode=mode)
             config.validate()
         except PromptError as exc:
-            st.error(str(exc))
+            st.error(escape_markdown(exc))
             return None
         examples = expand_prompts(config, 6, base_seed=int(st.session_state.get("gen_seed", 0)),
                                   class_key=key)
@@ -176,7 +176,7 @@ def _prompt_widgets(name: str) -> PromptConfig | None:
         tokenizer = _tokenizer(model_source) if model_ready else None
         if tokenizer is not None:
             for warning in token_warnings(examples + [config.negative_prompt], tokenizer):
-                st.warning(warning.message())
+                st.warning(escape_markdown(warning.message()))
         return config
 
 
@@ -232,7 +232,7 @@ if cols[1].button("Preview 4 images", key="gen_preview", disabled=not ready):
             st.session_state["gen_preview_images"] = preview_images(
                 config, preview_class, prompt_configs[preview_class], settings, count=4)
     except (ModelNotAvailable, ModelLoadError, GenerationError, PromptError, ValueError) as exc:
-        st.error(str(exc))
+        st.error(escape_markdown(exc))
 
 
 def _queue_job(config: GenerationConfig, configs: dict[str, PromptConfig | None]) -> None:
@@ -254,19 +254,20 @@ if ready:
     try:
         queue_config = _config()
     except (GenerationError, PromptError, ValueError) as exc:
-        st.error(str(exc))
+        st.error(escape_markdown(exc))
 cols[2].button("Queue job", key="gen_queue", type="primary", disabled=queue_config is None,
                on_click=_queue_job, args=(queue_config, prompt_configs))
 queue_result = st.session_state.pop("gen_queue_result", None)
 if queue_result is not None:
-    (st.success if queue_result[0] == "success" else st.error)(queue_result[1])
+    (st.success if queue_result[0] == "success" else st.error)(escape_markdown(queue_result[1]))
 
 previews = st.session_state.get("gen_preview_images")
 if previews:
     st.subheader("Preview (not stored)")
     grid = st.columns(len(previews))
     for column, (image, prompt, image_seed) in zip(grid, previews):
-        column.image(image, caption=f"seed {image_seed}: {prompt}", width="stretch")
+        # Image captions render markdown too: a prompt is user text.
+        column.image(image, caption=f"seed {image_seed}: {escape_markdown(prompt)}", width="stretch")
 
 # --- jobs --------------------------------------------------------------------------------
 
@@ -286,7 +287,7 @@ if finished:
                                     settings=settings)
                 st.success(f"Queued job #{new_id}: the next {int(more)} images of each class.")
             except GenerationError as exc:
-                st.error(str(exc))
+                st.error(escape_markdown(exc))
 
 
 @live_fragment((KIND,), 3.0)
@@ -305,7 +306,8 @@ def _latest_images() -> None:
     grid = st.columns(8)
     for column, image in zip(grid, images):
         try:
-            column.image(str(store.thumbnail_path(image.relpath)), caption=image.class_name,
+            column.image(str(store.thumbnail_path(image.relpath)),
+                         caption=escape_markdown(image.class_name),
                          width="stretch")
         except OSError:
             column.caption("(file missing)")

@@ -9,7 +9,7 @@ import plotly.express as px
 import streamlit as st
 
 from core import gallery
-from webui import boot, current_user, device_info
+from webui import boot, current_user, device_info, escape_markdown
 from webui_jobs import render_job_list
 
 settings = boot()
@@ -77,7 +77,7 @@ else:
     try:
         entries = registry.list_models(settings)
     except Exception as exc:  # noqa: BLE001 - a broken model folder must not break Home
-        st.error(f"Could not list the models: {exc}")
+        st.error(f"Could not list the models: {escape_markdown(exc)}")
         entries = []
     available = [e for e in entries if e.available]
     if available:

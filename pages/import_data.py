@@ -17,7 +17,7 @@ from core.ingest.huggingface import check_hub_id
 from core.ingest.jobs import KIND, stage_uploads, submit_import
 from core.ingest.sources import SourceError
 from core.users.permissions import PermissionDenied, require
-from webui import boot, current_identity, current_user
+from webui import boot, current_identity, current_user, escape_markdown
 from webui_jobs import live_fragment, render_job_list
 from webui_uploads import release_uploads
 
@@ -80,7 +80,7 @@ def _target() -> str | None:
         try:
             staged = str(stage_uploads([(f.name, f.getvalue()) for f in chosen], settings))
         except (ValueError, OSError) as exc:
-            st.error(f"Upload failed: {exc}")
+            st.error(f"Upload failed: {escape_markdown(exc)}")
             return None
         finally:
             # On disk now (or refused): the server's memory copy is not needed any more.
@@ -96,7 +96,7 @@ def _target() -> str | None:
         try:
             check_hub_id(text)
         except SourceError as exc:
-            st.error(str(exc))
+            st.error(escape_markdown(exc))
             return None
         return text
     path = Path(text).expanduser()
@@ -104,14 +104,14 @@ def _target() -> str | None:
         try:
             require(current_identity(), None, "import_server_path")
         except PermissionDenied as exc:
-            st.error(f"{exc}: reading a folder on the server is reserved to admins when "
+            st.error(f"{escape_markdown(exc)}: reading a folder on the server is reserved to admins when "
                      "sign-in is on. Upload the files instead.")
             return None
         if path.is_dir() or path.suffix.lower() == ".zip":
             return str(path)
-        st.error(f"Not a folder or a .zip file: {text}")
+        st.error(f"Not a folder or a .zip file: {escape_markdown(text)}")
         return None
-    st.error(f"Path does not exist on the server: {text}")
+    st.error(f"Path does not exist on the server: {escape_markdown(text)}")
     return None
 
 
@@ -138,21 +138,21 @@ def _report() -> None:
     job = jobs.get_job(job_id, settings)
     if job is None:
         return
-    st.subheader(f"Import #{job.id}: {job.title}")
+    st.subheader(f"Import #{job.id}: {escape_markdown(job.title)}")
     if job.status in jobs.ACTIVE_STATUSES:
         total = max(1, job.progress_total)
         st.progress(min(1.0, job.progress_done / total),
                     text=job.message or f"{job.status}...")
         return
     if job.status == jobs.FAILED:
-        st.error(f"The import failed: {job.error}")
+        st.error(f"The import failed: {escape_markdown(job.error)}")
         return
     if job.status == jobs.CANCELLED:
         st.warning("The import was cancelled; the images added before that are kept.")
     result = job.result or {}
     if not result:
         return
-    st.markdown(f"Dataset **{result['dataset']}** ({result['layout']} layout)")
+    st.markdown(f"Dataset **{escape_markdown(result['dataset'])}** ({result['layout']} layout)")
     near_pairs = result.get("near_duplicate_pairs", 0)
     cols = st.columns(4 if near_pairs else 3)  # the fourth only when there is something to see
     cols[0].metric("Added", result["added"])

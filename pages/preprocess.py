@@ -21,7 +21,7 @@ from core.preprocess.stats import ImageFilter, random_margin_from_dataset
 from core.preprocess.transforms import (LETTERBOX_FILLS, RESAMPLING, RandomMargin, Transform,
                                         TransformError, transform_types)
 from core.users.permissions import PermissionDenied
-from webui import boot, current_identity
+from webui import boot, current_identity, escape_markdown
 
 settings = boot()
 identity = current_identity()
@@ -85,7 +85,7 @@ def _field_widget(cls: type[Transform], field: dataclasses.Field, value, key: st
             st.caption(f"Aspect ratios measured from a real dataset: {len(value)} values, "
                        f"median {np.median(value):.2f} (the range above is then ignored).")
         return tuple(value or ())
-    st.caption(f"{label}: {value}")
+    st.caption(f"{label}: {escape_markdown(value)}")
     return value
 
 
@@ -105,7 +105,7 @@ def pipeline_editor(side: str, names: list[str], real_datasets: list[str]) -> Pi
         try:
             base = load_pipeline(chosen, settings)
         except PipelineError as exc:
-            st.error(str(exc))
+            st.error(escape_markdown(exc))
             base = load_pipeline(side, settings)
         _restructure(side, base)
         st.session_state[f"pp_{side}_loaded"] = chosen
@@ -127,7 +127,7 @@ def pipeline_editor(side: str, names: list[str], real_datasets: list[str]) -> Pi
             try:
                 steps.append(cls(**values))
             except (TransformError, TypeError) as exc:
-                st.error(str(exc))
+                st.error(escape_markdown(exc))
                 valid = False
             if cls is RandomMargin and real_datasets:
                 dataset = st.selectbox("Measure the aspect ratios of", real_datasets,
@@ -158,7 +158,7 @@ def pipeline_editor(side: str, names: list[str], real_datasets: list[str]) -> Pi
                     session, ImageFilter(source=SOURCE_REAL, dataset_name=action[2]),
                     position=steps[action[1]].position)  # type: ignore[attr-defined]
             except ValueError as exc:
-                st.error(str(exc))
+                st.error(escape_markdown(exc))
                 return pipeline
         changed = list(pipeline.steps)
         changed[action[1]] = measured
@@ -306,7 +306,7 @@ else:
 
 st.subheader("Presets")
 if "pp_flash" in st.session_state:  # the outcome of the last save or delete, before its rerun
-    st.success(st.session_state.pop("pp_flash"))
+    st.success(escape_markdown(st.session_state.pop("pp_flash")))
 saved_by_name = {p.name: p for p in presets}
 with st.form("pp_save_preset"):
     which = st.radio("Save which pipeline", ["real", "synthetic"], horizontal=True)
@@ -322,7 +322,7 @@ with st.form("pp_save_preset"):
             # Core checks the identity as it is now (owner, built-in names) and audits.
             saved = save_preset(name, pipeline, identity, settings=settings, notes=notes or None)
         except (PipelineError, PermissionDenied) as exc:
-            st.error(str(exc))
+            st.error(escape_markdown(exc))
         else:
             # Rerun so every preset menu on the page lists the new one.
             st.session_state["pp_flash"] = f"Saved preset “{saved.name}” ({len(pipeline.steps)} steps)."
@@ -336,7 +336,7 @@ if presets:
             try:
                 delete_preset(doomed, settings, actor=identity)
             except PermissionDenied as exc:
-                st.error(str(exc))
+                st.error(escape_markdown(exc))
             else:
                 st.session_state["pp_flash"] = f"Deleted preset “{doomed}”." + (
                     " The built-in default is back." if doomed in DEFAULT_NAMES else "")

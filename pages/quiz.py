@@ -13,7 +13,7 @@ from core.quiz.jobs import JOB_KIND, submit_judge
 from core.quiz.judge import JudgeConfig
 from core.quiz.models import MODE_PAIR, MODE_QUAD, MODE_SINGLE, VIEW_MODEL, VIEW_ORIGINAL
 from core.users.permissions import can_modify
-from webui import boot, current_identity, current_user
+from webui import boot, current_identity, current_user, escape_markdown
 from webui_jobs import render_job_list
 
 settings = boot()
@@ -184,11 +184,11 @@ def _quizzed_on(view: rounds.RoundView) -> str:
     filters = view.filters
     parts = [MODE_LABELS.get(view.mode, view.mode)]
     if filters.get("class_name"):
-        parts.append(f"class {view.class_display}")
+        parts.append(f"class {escape_markdown(view.class_display)}")
     for key, label in (("model", "model"), ("real_dataset", "real dataset"),
                        ("synthetic_dataset", "synthetic dataset")):
         if filters.get(key):
-            parts.append(f"{label} {filters[key]}")
+            parts.append(f"{label} {escape_markdown(filters[key])}")
     parts.append(view.view_label if view.view == VIEW_MODEL else "originals")
     return "Quizzed on: " + " · ".join(parts)
 
@@ -214,7 +214,7 @@ def _show_images(cells: list, served: rounds.ServedRound) -> None:
 
 def _show_round(view: rounds.RoundView) -> None:
     served = _served(view.token)
-    st.subheader(f"{view.class_display}: " + ("which one is real?" if view.mode != MODE_SINGLE
+    st.subheader(f"{escape_markdown(view.class_display)}: " + ("which one is real?" if view.mode != MODE_SINGLE
                                               else "real or generated?"))
     st.caption(_quizzed_on(view))
     cells = _image_grid(view)
@@ -256,9 +256,9 @@ def _show_reveal(view: rounds.RoundView, reveal: rounds.Reveal) -> None:
         with cells[image.position]:
             chosen = " - your pick" if reveal.chosen_position == image.position else ""
             if image.is_real:
-                st.markdown(f"**Real** (dataset: {image.dataset}){chosen}")
+                st.markdown(f"**Real** (dataset: {escape_markdown(image.dataset)}){chosen}")
             else:
-                st.markdown(f"**Generated** by `{image.model}`{chosen}")
+                st.markdown(f"**Generated** by {escape_markdown(image.model)}{chosen}")
                 # Prompts are user text: shown as plain text, never as markdown or HTML.
                 st.text(f"prompt: {image.prompt or '(not recorded)'}")
     st.caption(KEYS_HELP)
@@ -272,7 +272,7 @@ def _play_area() -> None:
     _score_line()
     message = st.session_state.pop(MESSAGE_KEY, None)
     if message:
-        st.warning(message)
+        st.warning(escape_markdown(message))
     token = st.session_state.get(ROUND_KEY)
     if token is None:
         resumed = rounds.open_round(player, settings)  # a reload keeps the dealt round
@@ -312,7 +312,7 @@ def _play_tab() -> None:
     try:
         rounds.check_player_name(player)
     except rounds.QuizError as exc:
-        st.warning(f"Cannot play under this name: {exc}")
+        st.warning(f"Cannot play under this name: {escape_markdown(exc)}")
         return
     options = rounds.quiz_options(settings)
     _settings_panel(options)

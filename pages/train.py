@@ -188,7 +188,7 @@ if submitted:
         job_id = submit_training(run_ids, title=title, created_by=current_identity(),
                                  settings=settings)
     except (DataError, ValueError) as exc:
-        st.error(f"Cannot start: {exc}")
+        st.error(f"Cannot start: {escape_markdown(exc)}")
     else:
         st.success(f"Queued job {job_id} with {len(run_ids)} run(s): "
                    f"{', '.join(str(i) for i in run_ids)}. Results appear on the **Results** page.")
@@ -216,7 +216,7 @@ if queue_recipe:
         job_id = submit_training(plan.run_ids, title=f"reproduce original ({len(plan.run_ids)} runs)",
                                  created_by=current_identity(), settings=settings)
     except (DataError, ValueError) as exc:
-        st.error(f"Cannot start: {exc}")
+        st.error(f"Cannot start: {escape_markdown(exc)}")
     else:
         notes = "".join(f" Note: {escape_markdown(n)}." for n in plan.notes)
         st.success(f"Queued job {job_id}: {len(plan.run_ids)} runs on "

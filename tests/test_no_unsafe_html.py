@@ -93,7 +93,11 @@ def test_escape_markdown_makes_user_text_inert():
     escaped = escape_markdown("![x](http://evil/t.png) **bold** <b>hi</b> `code`")
     for inert in ("\\!\\[x\\]\\(", "\\*\\*bold", "\\<b\\>", "\\`code\\`"):
         assert inert in escaped
-    assert escaped.replace("\\", "") == "![x](http://evil/t.png) **bold** <b>hi</b> `code`"
+    assert escaped.replace("\\", "").replace("\u2060", "") == \
+        "![x](http://evil/t.png) **bold** <b>hi</b> `code`"
+    # Bare addresses are autolinked after unescaping: a word joiner breaks them (issue 13).
+    for text in ("http://example.invalid/p", "www.example.invalid", "a@example.invalid"):
+        assert text not in escape_markdown(text).replace("\\", "")
 
 
 def test_the_session_cookie_script_takes_only_a_token():
