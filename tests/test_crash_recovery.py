@@ -349,8 +349,8 @@ def test_worker_killed_mid_import_leaves_no_pool_and_the_next_worker_resumes(set
     from tests.imagemaker import make_imagefolder
 
     # Big enough that the first 200-row batch commits well before the last file is decoded.
-    folder = make_imagefolder(tmp_path / "fruit", ["apple", "plum", "lime"], 400, size=(64, 48))
-    total = 1200
+    folder = make_imagefolder(tmp_path / "fruit", ["apple", "plum", "lime"], 200, size=(64, 48))
+    total = 600
     job_id = submit_import(str(folder), dataset="fruit", user="ann", settings=settings)
     # The default 30 s stale time, on purpose: the next worker must not need to wait it out.
     env = dict(_env(SYNTHLAB_INGEST_WORKERS="2"), SYNTHLAB_WORKER_STALE_SECONDS="30",
