@@ -24,9 +24,19 @@ PAGES = [
     ("pages/admin.py", "Admin", ":material/admin_panel_settings:"),
 ]
 
+
+
+def _pages() -> list[st.Page]:
+    return [st.Page(path, title=title, icon=icon, default=index == 0)
+            for index, (path, title, icon) in enumerate(PAGES) if (HERE / path).is_file()]
+
+
+# A hidden menu first, before the sign-in gate in boot() (which stops the run before the
+# real menu below): otherwise the first visitor after a server start sees every page name
+# that Streamlit found in pages/ (its old multipage layout) next to the sign-in form. The
+# same pages keep a bookmarked URL (/gallery) resolving to its page through the sign-in.
+st.navigation(_pages(), position="hidden")
 settings = boot()
-navigation = st.navigation([st.Page(path, title=title, icon=icon, default=index == 0)
-                            for index, (path, title, icon) in enumerate(PAGES)
-                            if (HERE / path).is_file()])
+navigation = st.navigation(_pages())
 sidebar(settings)
 navigation.run()

@@ -8,6 +8,7 @@ and without rerunning the whole page.
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import streamlit as st
 
@@ -37,6 +38,24 @@ def _may_cancel(job) -> bool:  # noqa: ANN001
     from core.users.permissions import can_modify
 
     return can_modify(current_identity(), job.created_by, "cancel")
+
+
+# An absolute POSIX path (two parts or more), not preceded by a word character or a dot
+# (so "images/s" and "../x" stay): what a server-side error message carries.
+_SERVER_PATH = re.compile(r"(?<![\w.~])/(?:[^\s/'\"`:,;()\[\]]+/)+([^\s/'\"`:,;()\[\]]*)")
+
+
+def public_text(text: str | None) -> str:
+    """A job's error, message or log line as every viewer may see it.
+
+    Job panels show everyone's jobs, and errors from the worker carry server paths (data
+    folder, cache, model files): only admins see them whole; others see the file name.
+    """
+    from core.users.permissions import is_admin
+
+    if not text or is_admin(current_identity()):
+        return text or ""
+    return _SERVER_PATH.sub(lambda m: "…/" + m.group(1), text)
 
 
 # How often live panels poll while no job of theirs is queued or running.
@@ -112,23 +131,28 @@ def render_job_list(kinds: tuple[str, ...] | None = None, *, user: str | None = 
                 st.markdown(_job_line(job))
                 if job.progress_total:
                     st.progress(min(1.0, job.progress_done / max(1, job.progress_total)),
-                                text=escape_markdown(job.message) or None)
+                                text=escape_markdown(public_text(job.message)) or None)
                 elif job.message:
-                    st.caption(escape_markdown(job.message))
+                    st.caption(escape_markdown(public_text(job.message)))
                 if job.error:
-                    st.error(escape_markdown(job.error))
+                    st.error(escape_markdown(public_text(job.error)))
                 log_area = st
-                if job.status in jobs.ACTIVE_STATUSES and (can_cancel or _may_cancel)(job):
+                if job.status in jobs.ACTIVE_STATUSES:
+                    allowed = (can_cancel or _may_cancel)(job)
                     # Wide enough for "Cancel" in the half-width panel on Home.
                     cols = st.columns([1, 3])
                     # A callback, so the click counts even if a timed refresh of this
-                    # fragment lands at the same moment.
+                    # fragment lands at the same moment. Someone else's job: disabled, and
+                    # the reason on hover, rather than refused after the click.
                     cols[0].button("Cancel", key=f"{key}-cancel-{job.id}", on_click=_cancel,
-                                   args=(job.id, key))
+                                   args=(job.id, key), disabled=not allowed,
+                                   help=None if allowed else
+                                   f"Only {job.created_by or 'its owner'} or an admin can "
+                                   "cancel this job.")
                     log_area = cols[1]
                 with log_area.expander("Log"):
                     events = jobs.job_events(job.id, limit=50)
-                    st.code("\n".join(f"{e.at:%H:%M:%S} {e.level:<7} {e.message}" for e in events)
-                            or "(empty)", language=None)
+                    st.code("\n".join(f"{e.at:%H:%M:%S} {e.level:<7} {public_text(e.message)}"
+                                      for e in events) or "(empty)", language=None)
 
     _panel()

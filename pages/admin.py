@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core import jobs
+from core.db.engine import display_url
 from core.users import accounts, audit
 from core.users.permissions import PermissionDenied, is_admin
 from core.users.server import restart_worker, worker_status
@@ -71,20 +72,29 @@ with users_tab:
                     except (accounts.AccountError, PermissionDenied) as exc:
                         st.error(escape_markdown(exc))
 
+# The audit log, the worker log and the server settings tell who did what, where the
+# server keeps its files and how it reaches its database: with sign-in on, admins only.
+ADMINS_ONLY = "Only admins can see this when sign-in is on."
+
 with audit_tab:
-    st.caption("Who relabelled, deleted, cancelled or changed accounts, newest first.")
-    cols = st.columns(2)
-    actor = cols[0].text_input("Only by user", key="audit_actor")
-    action = cols[1].text_input("Only action (e.g. delete, relabel, cancel)", key="audit_action")
-    rows = audit.entries(actor=actor.strip() or None, action=action.strip() or None,
-                         limit=500, settings=settings)
-    if rows:
-        st.dataframe(pd.DataFrame([{"when": r.at, "who": r.actor, "action": r.action,
-                                    "target": f"{r.target_kind or ''} {r.target_id or ''}".strip(),
-                                    "detail": str(r.detail or "")} for r in rows]),
-                     hide_index=True)
+    if not admin:
+        st.info(ADMINS_ONLY)
     else:
-        st.caption("Nothing recorded yet.")
+        st.caption("Who relabelled, deleted, cancelled or changed accounts (and who was "
+                   "refused), newest first.")
+        cols = st.columns(2)
+        actor = cols[0].text_input("Only by user", key="audit_actor")
+        action = cols[1].text_input("Only action (e.g. delete, relabel, cancel, refused)",
+                                    key="audit_action")
+        rows = audit.entries(actor=actor.strip() or None, action=action.strip() or None,
+                             limit=500, settings=settings)
+        if rows:
+            st.dataframe(pd.DataFrame([{"when": r.at, "who": r.actor, "action": r.action,
+                                        "target": f"{r.target_kind or ''} {r.target_id or ''}".strip(),
+                                        "detail": str(r.detail or "")} for r in rows]),
+                         hide_index=True)
+        else:
+            st.caption("Nothing recorded yet.")
 
 with worker_tab:
     status = worker_status(settings)
@@ -95,16 +105,19 @@ with worker_tab:
     cols[2].metric("Jobs waiting", counts.get(jobs.QUEUED, 0) + counts.get(jobs.INTERRUPTED, 0))
     st.caption(" · ".join(f"{name}: {count}" for name, count in sorted(counts.items()))
                or "No jobs yet.")
-    if admin:
-        if st.button("Restart worker", help="Stops the worker (its job resumes) and starts a new one"):
-            try:
-                status = restart_worker(settings, actor=identity.name)
-                st.success(f"Worker running as PID {status.pid}." if status.alive
-                           else "Worker stopped; none started (see its log).")
-            except RuntimeError as exc:
-                st.error(escape_markdown(exc))
-    with st.expander("Worker log (last lines)"):
-        st.code(status.log_tail or "(empty)", language=None)
+    # Shown to everyone, disabled with the reason for non-admins (not refused after a click).
+    if st.button("Restart worker", disabled=not admin,
+                 help="Stops the worker (its job resumes) and starts a new one" if admin
+                 else "Only admins can restart the worker."):
+        try:
+            status = restart_worker(settings, actor=identity.name)
+            st.success(f"Worker running as PID {status.pid}." if status.alive
+                       else "Worker stopped; none started (see its log).")
+        except RuntimeError as exc:
+            st.error(escape_markdown(exc))
+    if admin:  # the log holds server paths and other users' job details
+        with st.expander("Worker log (last lines)"):
+            st.code(status.log_tail or "(empty)", language=None)
 
 with check_tab:
     st.caption("Compares the index with the image folder: missing files, orphan files, "
@@ -132,8 +145,13 @@ with check_tab:
                            "`python -m core check --repair`.")
 
 with settings_tab:
-    st.caption("Read-only here: set with `SYNTHLAB_*` environment variables or "
-               "`.streamlit/secrets.toml` and restart the server.")
-    public = settings.to_public_dict()
-    public["auth_mode (in force)"] = auth_mode(settings)
-    st.json(public)
+    if not admin:
+        st.info(ADMINS_ONLY)
+    else:
+        st.caption("Read-only here: set with `SYNTHLAB_*` environment variables or "
+                   "`.streamlit/secrets.toml` and restart the server.")
+        public = settings.to_public_dict()
+        # Never the database password, wherever it sits in the URL.
+        public["db_url"] = display_url(settings.database_url)
+        public["auth_mode (in force)"] = auth_mode(settings)
+        st.json(public)

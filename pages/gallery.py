@@ -13,7 +13,7 @@ import streamlit as st
 from core import gallery
 from core.catalog import class_key
 from core.store import ImageStore
-from core.users.permissions import PermissionDenied
+from core.users.permissions import PermissionDenied, can_modify
 from webui import boot, current_identity, escape_markdown
 
 settings = boot()
@@ -106,13 +106,19 @@ if detail is not None:
         right.dataframe(
             {"field": list(detail), "value": [str(v) if v is not None else "" for v in detail.values()]},
             hide_index=True, width="stretch", height=420)
+        # What this user may not do is shown disabled with the reason, not refused after
+        # the click (core still checks at the moment of the action).
+        owner = detail.get("added_by")
+        may_change = can_modify(identity, owner, "relabel")
+        not_yours = None if may_change else (
+            f"Only {owner or 'its importer'} (who added this image) or an admin can change it.")
         actions = st.columns(3)
         with actions[0].form("g_relabel_form"):
             new_class = st.selectbox("Relabel as", list(class_labels), format_func=class_labels.get,
                                      index=list(class_labels).index(detail["class"])
                                      if detail["class"] in class_labels else 0, key="g_relabel_to")
             other = st.text_input("or a new class", key="g_relabel_new")
-            if st.form_submit_button("Relabel"):
+            if st.form_submit_button("Relabel", disabled=not may_change, help=not_yours):
                 target = other.strip() or new_class
                 if class_key(target) == detail["class"]:
                     st.info("The image already has this class: pick another one or type a new "
@@ -130,7 +136,7 @@ if detail is not None:
         with actions[1]:
             label = "Restore" if detail["excluded"] else "Exclude"
             st.caption("Excluded images stay stored but leave views and training sets.")
-            if st.button(label, key="g_toggle_excluded"):
+            if st.button(label, key="g_toggle_excluded", disabled=not may_change, help=not_yours):
                 try:
                     gallery.set_excluded([detail["id"]], not detail["excluded"], actor=identity,
                                          settings=settings)
@@ -138,9 +144,10 @@ if detail is not None:
                 except PermissionDenied as exc:
                     st.error(escape_markdown(exc))
         with actions[2]:
-            confirm = st.checkbox("Yes, delete this image and its file", key="g_confirm_delete")
-            st.button("Delete", type="primary", disabled=not confirm, key="g_delete",
-                      on_click=_delete, args=(detail["id"],))
+            confirm = st.checkbox("Yes, delete this image and its file", key="g_confirm_delete",
+                                  disabled=not may_change)
+            st.button("Delete", type="primary", disabled=not (confirm and may_change),
+                      key="g_delete", help=not_yours, on_click=_delete, args=(detail["id"],))
             if st.session_state.get("g_delete_error"):
                 st.error(escape_markdown(st.session_state.pop("g_delete_error")))
         near = gallery.near_duplicates(detail["id"], settings)

@@ -20,7 +20,7 @@ from core.preprocess.presets import delete_preset, get_preset, save_preset
 from core.preprocess.stats import ImageFilter, random_margin_from_dataset
 from core.preprocess.transforms import (LETTERBOX_FILLS, RESAMPLING, RandomMargin, Transform,
                                         TransformError, transform_types)
-from core.users.permissions import PermissionDenied
+from core.users.permissions import PermissionDenied, can_modify
 from webui import boot, current_identity, escape_markdown
 
 settings = boot()
@@ -308,10 +308,16 @@ st.subheader("Presets")
 if "pp_flash" in st.session_state:  # the outcome of the last save or delete, before its rerun
     st.success(escape_markdown(st.session_state.pop("pp_flash")))
 saved_by_name = {p.name: p for p in presets}
+# A built-in name saved as a preset changes every user's later runs: admins only (core
+# refuses it too). Said up front, next to the field, rather than after the click.
+may_override = can_modify(identity, None, "override_builtin_preset")
+name_help = ("Saving as 'real' or 'synthetic' changes the default used by training." if may_override
+             else f"Only admins can save over the built-in presets ({', '.join(DEFAULT_NAMES)}); "
+                  "pick another name. Presets made by others are theirs to change.")
 with st.form("pp_save_preset"):
     which = st.radio("Save which pipeline", ["real", "synthetic"], horizontal=True)
     name = st.text_input("Preset name", placeholder="e.g. synthetic, measured from VOC",
-                         help="Saving as 'real' or 'synthetic' changes the default used by training.")
+                         help=name_help)
     notes = st.text_input("Notes (optional)")
     if st.form_submit_button("Save preset"):
         pipeline = real_pipeline if which == "real" else synthetic_pipeline
@@ -330,9 +336,15 @@ with st.form("pp_save_preset"):
 if presets:
     st.dataframe([{"name": p.name, "steps": Pipeline.from_dict(p.spec).describe(), "by": p.updated_by,
                    "updated": p.updated_at, "notes": p.notes} for p in presets], hide_index=True)
+    # Only presets this user may delete are offered; none: the button is disabled, with why.
+    deletable = [p.name for p in presets if can_modify(identity, p.created_by, "delete")
+                 and (p.name not in DEFAULT_NAMES or may_override)]
     with st.form("pp_delete_preset"):
-        doomed = st.selectbox("Preset", [p.name for p in presets])
-        if st.form_submit_button("Delete preset"):
+        doomed = st.selectbox("Preset", deletable)
+        if st.form_submit_button(
+                "Delete preset", disabled=not deletable,
+                help=None if deletable else "Only a preset's maker or an admin can delete it, "
+                "and only an admin a built-in one."):
             try:
                 delete_preset(doomed, settings, actor=identity)
             except PermissionDenied as exc:

@@ -30,6 +30,10 @@ def test_password_gate_in_the_browser(tmp_path, output_dir):
             page.goto(server.url + "/gallery")  # a bookmark does not get past the gate
             expect(page.get_by_role("heading", name="Sign in to SynthLab")).to_be_visible()
             assert page.get_by_role("link", name="Gallery", exact=True).count() == 0
+            # No page names at all, not even the list of pages/ that Streamlit shows the
+            # first visitor after a server start (issue 13, point 6).
+            expect(page.get_by_test_id("stSidebarNav")).to_have_count(0)
+            assert page.get_by_role("link", name="gallery").count() == 0
             page.get_by_label("User name", exact=True).fill("alice")
             page.get_by_label("Password", exact=True).fill("wrong-password")
             page.get_by_role("button", name="Sign in", exact=True).click()

@@ -44,9 +44,10 @@ def test_password_mode_refuses_wrong_password_and_lets_the_right_one_in(settings
     assert not at.exception
     assert [t.value for t in at.title] == ["Admin"]
     assert at.session_state["_synthlab_identity"].name == "alice"
-    # Not an admin: no user management, no worker restart.
+    # Not an admin: no user management; the worker restart is shown disabled, with why.
     assert "Only admins can see and manage user accounts." in _texts(at.info)
-    assert not [b for b in at.button if b.label == "Restart worker"]
+    restart = [b for b in at.button if b.label == "Restart worker"]
+    assert restart and all(b.disabled for b in restart)
 
 
 def test_admin_manages_users_from_the_page(settings, monkeypatch):
@@ -125,7 +126,8 @@ def test_cancel_button_only_for_own_jobs_unless_admin(settings, monkeypatch):
         at.session_state["_synthlab_identity"] = identity
         at.run()
         assert not at.exception
-        return [b.key for b in at.button if b.label == "Cancel"]
+        # Others' jobs show a disabled Cancel (with the reason): count the usable ones.
+        return [b.key for b in at.button if b.label == "Cancel" and not b.disabled]
 
     alice = Identity("alice", auth_mode="password", verified=True)
     assert cancel_buttons(alice) == [f"t-cancel-{mine}"]
@@ -140,7 +142,7 @@ def test_admin_page_check_worker_and_audit_in_mode_none(settings):
     at = _admin_page().run()
     assert not at.exception
     assert [t.value for t in at.title] == ["Admin"]
-    assert [b for b in at.button if b.label == "Restart worker"]  # mode none: anyone
+    assert [b for b in at.button if b.label == "Restart worker" and not b.disabled]  # anyone
     assert "not running" in [m.value for m in at.metric]
     audit_table = at.dataframe[-1].value if at.dataframe else None
     assert audit_table is not None and list(audit_table["action"]) == ["cancel"]

@@ -33,6 +33,23 @@ _engines: dict[tuple[str, bool], Engine] = {}
 _migrated: set[str] = set()
 
 
+def display_url(url: str) -> str:
+    """A database URL fit to show: the password (in the user-info part or as a
+    ``password=`` query option, as libpq allows) is replaced with ``***``."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        # Not a URL SQLAlchemy reads: show only its scheme, it may hold anything.
+        return url.split("://", 1)[0] + "://***" if "://" in url else "***"
+    hidden = {key: "***" for key in parsed.query if key.lower() in ("password", "passwd")}
+    if hidden:
+        parsed = parsed.update_query_dict(hidden)
+    return parsed.render_as_string(hide_password=True)
+
+
 def _make_engine(settings: Settings, write: bool) -> Engine:
     url = settings.database_url
     if not url.startswith("sqlite"):
