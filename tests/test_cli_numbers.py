@@ -102,3 +102,18 @@ def test_a_stored_job_with_impossible_numbers_fails_with_the_reason(settings, ti
     job = jobs.get_job(job_id, settings)
     assert job.status == jobs.FAILED
     assert "guidance must be a number from 0 to 30, not inf" in job.error
+
+
+def test_a_stored_run_from_before_the_bounds_still_loads():
+    """Runs are reloaded (resume, Explain) from their stored config: one made when the CLI
+    took any size must still load, while a new request with it is refused."""
+    from core.training.experiments import ExperimentRequest
+    from core.training.trainer import TrainConfig
+
+    stored = TrainConfig.from_dict({"epochs": 1000, "image_size": 8, "batch_size": 4096,
+                                    "lr": 2.0, "patience": 500, "seed": -1})
+    assert (stored.epochs, stored.image_size) == (1000, 8)
+    with pytest.raises(ValueError, match="epochs must be a whole number from 1 to 500"):
+        ExperimentRequest(train=stored)
+    with pytest.raises(ValueError, match="lr must be a number from 1e-06 to 1, not nan"):
+        TrainConfig.from_dict({"lr": float("nan")})  # never a number: refused even stored

@@ -56,7 +56,9 @@ class ExperimentRequest:
     protocol: str | None = None
 
     def __post_init__(self) -> None:
-        # The Train page's bounds (its inputs use these constants).
+        # The Train page's bounds (its inputs use these constants): every new request, from
+        # the page, the CLI or a recipe, is held to them.
+        self.train.check_limits()
         if isinstance(self.repeats, bool) or not isinstance(self.repeats, numbers.Integral) \
                 or not 1 <= self.repeats <= REPEATS_MAX:
             raise ValueError(f"repeats must be a whole number from 1 to {REPEATS_MAX}, "

@@ -82,19 +82,38 @@ class TrainConfig:
         if self.select not in SELECT_RULES:
             raise ValueError(f"unknown weight selection {self.select!r}; choose one of "
                              f"{', '.join(SELECT_RULES)}")
-        _check_whole("epochs", self.epochs, 1, EPOCHS_MAX)
+        # Always, a stored run included: numbers that are numbers (NaN or an infinity can
+        # only train a model of NaNs) at or above the lower bounds runs have always had.
+        self._check_numbers(within_limits=False)
+
+    def check_limits(self) -> None:
+        """Refuse numbers outside the Train page's bounds, with one clear sentence.
+
+        Every new request is held to them (``ExperimentRequest`` calls this); a stored run
+        is not, as it may predate them and must still load (resume, Explain).
+        """
+        self._check_numbers(within_limits=True)
+
+    def _check_numbers(self, *, within_limits: bool) -> None:
+        # name, value, the page's bounds, whole number?, the lowest value a stored run has
+        checks: list[tuple[str, Any, float, float, bool, float]] = [
+            ("epochs", self.epochs, 1, EPOCHS_MAX, True, 1),
+            ("lr", self.lr, LR_MIN, LR_MAX, False, math.ulp(0.0)),  # lr > 0
+            ("batch_size", self.batch_size, 1, BATCH_SIZE_MAX, True, 1),
+            ("weight_decay", self.weight_decay, 0.0, WEIGHT_DECAY_MAX, False, 0.0),
+            ("patience", self.patience, 0, PATIENCE_MAX, True, 0),
+            ("image_size", self.image_size, IMAGE_SIZE_MIN, IMAGE_SIZE_MAX, True, 8)]
         if self.finetune_epochs is not None:
-            _check_whole("finetune_epochs", self.finetune_epochs, 1, EPOCHS_MAX)
-        _check_number("lr", self.lr, LR_MIN, LR_MAX)
+            checks.append(("finetune_epochs", self.finetune_epochs, 1, EPOCHS_MAX, True, 1))
         if self.finetune_lr is not None:
-            _check_number("finetune_lr", self.finetune_lr, LR_MIN, LR_MAX)
-        _check_whole("batch_size", self.batch_size, 1, BATCH_SIZE_MAX)
-        _check_number("weight_decay", self.weight_decay, 0.0, WEIGHT_DECAY_MAX)
-        _check_whole("patience", self.patience, 0, PATIENCE_MAX)
-        _check_whole("image_size", self.image_size, IMAGE_SIZE_MIN, IMAGE_SIZE_MAX)
+            checks.append(("finetune_lr", self.finetune_lr, LR_MIN, LR_MAX, False, math.ulp(0.0)))
+        for name, value, low, high, whole, lowest in checks:
+            if not _is_number(value, whole) or not (
+                    low <= value <= high if within_limits else value >= lowest):
+                kind = "a whole number" if whole else "a number"
+                raise ValueError(f"{name} must be {kind} from {low:g} to {high:g}, not {value!r}")
         # No upper bound: repeats use seed, seed + 1, ...; negative seeds break numpy's RNG.
-        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) \
-                or self.seed < 0:
+        if not _is_number(self.seed, whole=True) or (within_limits and self.seed < 0):
             raise ValueError(f"seed must be a whole number >= 0, not {self.seed!r}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,18 +125,13 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-def _check_whole(name: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
-            or not low <= value <= high:
-        raise ValueError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
-
-
-def _check_number(name: str, value: Any, low: float, high: float) -> None:
-    # NaN already fails the range test; isfinite says so outright (and holds if a bound
-    # is ever made open-ended).
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not math.isfinite(value) or not low <= value <= high:
-        raise ValueError(f"{name} must be a number from {low:g} to {high:g}, not {value!r}")
+def _is_number(value: Any, whole: bool) -> bool:
+    """A whole number (bools excluded), or a finite real."""
+    if isinstance(value, bool):
+        return False
+    if whole:
+        return isinstance(value, numbers.Integral)
+    return isinstance(value, numbers.Real) and math.isfinite(value)
 
 
 def resolve_device(wanted: str) -> torch.device:
