@@ -66,7 +66,9 @@ if not runs:
     st.stop()
 
 sets = eval_sets(runs)
-eval_set = st.radio("Evaluated on", sets, format_func=eval_set_label, horizontal=True, key="r_set")
+# Radio options render markdown, and a cross-dataset set is named after a user's dataset.
+eval_set = st.radio("Evaluated on", sets, format_func=lambda k: escape_markdown(eval_set_label(k)),
+                    horizontal=True, key="r_set")
 
 st.subheader("Setup")
 # Numbers side by side mean something only for runs set up alike: say loudly when not.
@@ -163,11 +165,11 @@ for column, run in zip(columns, shown):
         st.markdown(f"**#{run.id}** {escape_markdown(run.name)}")
         curves = (run.curves or {}).get(eval_set)
         if not curves:
-            st.caption(f"Not evaluated on the {eval_set_label(eval_set)}.")
+            st.caption(f"Not evaluated on the {escape_markdown(eval_set_label(eval_set))}.")
             continue
         counts = run.counts or {}
         st.caption(", ".join(f"{role}: {n}" for role, n in counts.items() if n))
-        st.caption(f"Metrics on the {eval_set_label(eval_set)}: n = "
+        st.caption(f"Metrics on the {escape_markdown(eval_set_label(eval_set))}: n = "
                    f"{((run.metrics or {}).get(eval_set) or {}).get('n', '?')} test images")
         for note in (run.config or {}).get("notes", []):
             if "fewer available" in note or "not enough" in note:
