@@ -218,7 +218,7 @@ def _password_gate(settings: Settings) -> None:
         try:
             identity = accounts.authenticate(name, password, settings)
         except accounts.LoginRefused as exc:
-            st.error(str(exc))
+            st.error(escape_markdown(exc))  # it may quote the name typed
         else:
             st.session_state[_IDENTITY_KEY] = identity
             st.session_state[_STAMP_KEY] = sessions.sign_in_stamp(identity.name, settings)
@@ -248,7 +248,7 @@ def _oidc_gate(settings: Settings) -> None:
     try:
         st.session_state[_IDENTITY_KEY] = accounts.oidc_identity(st.user.to_dict(), settings)
     except accounts.LoginRefused as exc:
-        st.error(str(exc))
+        st.error(escape_markdown(exc))  # it quotes the provider's claims
         st.stop()
 
 

@@ -111,7 +111,8 @@ if detail is not None:
         owner = detail.get("added_by")
         may_change = can_modify(identity, owner, "relabel")
         not_yours = None if may_change else (
-            f"Only {owner or 'its importer'} (who added this image) or an admin can change it.")
+            f"Only {escape_markdown(owner or 'its importer')} (who added this image) or an admin "
+            "can change it.")
         actions = st.columns(3)
         with actions[0].form("g_relabel_form"):
             new_class = st.selectbox("Relabel as", list(class_labels), format_func=class_labels.get,

@@ -172,3 +172,22 @@ def test_cli_names_and_mode_none_keep_working(settings):
 def test_guard_module_has_no_streamlit_import() -> None:
     source = (Path(__file__).resolve().parent.parent / "core" / "users" / "permissions.py").read_text()
     assert "streamlit" not in source
+
+
+def test_importing_a_server_folder_is_checked_in_core(server, tmp_path):
+    """The Import page's admin check is a convenience; ``submit_import`` is the guard."""
+    from core.ingest.jobs import submit_import
+
+    settings = server
+    folder = make_imagefolder(tmp_path / "on-the-server", ["plum"], 1, size=(24, 24))
+    bob = _signed_in("bob", admin=False)
+    with pytest.raises(PermissionDenied, match="only an admin"):
+        submit_import(str(folder), user=bob, settings=settings)
+    assert any(actor == "bob" for actor, _ in _refusals(settings))
+    boss = _signed_in("boss", admin=True)
+    accounts.set_admin("boss", False, actor="root", settings=settings)
+    with pytest.raises(PermissionDenied):
+        submit_import(str(folder), user=boss, settings=settings)  # demoted since signing in
+    root = _signed_in("root", admin=True)
+    assert submit_import(str(folder), user=root, settings=settings) > 0
+    assert submit_import(str(folder), user="cli", settings=settings) > 0  # the server's shell

@@ -75,11 +75,32 @@ def submit_import(path: str, *, dataset: str | None = None, source: str = "real"
     again when the job runs), so a Hub id field can never import a folder on the server."""
     if hub_only:
         check_hub_id(str(path))
+    else:
+        _require_server_path_right(path, user, settings)
     params = {"path": str(path), "dataset": dataset, "source": source,
               "force_class": force_class, "crop_boxes": crop_boxes, "hub_only": hub_only}
     title = f"Import {dataset or Path(str(path)).name}"
     return jobs.submit(KIND, params, title=title, created_by=user, unit="files",
                        settings=settings)
+
+
+def _require_server_path_right(path: str, user: Any, settings: Settings | None) -> None:  # noqa: ANN401
+    """Reading a folder on the server is an admin's call when sign-in is on; files a user
+    uploaded (staged under the uploads folder) and Hub ids are everyone's. Checked here,
+    not only on the page, with the account as it is now (a demoted admin is refused)."""
+    from core.config import get_settings
+    from core.users.identity import Identity
+    from core.users.permissions import refusals_audited, require_current
+
+    if not isinstance(user, Identity):
+        return  # the CLI and scripts: the person at the server's shell
+    settings = settings or get_settings()
+    local = Path(str(path)).expanduser()
+    if not local.exists() or _staged_folder(settings, local) is not None:
+        return  # a Hub id, or the user's own upload
+    with refusals_audited(settings):
+        require_current(user, None, "import_server_path", "a folder on the server",
+                        settings=settings)
 
 
 def _staged_folder(settings: Settings, path: Path) -> Path | None:
