@@ -18,7 +18,9 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from pathlib import Path
+from typing import IO
 
 from core.config import Settings, get_settings
 from core.db.engine import init_db
@@ -41,8 +43,9 @@ def pid_path(settings: Settings, slot: str = "default") -> Path:
     return settings.home_path / f"worker-{slot}.pid"
 
 
-# Descriptors of the worker locks this process holds (see ``_drop_locks_in_child``).
-_held_lock_fds: set[int] = set()
+# The open lock files of the worker locks this process holds (see ``_drop_locks_in_child``).
+# Weak, so a lock object dropped without ``release()`` leaves no stale descriptor number.
+_held_locks: weakref.WeakSet[IO[str]] = weakref.WeakSet()
 
 
 def _drop_locks_in_child() -> None:
@@ -55,15 +58,16 @@ def _drop_locks_in_child() -> None:
     closes /dev/null and not some later file that reused the number. No ``LOCK_UN``: that
     would release the parent's lock too.
     """
-    if not _held_lock_fds:
+    handles = [handle for handle in list(_held_locks) if not handle.closed]
+    _held_locks.clear()
+    if not handles:
         return
-    devnull = os.open(os.devnull, os.O_RDWR)
+    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     try:
-        for fd in _held_lock_fds:
-            os.dup2(devnull, fd, inheritable=False)
+        for handle in handles:
+            os.dup2(devnull, handle.fileno(), inheritable=False)
     finally:
         os.close(devnull)
-    _held_lock_fds.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -88,12 +92,12 @@ class WorkerLock:
             handle.close()
             return False
         self.handle = handle
-        _held_lock_fds.add(handle.fileno())
+        _held_locks.add(handle)
         return True
 
     def release(self) -> None:
         if self.handle is not None:
-            _held_lock_fds.discard(self.handle.fileno())
+            _held_locks.discard(self.handle)
             fcntl.flock(self.handle, fcntl.LOCK_UN)
             self.handle.close()
             self.handle = None

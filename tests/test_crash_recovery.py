@@ -315,32 +315,45 @@ def _image_count(settings) -> int:  # noqa: ANN001
         return int(session.scalar(select(func.count()).select_from(Image)))
 
 
-def test_a_forked_child_does_not_hold_the_worker_lock(settings):
-    from core.worker import WorkerLock, worker_alive
+# A worker process that takes the lock and forks one child (as a process pool does), which
+# stays busy; each says when it is ready (the child after fork's after-in-child hooks).
+_LOCK_THEN_FORK = r"""
+import os, time
+from core.config import get_settings
+from core.worker import WorkerLock
+lock = WorkerLock(get_settings(), "default")
+assert lock.acquire()
+if os.fork() == 0:
+    os.write(1, f"child {os.getpid()}\n".encode())  # one write: lines never interleave
+    time.sleep(120)
+    os._exit(0)
+os.write(1, f"parent {os.getpid()}\n".encode())
+time.sleep(120)
+"""
 
-    lock = WorkerLock(settings, "default")
-    assert lock.acquire() and worker_alive(settings)
-    wait_r, wait_w = os.pipe()
-    ready_r, ready_w = os.pipe()
-    child = os.fork()
-    if child == 0:  # a pool child, busy (blocked here) after its parent is gone
-        os.write(ready_w, b"r")  # past fork's after-in-child hooks
-        os.read(wait_r, 1)
-        os._exit(0)
+
+def test_a_forked_child_does_not_hold_the_worker_lock(settings):
+    from core.worker import worker_alive
+
+    worker = subprocess.Popen([sys.executable, "-c", _LOCK_THEN_FORK], cwd=ROOT, env=_env(),
+                              stdout=subprocess.PIPE, text=True)
+    child = None
     try:
-        os.close(wait_r)
-        os.close(ready_w)
-        assert os.read(ready_r, 1) == b"r"
-        os.close(ready_r)
-        # The worker dies: its descriptor closes without an unlock (as SIGKILL does it).
-        lock.handle.close()
-        lock.handle = None
-        # Before the fix the child's inherited descriptor kept the lock: "a worker is alive".
+        ready = dict(worker.stdout.readline().split() for _ in range(2))
+        child = int(ready["child"])
+        assert worker_alive(settings)
+        os.kill(worker.pid, signal.SIGKILL)  # the worker dies; its busy child lives on
+        worker.wait(timeout=10)
+        assert _alive(child)
+        # Before the fix the child's inherited descriptor kept the lock: "a worker is
+        # alive", and every new worker exited.
         assert not worker_alive(settings)
     finally:
-        os.write(wait_w, b"x")
-        os.close(wait_w)
-        os.waitpid(child, 0)
+        if worker.poll() is None:
+            worker.kill()
+        if child is not None and _alive(child):
+            os.kill(child, signal.SIGKILL)
+        worker.stdout.close()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
