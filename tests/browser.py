@@ -97,11 +97,24 @@ def stop_workers(home: Path, grace_s: float = 10) -> None:
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     for pid in workers:
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        while process_running(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if Path(f"/proc/{pid}").exists():
+        if process_running(pid):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def process_running(pid: int) -> bool:
+    """Alive and not a zombie. A worker that this test process spawned (``ensure_worker``
+    called in-process) stays in /proc as a zombie after it exits until it is reaped, so
+    "/proc/PID exists" alone kept every stop waiting out its whole grace period."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our child and has exited
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def _worker_pids(home: Path) -> list[int]:
