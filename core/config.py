@@ -31,7 +31,7 @@ class Settings:
     max_upload_mb: int = 2048
     # Browser uploads wait in the server's memory until the import has read them: at most
     # this many MB per browser session (all its files together); a signed-out browser may
-    # hold none (webui_uploads). The largest single file is ``max_upload_mb``.
+    # hold none (webui.uploads). The largest single file is ``max_upload_mb``.
     max_session_upload_mb: int = 2048
     # Import (core.ingest): decoding processes, and the largest single file accepted.
     ingest_workers: int = 2

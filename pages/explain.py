@@ -26,7 +26,7 @@ from core.explain.service import (INPUT_MODES, Explanation, ExplainError, explai
 from core.explain.summary import margin_table
 from core.users.permissions import can_modify
 from webui import boot, current_identity, escape_markdown
-from webui_jobs import render_job_list
+from webui.jobs import render_job_list
 
 settings = boot()
 identity = current_identity()

@@ -25,7 +25,7 @@ from core.generation.seeds import MAX_SEED
 from core.jobs import DONE, RUNNING, list_jobs
 from core.store import ImageStore
 from webui import boot, current_identity, current_user, device_info, escape_markdown
-from webui_jobs import live_fragment, render_job_list
+from webui.jobs import live_fragment, render_job_list
 
 settings = boot()
 user = current_user()

@@ -10,7 +10,7 @@ import streamlit as st
 
 from core import gallery
 from webui import boot, current_user, device_info, escape_markdown
-from webui_jobs import render_job_list
+from webui.jobs import render_job_list
 
 settings = boot()
 

@@ -18,8 +18,8 @@ from core.ingest.jobs import KIND, stage_uploads, submit_import
 from core.ingest.sources import SourceError
 from core.users.permissions import PermissionDenied, require
 from webui import boot, current_identity, current_user, escape_markdown
-from webui_jobs import live_fragment, render_job_list
-from webui_uploads import release_uploads
+from webui.jobs import live_fragment, render_job_list
+from webui.uploads import release_uploads
 
 settings = boot()
 user = current_user()

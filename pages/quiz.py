@@ -14,7 +14,7 @@ from core.quiz.judge import JudgeConfig
 from core.quiz.models import MODE_PAIR, MODE_QUAD, MODE_SINGLE, VIEW_MODEL, VIEW_ORIGINAL
 from core.users.permissions import can_modify
 from webui import boot, current_identity, current_user, escape_markdown
-from webui_jobs import render_job_list
+from webui.jobs import render_job_list
 
 settings = boot()
 player = current_user()

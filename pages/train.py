@@ -18,7 +18,7 @@ from core.training.recipes import queue_reproduction
 from core.training.trainer import (BATCH_SIZE_MAX, EPOCHS_MAX, IMAGE_SIZE_MAX, IMAGE_SIZE_MIN,
                                    LR_MAX, LR_MIN, PATIENCE_MAX, WEIGHT_DECAY_MAX, TrainConfig)
 from webui import boot, current_identity, current_user, escape_markdown
-from webui_jobs import live_fragment, render_job_list
+from webui.jobs import live_fragment, render_job_list
 
 settings = boot()
 user = current_user()

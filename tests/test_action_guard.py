@@ -129,7 +129,7 @@ def test_a_removed_user_can_neither_queue_nor_change_their_own_things(server):
 def _home_job_panel() -> None:
     """The live job panel as Home draws it (a fragment), after the page's sign-in check."""
     from webui import boot
-    from webui_jobs import render_job_list
+    from webui.jobs import render_job_list
 
     boot()
     render_job_list(None, key="home-jobs", refresh_seconds=60)

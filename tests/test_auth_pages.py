@@ -108,7 +108,7 @@ def test_oidc_mode_asks_to_log_in_and_uses_st_user(settings):
 
 def _job_panel_script() -> None:
     from webui import boot
-    from webui_jobs import render_job_list
+    from webui.jobs import render_job_list
 
     boot()
     render_job_list(("train",), key="t", refresh_seconds=60)

@@ -2,7 +2,7 @@
 moves while the page stays open (no reload, no click), then it reads done.
 
 This is what teammates on a shared server rely on, and it exercises the live panel's
-switch from the idle refresh to the fast one and back (``webui_jobs.live_fragment``).
+switch from the idle refresh to the fast one and back (``webui.jobs.live_fragment``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.browser import ROOT, browser_page, start_server, wait_for_app  # noqa: F401 - fixture
-from webui_jobs import IDLE_REFRESH_SECONDS
+from webui.jobs import IDLE_REFRESH_SECONDS
 
 
 @pytest.mark.browser

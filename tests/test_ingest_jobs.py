@@ -34,7 +34,7 @@ def test_interrupted_import_job_resumes_without_adding_twice(settings, tmp_path)
     assert gallery.count(gallery.GalleryFilter()) == 8
     assert any("resumed" in e.message for e in jobs.job_events(job_id))
     # The live job panel says what the numbers count.
-    from webui_jobs import _job_line
+    from webui.jobs import _job_line
 
     assert job.progress_unit == "files" and "8/8 files" in _job_line(job)
 

@@ -55,13 +55,13 @@ def unsafe_html_calls(source: str, filename: str = "<source>") -> list[str]:
 
 
 def _ui_files() -> list[Path]:
-    files = sorted((ROOT / "pages").glob("*.py")) + sorted(ROOT.glob("webui*.py"))
+    files = sorted((ROOT / "pages").glob("*.py")) + sorted((ROOT / "webui").glob("*.py"))
     return files + [ROOT / "app.py"]
 
 
 def test_ui_renders_no_dynamic_html():
     files = _ui_files()
-    assert any(f.name == "admin.py" for f in files) and any(f.name == "webui.py" for f in files)
+    assert any(f.name == "admin.py" for f in files) and any(f.name == "page.py" for f in files)
     problems = [p for f in files for p in unsafe_html_calls(f.read_text(), str(f.relative_to(ROOT)))]
     assert not problems, "user text could be rendered as HTML:\n" + "\n".join(problems)
 

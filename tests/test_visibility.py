@@ -110,7 +110,7 @@ def test_builtin_presets_are_for_admins_and_preset_changes_are_audited(server):
 
 def _panel() -> None:
     from webui import boot
-    from webui_jobs import render_job_list
+    from webui.jobs import render_job_list
 
     boot()
     render_job_list(None, key="p", refresh_seconds=60)

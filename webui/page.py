@@ -114,7 +114,7 @@ def auth_mode(settings: Settings) -> str:
 
 
 def _auth_gate(settings: Settings) -> None:
-    from webui_uploads import set_uploads_allowed
+    from webui.uploads import set_uploads_allowed
 
     # Only a session that passes the gate on this run may hold uploads; one that does not
     # (signed out, never signed in, sign-in misconfigured) has its files dropped now.

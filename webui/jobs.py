@@ -13,7 +13,7 @@ import re
 import streamlit as st
 
 from core import jobs
-from webui import current_identity, escape_markdown
+from webui.page import current_identity, escape_markdown
 
 
 def _format_seconds(seconds: float | None) -> str:
