@@ -54,3 +54,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def _keep_main_module():
+    """AppTest runs its page script as ``__main__`` and leaves it there; a later test's
+    spawned process pool would then re-run that (temporary) script. Put the real one back
+    after every test."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main

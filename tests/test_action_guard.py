@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import sys
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -27,16 +25,6 @@ from tests.imagemaker import make_imagefolder
 def _signed_in(name: str, admin: bool) -> Identity:
     """What a tab holds after signing in: the role as it was then."""
     return Identity(name, is_admin=admin, auth_mode=AUTH_PASSWORD, verified=True)
-
-
-
-@pytest.fixture(autouse=True)
-def _keep_main_module():
-    """AppTest runs its script as ``__main__`` and leaves it there; a later test's spawned
-    process pool would then re-run that (temporary) script. Put the real one back."""
-    main = sys.modules["__main__"]
-    yield
-    sys.modules["__main__"] = main
 
 
 @pytest.fixture()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import sys
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -19,16 +17,6 @@ from core.users.permissions import PermissionDenied
 
 PAGES = Path(__file__).resolve().parent.parent / "pages"
 TIMEOUT = 60
-
-
-
-@pytest.fixture(autouse=True)
-def _keep_main_module():
-    """AppTest runs its script as ``__main__`` and leaves it there; a later test's spawned
-    process pool would then re-run that (temporary) script. Put the real one back."""
-    main = sys.modules["__main__"]
-    yield
-    sys.modules["__main__"] = main
 
 
 @pytest.fixture()
