@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.training.experiments import group_by_variant, summarize
+from core.training.experiments import LABELLED_METRICS, group_by_variant, summarize
 from core.training.models import Run
 
 EVAL_SET_LABELS = {"real_test": "real test set", "synthetic_test": "synthetic test set"}
@@ -41,9 +41,9 @@ METRIC_LABELS: dict[str, str] = {
     "f1": "F1 (macro)", "f1_weighted": "F1 (weighted)",
     "roc_auc": "ROC-AUC (macro, one-vs-rest)", "log_loss": "log loss",
 }
-# Machine-friendly CSV names: the stored keys of the macro averages carry no suffix.
-CSV_NAMES: dict[str, str] = {"precision": "precision_macro", "recall": "recall_macro",
-                             "f1": "f1_macro"}
+# Machine-friendly CSV names: the labelled names every CLI output uses (the stored keys of
+# the macro averages carry no suffix).
+CSV_NAMES: dict[str, str] = dict(LABELLED_METRICS)
 N_LABEL = "n (test images)"
 # Below these, a test set gives intervals too wide for small differences to mean anything.
 MIN_TEST_IMAGES = 30
