@@ -32,8 +32,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CLASSES = ["apple", "banana", "lime", "plum", "pear", "kiwi", "mango", "cherry", "grape", "fig"]
-MODELS = ["stabilityai/sd-turbo", "segmind/tiny-sd"]
 FILES_PER_SOURCE = 200
 IMAGES = "[data-testid='stImage'] img"
 
@@ -64,12 +62,10 @@ def _generation(seed: int) -> bytes:
 
 
 def populate(settings, rows: int) -> None:  # noqa: ANN001
-    """``rows`` index rows over 2 x FILES_PER_SOURCE real files on disk."""
-    from sqlalchemy import insert
-
-    from core.db.engine import session_scope
-    from core.db.models import Dataset, Image, ImageClass, utcnow
+    """``rows`` index rows (bench/quiz_deal.py's pool) over 2 x FILES_PER_SOURCE real files
+    on disk: the browser shows them, so they must exist."""
     from core.store import ImageStore
+    from quiz_deal import populate as populate_rows
 
     store = ImageStore(settings)
     files = {}
@@ -80,30 +76,13 @@ def populate(settings, rows: int) -> None:  # noqa: ANN001
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(make(index))
             files[(source, index)] = relpath
-    with session_scope(settings, write=True) as session:
-        session.execute(insert(ImageClass), [{"name": c, "display_name": c.title(),
-                                              "prompt_name": c, "created_at": utcnow()}
-                                             for c in CLASSES])
-        session.execute(insert(Dataset), [
-            {"name": "photos", "source": "real", "created_at": utcnow()},
-            {"name": "generated", "source": "synthetic", "created_at": utcnow()}])
-        batch = []
-        for i in range(rows):
-            synthetic = i % 2 == 1
-            source = "synthetic" if synthetic else "real"
-            batch.append({
-                "sha256": f"{i:064x}", "path": files[(source, (i // 2) % FILES_PER_SOURCE)],
-                "class_id": 1 + (i // 2) % len(CLASSES), "source": source,
-                "dataset_id": 2 if synthetic else 1,
-                "width": 512 if synthetic else 640, "height": 512 if synthetic else 480,
-                "format": "PNG" if synthetic else "JPEG", "added_at": utcnow(), "excluded": False,
-                "model": MODELS[(i // 20) % 2] if synthetic else None,
-                "prompt": "a photo of a fruit" if synthetic else None})
-            if len(batch) == 5000:
-                session.execute(insert(Image), batch)
-                batch = []
-        if batch:
-            session.execute(insert(Image), batch)
+
+    def file_of(index: int, synthetic: bool) -> tuple[str, int, int, str]:
+        source = "synthetic" if synthetic else "real"
+        path = files[(source, (index // 2) % FILES_PER_SOURCE)]
+        return (path, 512, 512, "PNG") if synthetic else (path, 640, 480, "JPEG")
+
+    populate_rows(settings, rows, file_of)
 
 
 def _idle(page) -> None:  # noqa: ANN001

@@ -30,7 +30,15 @@ CLASSES = ["apple", "banana", "lime", "plum", "pear", "kiwi", "mango", "cherry",
 MODELS = ["stabilityai/sd-turbo", "segmind/tiny-sd"]
 
 
-def populate(settings, rows: int) -> None:  # noqa: ANN001
+def _placeholder_file(index: int, synthetic: bool) -> tuple[str, int, int, str]:
+    """Rows only (the deal never opens a file): a path, width, height and format."""
+    return f"{index % 256:02x}/{index:064x}.png", 512, 512, "PNG"
+
+
+def populate(settings, rows: int, file_of=_placeholder_file) -> None:  # noqa: ANN001
+    """``rows`` index rows, alternately real and synthetic, over 10 classes and 2 models;
+    ``file_of(index, synthetic) -> (path, width, height, format)`` says where each one's
+    file is (bench/quiz_browser.py points them at real files it wrote)."""
     from sqlalchemy import insert
 
     from core.db.engine import session_scope
@@ -46,10 +54,11 @@ def populate(settings, rows: int) -> None:  # noqa: ANN001
         batch = []
         for i in range(rows):
             synthetic = i % 2 == 1
+            path, width, height, fmt = file_of(i, synthetic)
             batch.append({
-                "sha256": f"{i:064x}", "path": f"{i % 256:02x}/{i:064x}.png",
+                "sha256": f"{i:064x}", "path": path,
                 "class_id": 1 + (i // 2) % len(CLASSES), "source": "synthetic" if synthetic else "real",
-                "dataset_id": 2 if synthetic else 1, "width": 512, "height": 512, "format": "PNG",
+                "dataset_id": 2 if synthetic else 1, "width": width, "height": height, "format": fmt,
                 "added_at": utcnow(), "excluded": False,
                 "model": MODELS[(i // 20) % 2] if synthetic else None,
                 "prompt": "a photo of a fruit" if synthetic else None})
