@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from core.config import Settings, get_settings
 from core.training.data import MODES, DataError, DataSpec, available_choices
 from core.training.experiments import ExperimentRequest, create_runs
-from core.training.protocols import ORIGINAL, PROTOCOLS, SYNTHLAB, protocol_options
+from core.training.protocols import ORIGINAL, SYNTHLAB, protocol_options
 from core.training.trainer import TrainConfig
 
 RECIPES = ("original",)
@@ -87,7 +87,7 @@ def original_study_requests(real: str, synthetic: str, classes: list[str], *, se
                             **data_values)
             train = TrainConfig(seed=seed, device=device, **train_values)
             requests.append(ExperimentRequest(data=data, train=train, repeats=seeds,
-                                              name=f"{name}: {PROTOCOLS[protocol.name].title}, {mode}",
+                                              name=f"{name}: {protocol.title}, {mode}",
                                               protocol=protocol.name))
     return requests
 
