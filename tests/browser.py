@@ -43,6 +43,11 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 STARTUP_TIMEOUT_S = 90
+# One wait for every browser step (``expect``, locator waits, navigation, wait_for_app):
+# a busy 2-core host can take tens of seconds to rerun a page, and a short default here
+# is what made tests fail under load. A condition that holds returns at once, so a long
+# limit costs nothing on a quiet machine. SYNTHLAB_TEST_BROWSER_TIMEOUT_S overrides it.
+BROWSER_TIMEOUT_MS = int(float(os.environ.get("SYNTHLAB_TEST_BROWSER_TIMEOUT_S", "120")) * 1000)
 
 
 def free_port() -> int:
@@ -169,15 +174,18 @@ def chromium_missing_reason() -> str | None:
 @contextlib.contextmanager
 def launch_browser(viewport: tuple[int, int] = (1400, 900)) -> Iterator:
     """A fresh Playwright ``Page`` in Debian's Chromium, closed afterwards."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=BROWSER_TIMEOUT_MS)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
                                              headless=True)
         try:
             context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+            # On the context, so every tab a test opens gets the same waits.
+            context.set_default_timeout(BROWSER_TIMEOUT_MS)
+            context.set_default_navigation_timeout(BROWSER_TIMEOUT_MS)
             page = context.new_page()
-            page.set_default_timeout(30_000)
             yield page
             context.close()
         finally:
@@ -189,7 +197,7 @@ def launch_browser(viewport: tuple[int, int] = (1400, 900)) -> Iterator:
 _SCRIPT_IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 
 
-def wait_for_app(page, timeout_ms: int = 60_000) -> None:  # noqa: ANN001 - playwright Page
+def wait_for_app(page, timeout_ms: int = BROWSER_TIMEOUT_MS) -> None:  # noqa: ANN001 - playwright Page
     """Wait until Streamlit has finished running the page's script, and stays finished.
 
     The "Running..." indicator is not enough: it shows only after a delay, so a short run

@@ -58,7 +58,7 @@ def test_password_gate_in_the_browser(tmp_path, output_dir):
             expect(page.get_by_role("heading", name="Gallery", exact=True)).to_be_visible()
             tab = page.context.new_page()
             tab.goto(server.url + "/")
-            expect(tab.get_by_text("Signed in as")).to_be_visible(timeout=60_000)
+            expect(tab.get_by_text("Signed in as")).to_be_visible()
             tab.close()
             cookie = next(c for c in page.context.cookies() if c["name"] == "synthlab_session")
             assert cookie["sameSite"] == "Strict" and cookie["expires"] > time.time() + 86_400

@@ -28,16 +28,16 @@ def test_import_a_folder_and_see_it_in_the_gallery(live_server, browser_page, ou
     page.get_by_label("Server path (a folder or a .zip)").fill(str(folder))
     page.get_by_label("Dataset name").fill("orchard")
     page.get_by_role("button", name="Import", exact=True).click()
-    page.get_by_text("queued as job").wait_for(timeout=30_000)
+    page.get_by_text("queued as job").wait_for()
     # The worker the dashboard started runs the job; the report appears when it is done.
-    page.get_by_text("Dataset orchard (imagefolder layout)").wait_for(timeout=90_000)
+    page.get_by_text("Dataset orchard (imagefolder layout)").wait_for()
     page.screenshot(path=output_dir / "import.png", full_page=True)
 
     page.get_by_role("link", name="Gallery").click()
     page.get_by_role("heading", name="Gallery").wait_for()
     wait_for_app(page)
     try:
-        page.get_by_text("9 images · page 1 of 1").wait_for(timeout=60_000)
+        page.get_by_text("9 images · page 1 of 1").wait_for()
     except Exception:
         page.screenshot(path=output_dir / "gallery-failed.png", full_page=True)
         raise

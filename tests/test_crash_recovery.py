@@ -267,8 +267,8 @@ def test_job_queued_across_a_server_restart_runs_after_it(settings, output_dir):
             page.goto(server.url + "/admin")
             _wait(lambda: jobs.get_job(job_id, settings).status == jobs.DONE, 90,
                   "the queued job to run after the restart")
-            expect(page.get_by_role("heading", name="Admin")).to_be_visible(timeout=60_000)
-            expect(page.get_by_label("Your name", exact=True)).to_be_visible(timeout=60_000)
+            expect(page.get_by_role("heading", name="Admin")).to_be_visible()
+            expect(page.get_by_label("Your name", exact=True)).to_be_visible()
             expect(page.get_by_role("link", name="Gallery", exact=True)).to_be_visible()
             page.screenshot(path=str(output_dir / "after-restart.png"))
     finally:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import (LiveServer, chromium_missing_reason, launch_browser, start_server,
-                           wait_for_app)
+from tests.browser import (BROWSER_TIMEOUT_MS, LiveServer, chromium_missing_reason, launch_browser,
+                           start_server, wait_for_app)
 from tests.crashjobs import stop_dashboard_worker
 from tests.imagemaker import make_imagefolder
 
@@ -63,7 +63,7 @@ class Flow:
         self.output_dir = output_dir
         self.shots: list[str] = []
 
-    def idle(self, timeout: float = 60) -> None:
+    def idle(self, timeout: float = BROWSER_TIMEOUT_MS / 1000) -> None:
         """Wait until the script run finished (see ``tests.browser.wait_for_app``)."""
         wait_for_app(self.page, timeout_ms=int(timeout * 1000))
 
@@ -95,7 +95,7 @@ class Flow:
             raise AssertionError(f"the {title!r} link never opened {target}")
         self.idle()
 
-    def see(self, text: str | re.Pattern, timeout: float = 60) -> None:
+    def see(self, text: str | re.Pattern, timeout: float = BROWSER_TIMEOUT_MS / 1000) -> None:
         from playwright.sync_api import expect
 
         expect(self.page.get_by_text(text).first).to_be_visible(timeout=timeout * 1000)
@@ -108,8 +108,7 @@ class Flow:
         self.idle()
         # Images and charts arrive after the script run; wait for them before the picture.
         self.page.wait_for_function(
-            "() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)",
-            timeout=30_000)
+            "() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
         self.page.wait_for_timeout(800)
         self.no_errors()
         path = self.output_dir / f"{len(self.shots) + 1:02d}-{name}.png"
@@ -203,7 +202,7 @@ def test_whole_flow_in_a_browser(page, server, e2e_data, output_dir):
     _submit(flow, "Import", settings, "import")
     flow.see(re.compile(r"Import queued as job #\d+"))
     _wait_for_job(settings, "import", 120)
-    flow.see("Added", timeout=30)
+    flow.see("Added")
     flow.shot("import")
 
     # 2. Generate with the tiny test model, loaded by its folder path.
@@ -255,7 +254,7 @@ def test_whole_flow_in_a_browser(page, server, e2e_data, output_dir):
 
     # 7. A saliency view of one image.
     flow.open("Explain")
-    flow.see("Predicted", timeout=120)
+    flow.see("Predicted")
     page.get_by_text("Top predictions").first.scroll_into_view_if_needed()
     flow.shot("explain")
 

@@ -41,10 +41,10 @@ def test_names_with_links_and_images_render_as_text(live_server, browser_page, t
     for name, ready in (("Home", "Images per class and source"), ("Import", "Import jobs"),
                         ("Gallery", "images · page 1 of 1")):
         page.get_by_role("link", name=name, exact=True).click()
-        page.get_by_text(ready).first.wait_for(timeout=60_000)
+        page.get_by_text(ready).first.wait_for()
         wait_for_app(page)
         if name == "Import":  # the worker fails the job: its error is shown too
-            page.get_by_text("path does not exist").first.wait_for(timeout=60_000)
+            page.get_by_text("path does not exist").first.wait_for()
         page.screenshot(path=output_dir / f"{name.lower()}.png", full_page=True)
         live = page.eval_on_selector_all(LIVE, "els => els.map(e => e.outerHTML)")
         assert not live, f"{name}: user text became links or images: {live}"

@@ -39,7 +39,7 @@ def _images_ready(page, count: int, not_in: tuple[str, ...] = ()) -> list[str]: 
             const images = Array.from(document.querySelectorAll(selector));
             return images.length === count && images.every(
                 i => i.complete && i.naturalWidth > 0 && !old.includes(i.src));
-        }""", arg=[IMAGES, count, list(not_in)], timeout=30_000)
+        }""", arg=[IMAGES, count, list(not_in)])
     wait_for_app(page)
     return page.eval_on_selector_all(IMAGES, "els => els.map(e => e.src)")
 

@@ -82,7 +82,6 @@ def test_uploads_refused_before_sign_in_and_capped_after(tmp_path) -> None:
 
     try:
         with launch_browser() as page:
-            page.set_default_timeout(60_000)
             page.on("websocket", lambda ws: ws.on("framereceived", on_frame))
             page.goto(server.url)
             expect(page.get_by_role("heading", name="Sign in to SynthLab")).to_be_visible()
