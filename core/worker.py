@@ -284,6 +284,16 @@ def run_job(job_id: int, settings: Settings, worker_id: str) -> str:
     return DONE
 
 
+def _release_claimed_jobs(worker_id: str, settings: Settings) -> None:
+    from core.jobs import RUNNING, list_jobs
+
+    for job in list_jobs(statuses=(RUNNING,), limit=1000, settings=settings):
+        if job.worker_id == worker_id:
+            finish(job.id, INTERRUPTED, settings=settings)
+            log_job_end(job.id, job.kind, INTERRUPTED + " (resumes with the next worker)",
+                        time.monotonic())
+
+
 def _finish_waiting_for_room(job_id: int, status: str, settings: Settings, *,
                              error: str | None = None, result: dict | None = None) -> None:
     """``finish`` that waits (up to ``DISK_FULL_WAIT_S``) while the disk is full, so the job
@@ -361,7 +371,10 @@ def run_worker(settings: Settings | None = None, *, slot: str = "default",
             run_job(job_id, settings, worker_id)
             idle_since = time.monotonic()
     except KeyboardInterrupt:
-        pass
+        # Stopped between claiming a job and running it (loading its handler): leave that
+        # job to resume now, not after ``worker_stale_seconds`` without a heartbeat.
+        with contextlib.suppress(Exception):
+            _release_claimed_jobs(worker_id, settings)
     finally:
         signal.signal(signal.SIGTERM, previous)
         with contextlib.suppress(OSError):

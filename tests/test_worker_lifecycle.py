@@ -79,8 +79,8 @@ def test_dashboard_loads_nothing_from_outside_and_its_worker_stops_with_it(tmp_p
         worker_pid = int((settings.home_path / "worker-default.pid").read_text())
         job_id = jobs.submit("test_slow_images", {"count": 200, "delay": 0.05},
                              created_by="ann", settings=settings)
-        _poll(lambda: jobs.get_job(job_id, settings).progress_done > 0 or
-              jobs.get_job(job_id, settings).status == jobs.RUNNING, 60, "the job to start")
+        _poll(lambda: jobs.get_job(job_id, settings).progress_done > 0, 60,
+              "the job to store its first image")
 
         server.process.terminate()  # stop `streamlit run` by its PID, as Ctrl-C would
         server.process.wait(timeout=30)
@@ -88,10 +88,12 @@ def test_dashboard_loads_nothing_from_outside_and_its_worker_stops_with_it(tmp_p
                      30, "the dashboard's worker to stop with it")
         assert took < 15
         job = jobs.get_job(job_id, settings)
-        # Left to resume, and a clean stop does not use up one of its attempts.
-        assert job.status == jobs.INTERRUPTED and job.attempts == 0
         log = (settings.logs_dir / "worker-default.log").read_text()
-        assert "has stopped; stopping" in log and f"job #{job_id} test_slow_images: interrupted" in log
+        debug = (settings.logs_dir / "worker-default.debug.log").read_text()
+        # Left to resume, and a clean stop does not use up one of its attempts.
+        assert job.status == jobs.INTERRUPTED and job.attempts == 0, log + debug
+        assert "has stopped; stopping" in log, log
+        assert f"job #{job_id} test_slow_images: interrupted" in log, log
     finally:
         server.stop(grace_s=3)
 
