@@ -131,10 +131,10 @@ def _text(path: Path) -> str:
 def test_worker_log_has_one_line_per_job_event_and_no_progress_bars(settings, tmp_path_factory):
     from core.generation.generator import GenerationConfig
     from core.generation.jobs import submit_generation
+    import dataclasses
+
     from core.worker import debug_log_path, ensure_worker, log_path, stop_worker
     from tests.tiny_sd import tiny_sd_for_session
-
-    import dataclasses
 
     model = tiny_sd_for_session(tmp_path_factory)
     job_id = submit_generation(GenerationConfig(model=str(model), classes=["lime"],
@@ -163,4 +163,3 @@ def test_worker_log_has_one_line_per_job_event_and_no_progress_bars(settings, tm
     stamp = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (INFO|WARNING|ERROR) ")
     assert all(stamp.match(line) for line in lines), log
     assert debug_log_path(settings).exists()
-    print(debug_log_path(settings).read_text()[-3000:])
