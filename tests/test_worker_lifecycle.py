@@ -67,9 +67,10 @@ def test_dashboard_loads_nothing_from_outside_and_its_worker_stops_with_it(tmp_p
             page.context.route("**/*", route)
             page.goto(server.url + "/")
             wait_for_app(page)
+            # The menu's icons are drawn: their font has loaded (from this server).
+            page.get_by_role("link", name="Gallery").wait_for()
+            page.evaluate("document.fonts.ready")
             icon = page.evaluate("document.querySelector('link[rel*=icon]')?.href || ''")
-            page.goto(server.url + "/gallery")  # a second page: its menu icons, its assets
-            wait_for_app(page)
             page.screenshot(path=str(output_dir / "home-offline.png"))
         assert outside == [], f"requests outside this server: {outside}"
         assert icon.startswith(("data:image/svg", server.url)), icon
@@ -99,13 +100,14 @@ def test_dashboard_loads_nothing_from_outside_and_its_worker_stops_with_it(tmp_p
 
 
 def test_worker_stop_stops_a_hand_started_worker_which_outlives_its_parent(settings):
+    from tests.browser import process_running
+
     home = settings.home_path
     assert "no worker is running" in _core(home, "worker", "--stop").stdout
     # Started by hand through a shell that exits at once: its parent is gone from the start.
     subprocess.run(["sh", "-c", f"'{sys.executable}' -m core worker >worker.out 2>&1 &"],
                    cwd=home, env=dict(_env(home), PYTHONPATH=str(ROOT)), check=True)
     log_file = home / "worker.out"
-    # `python -m core` from the data folder: run it from the checkout instead.
     _poll(lambda: worker_alive(settings) or "No module named" in _text(log_file), 60,
           "the hand-started worker to take its lock")
     assert worker_alive(settings), _text(log_file)
@@ -115,8 +117,7 @@ def test_worker_stop_stops_a_hand_started_worker_which_outlives_its_parent(setti
     result = _core(home, "worker", "--stop")
     assert result.returncode == 0, result.stderr
     assert f"stopped worker {pid}" in result.stdout
-    assert not worker_alive(settings) and not Path(f"/proc/{pid}").exists() or \
-        "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    assert not worker_alive(settings) and not process_running(pid)
     assert "worker" in _text(log_file) and "stopped" in _text(log_file)
 
 
@@ -127,6 +128,7 @@ def _text(path: Path) -> str:
         return ""
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 def test_worker_log_has_one_line_per_job_event_and_no_progress_bars(settings, tmp_path_factory):
     from core.generation.generator import GenerationConfig
