@@ -31,28 +31,6 @@ st.caption("The layout is recognised by itself: class folders (`apple/*.jpg`), F
            "with Pascal VOC `.xml` boxes) or a Hugging Face image-classification dataset. "
            "Every image is decoded and checked; bad files are listed with a reason and skipped.")
 
-with st.expander("Start with a public fruit dataset: import it from the Hugging Face Hub "
-                 "in one click"):
-    for known in KNOWN_DATASETS:
-        with st.container(border=True):
-            st.markdown(f"**{escape_markdown(known.title)}** · `{known.hub_id}` · "
-                        f"[dataset card]({known.url})")
-            st.caption(f"{escape_markdown(known.description)}  \n"
-                       f"Classes: {escape_markdown(known.classes)}  \n"
-                       f"Size: {escape_markdown(known.size)} · Licence: "
-                       f"{escape_markdown(known.licence)} · Imported as "
-                       f"{known.source} dataset `{known.dataset_name}`")
-            if st.button(f"Import {known.dataset_name}", key=f"import_known_{known.dataset_name}"):
-                try:
-                    job_id = submit_known(known.hub_id, user=current_identity(),
-                                          settings=settings)
-                except SourceError as exc:
-                    st.error(escape_markdown(exc))
-                else:
-                    st.session_state["import_job"] = job_id
-                    st.success(f"Import of {known.hub_id} queued as job #{job_id}. It runs in "
-                               "the background; you can leave this page.")
-
 FROM_UPLOAD, FROM_FOLDER = "Upload files", "Upload a folder"
 FROM_PATH, FROM_HF = "Folder or zip on the server", "Hugging Face dataset"
 UPLOAD_TYPES = ["zip", "xml", *sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS)]
@@ -148,6 +126,29 @@ if submitted:
         st.session_state["import_job"] = job_id
         st.success(f"Import queued as job #{job_id}. It runs in the background; you can leave "
                    "this page.")
+
+
+with st.expander("Start with a public fruit dataset: import it from the Hugging Face Hub "
+                 "in one click"):
+    for known in KNOWN_DATASETS:
+        with st.container(border=True):
+            st.markdown(f"**{escape_markdown(known.title)}** · `{known.hub_id}` · "
+                        f"[dataset card]({known.url})")
+            st.caption(f"{escape_markdown(known.description)}  \n"
+                       f"Classes: {escape_markdown(known.classes)}  \n"
+                       f"Size: {escape_markdown(known.size)} · Licence: "
+                       f"{escape_markdown(known.licence)} · Imported as "
+                       f"{known.source} dataset `{known.dataset_name}`")
+            if st.button(f"Import {known.dataset_name}", key=f"import_known_{known.dataset_name}"):
+                try:
+                    job_id = submit_known(known.hub_id, user=current_identity(),
+                                          settings=settings)
+                except SourceError as exc:
+                    st.error(escape_markdown(exc))
+                else:
+                    st.session_state["import_job"] = job_id
+                    st.success(f"Import of {known.hub_id} queued as job #{job_id}. It runs in "
+                               "the background; you can leave this page.")
 
 
 @live_fragment((KIND,), 2.0)
