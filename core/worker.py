@@ -181,7 +181,7 @@ def _is_worker_process(pid: int) -> bool:
 def stop_worker(settings: Settings | None = None, slot: str = "default", *,
                 wait_seconds: float = 60.0) -> int | None:
     """Stop the running worker of ``slot`` cleanly: SIGTERM to the PID it recorded, then wait
-    until it has let go of its lock. Its running job is left interrupted and resumes with
+    until it has exited (its lock goes with it). Its running job is left interrupted and resumes with
     the next worker. Returns the stopped worker's PID, None when none was running; raises
     ``TimeoutError`` when it is still running after ``wait_seconds``."""
     settings = settings or get_settings()
@@ -200,7 +200,9 @@ def stop_worker(settings: Settings | None = None, slot: str = "default", *,
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + wait_seconds
-    while worker_alive(settings, slot) or any(_is_worker_process(pid) for pid in pids):
+    # The process, not the lock: a dashboard may start a new worker (taking the lock) as
+    # soon as this one has gone.
+    while any(_is_worker_process(pid) for pid in pids):
         if time.monotonic() > deadline:
             raise TimeoutError(f"worker {pids[0]} did not stop within {wait_seconds:.0f} s")
         time.sleep(0.1)
