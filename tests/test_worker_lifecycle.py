@@ -165,3 +165,17 @@ def test_worker_log_has_one_line_per_job_event_and_no_progress_bars(settings, tm
     stamp = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (INFO|WARNING|ERROR) ")
     assert all(stamp.match(line) for line in lines), log
     assert debug_log_path(settings).exists()
+
+
+def test_progress_is_logged_once_per_step_and_messages_stay_on_one_line(settings, caplog):
+    from core.workerlog import LoggedJobContext, one_line
+
+    job_id = jobs.submit("any", {}, settings=settings)
+    ctx = LoggedJobContext(job_id=job_id, kind="any", params={}, settings=settings,
+                           worker_id="here:1", percent_step=25)
+    with caplog.at_level("INFO", logger="synthlab.jobs"):
+        for done in range(1, 9):
+            ctx.progress(done, 8 if done == 1 else None, force=True)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"job #{job_id} any: {p}% ({d}/8)" for p, d in ((25, 2), (50, 4), (75, 6), (100, 8))]
+    assert one_line("50%|\x1b[32m█████\x1b[0m| 5/10\r60%\nnext") == "50%|█████| 5/10 60% next"
