@@ -6,9 +6,13 @@ import streamlit as st
 
 from webui import boot, sidebar
 
-st.set_page_config(page_title="SynthLab", page_icon=":material/science:", layout="wide")
-
 HERE = Path(__file__).resolve().parent
+
+# A file, not ":material/science:": Streamlit draws a Material page icon by loading it from
+# fonts.gstatic.com, which fails offline. (The menu's Material icons below come with
+# Streamlit's own font and load from this server.)
+st.set_page_config(page_title="SynthLab", page_icon=str(HERE / "webui" / "static" / "icon.svg"),
+                   layout="wide")
 
 # (file, title, icon) in menu order; a capability appears once its page file exists.
 PAGES = [

@@ -43,6 +43,9 @@ class Settings:
     # A running job whose worker has not beaten for this long is considered dead.
     worker_stale_seconds: float = 30.0
     autostart_worker: bool = True
+    # The worker's log has one line per job event, progress included every this many
+    # percent (0: start and end only).
+    worker_log_progress_percent: int = 10
     # Generation.
     default_model: str = "stabilityai/sd-turbo"
     local_models_dir: Path | None = None  # extra folder scanned for local diffusers models

@@ -348,6 +348,9 @@ def finish(job_id: int, status: str, *, result: dict[str, Any] | None = None,
             job.finished_at = utcnow()
         else:
             job.worker_id = None
+            # Stopped cleanly (a worker told to stop, a dashboard closed): not the job's
+            # fault, so it does not use up one of its MAX_ATTEMPTS. Crashes still count.
+            job.attempts = max(0, job.attempts - 1)
         job.heartbeat_at = utcnow()
         if result is not None:
             job.result = result

@@ -3,7 +3,9 @@
 ``python -m core worker`` runs one in the foreground. The dashboard calls
 ``ensure_worker()`` on each page load, which starts a detached worker when none holds the
 device's lock file, so jobs run outside Streamlit's script thread and survive page
-reloads, closed browsers and server restarts.
+reloads and closed browsers. A worker the dashboard started watches it and stops when the
+dashboard stops (its running job is left interrupted, to resume with the next worker); a
+worker started by hand or by systemd stays. ``python -m core worker --stop`` stops one.
 """
 
 from __future__ import annotations
@@ -24,15 +26,18 @@ from typing import IO
 
 from core.config import Settings, get_settings
 from core.db.engine import init_db
-from core.jobs import (CANCELLED, DONE, FAILED, INTERRUPTED, JobCancelled, JobContext, claim_next,
+from core.jobs import (CANCELLED, DONE, FAILED, INTERRUPTED, JobCancelled, claim_next,
                        fail_exhausted, finish, get_job, heartbeat, interrupt_jobs_of,
                        load_handlers, mark_stale_jobs, worker_identity)
 from core.store import DiskFullError, is_disk_full
+from core.workerlog import LoggedJobContext, log_job_end, one_line
 
 log = logging.getLogger("synthlab.worker")
 # How long a job's end is retried while the disk is full, and how often.
 DISK_FULL_WAIT_S = 60.0
 DISK_FULL_RETRY_S = 1.0
+# How often a worker started by the dashboard looks whether the dashboard is still there.
+PARENT_WATCH_S = 0.5
 
 
 def _lock_path(settings: Settings, slot: str) -> Path:
@@ -119,22 +124,40 @@ def worker_alive(settings: Settings | None = None, slot: str = "default") -> boo
     return True
 
 
-def ensure_worker(settings: Settings | None = None, slot: str = "default") -> bool:
-    """Start a detached worker if none is alive. Returns True when one was started."""
+def log_path(settings: Settings, slot: str = "default") -> Path:
+    """The worker's log: one line per job event (its standard output)."""
+    return settings.logs_dir / f"worker-{slot}.log"
+
+
+def debug_log_path(settings: Settings, slot: str = "default") -> Path:
+    """Library warnings and tracebacks (the standard error of a worker the dashboard started)."""
+    return settings.logs_dir / f"worker-{slot}.debug.log"
+
+
+def ensure_worker(settings: Settings | None = None, slot: str = "default", *,
+                  stop_with_this_process: bool = False) -> bool:
+    """Start a detached worker if none is alive. Returns True when one was started.
+
+    ``stop_with_this_process`` (the dashboard): the worker stops once this process has
+    ended, after interrupting its job cleanly. Otherwise (a CLI that queues a job and
+    returns) it stays until stopped.
+    """
     settings = settings or get_settings()
     if not settings.autostart_worker or worker_alive(settings, slot):
         return False
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    log_file = open(settings.logs_dir / f"worker-{slot}.log", "ab")  # noqa: SIM115
     env = dict(os.environ, SYNTHLAB_HOME=str(settings.home_path))
     if settings.db_url:
         env["SYNTHLAB_DB_URL"] = settings.db_url
     root = Path(__file__).resolve().parent.parent
-    process = subprocess.Popen(  # noqa: S603 - our own module
-        [sys.executable, "-m", "core", "worker", "--slot", slot],
-        cwd=root, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True, close_fds=True)
-    log_file.close()
+    command = [sys.executable, "-m", "core", "worker", "--slot", slot]
+    if stop_with_this_process:
+        command += ["--parent-pid", str(os.getpid())]
+    with open(log_path(settings, slot), "ab") as log_file, \
+            open(debug_log_path(settings, slot), "ab") as debug_file:
+        process = subprocess.Popen(  # noqa: S603 - our own module
+            command, cwd=root, env=env, stdout=log_file, stderr=debug_file,
+            stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True)
     # Known at once, unlike the worker's own pid file (written once it holds the lock), so
     # whoever stops this server can also stop a worker that is still starting up.
     spawned_pid_path(settings, slot).write_text(str(process.pid))
@@ -143,6 +166,62 @@ def ensure_worker(settings: Settings | None = None, slot: str = "default") -> bo
 
 def spawned_pid_path(settings: Settings, slot: str = "default") -> Path:
     return settings.home_path / f"worker-{slot}.spawned"
+
+
+def _is_worker_process(pid: int) -> bool:
+    """``pid`` is a running ``python -m core worker`` (not a recycled PID, not a zombie)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and b"core" in cmdline and b"worker" in cmdline
+
+
+def stop_worker(settings: Settings | None = None, slot: str = "default", *,
+                wait_seconds: float = 60.0) -> int | None:
+    """Stop the running worker of ``slot`` cleanly: SIGTERM to the PID it recorded, then wait
+    until it has exited (its lock goes with it). Its running job is left interrupted and resumes with
+    the next worker. Returns the stopped worker's PID, None when none was running; raises
+    ``TimeoutError`` when it is still running after ``wait_seconds``."""
+    settings = settings or get_settings()
+    # Its own pid file first; the PID the dashboard recorded as it spawned one only when
+    # there is none yet (a worker still starting up).
+    recorded = _read_pid(pid_path(settings, slot))
+    if recorded is None or not _is_worker_process(recorded):
+        recorded = _read_pid(spawned_pid_path(settings, slot))
+    pids = [recorded] if recorded and _is_worker_process(recorded) else []
+    if not pids:
+        if worker_alive(settings, slot):
+            raise RuntimeError(f"a worker holds {_lock_path(settings, slot)} but left no PID "
+                               "file; stop it by hand")
+        return None
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait_seconds
+    # The process, not the lock: a dashboard may start a new worker (taking the lock) as
+    # soon as this one has gone.
+    while any(_is_worker_process(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"worker {pids[0]} did not stop within {wait_seconds:.0f} s")
+        time.sleep(0.1)
+    return pids[0]
+
+
+def _stop_when_parent_ends(parent_pid: int) -> None:
+    """Send this worker SIGTERM (a clean stop) once ``parent_pid``, the dashboard that started
+    it, has ended. The parent PID, not a pid file or lease: a process's parent changes to
+    the reaper when the parent dies and never changes back, so a recycled PID cannot fool
+    it. (``PR_SET_PDEATHSIG`` cannot be used: it fires when the Streamlit *thread* that
+    started the worker ends, which is after every page run.)"""
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_WATCH_S)
+        log.info("the dashboard that started this worker (PID %s) has stopped; stopping",
+                 parent_pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 class _Heartbeat(threading.Thread):
@@ -165,34 +244,56 @@ def run_job(job_id: int, settings: Settings, worker_id: str) -> str:
     assert job is not None
     handler = handlers.get(job.kind)
     if handler is None:
-        finish(job_id, FAILED, error=f"no handler for job kind {job.kind!r}", settings=settings)
+        error = f"no handler for job kind {job.kind!r}"
+        finish(job_id, FAILED, error=error, settings=settings)
+        log_job_end(job_id, job.kind, FAILED, time.monotonic(), error)
         return FAILED
-    ctx = JobContext(job_id=job_id, kind=job.kind, params=dict(job.params or {}),
-                     settings=settings, worker_id=worker_id, created_by=job.created_by)
+    ctx = LoggedJobContext(job_id=job_id, kind=job.kind, params=dict(job.params or {}),
+                           settings=settings, worker_id=worker_id, created_by=job.created_by,
+                           percent_step=settings.worker_log_progress_percent)
+    started = time.monotonic()
+    log.info("job #%s %s: started%s (by %s, attempt %s)", job_id, job.kind,
+             f": {one_line(job.title)}" if job.title else "", job.created_by or "anonymous",
+             job.attempts)
     beat = _Heartbeat(job_id, settings)
     beat.start()
     try:
         result = handler(ctx)
     except JobCancelled:
         finish(job_id, CANCELLED, settings=settings)
+        log_job_end(job_id, job.kind, CANCELLED, started)
         return CANCELLED
     except KeyboardInterrupt:
         # The worker is being stopped: leave the job to be resumed by the next worker.
         finish(job_id, INTERRUPTED, settings=settings)
+        log_job_end(job_id, job.kind, INTERRUPTED + " (resumes with the next worker)", started)
         raise
     except Exception as exc:  # noqa: BLE001 - any failure is recorded on the job
-        log.exception("job %s failed", job_id)
+        # The traceback to standard error (the debug log), the event as one line.
+        traceback.print_exc()
         # On a full disk the log line may not fit: the failure itself matters more.
         with contextlib.suppress(Exception):
             ctx.log(traceback.format_exc(limit=8), level="error")
         error = str(exc) if isinstance(exc, DiskFullError) else f"{type(exc).__name__}: {exc}"
         _finish_waiting_for_room(job_id, FAILED, settings, error=error)
+        log_job_end(job_id, job.kind, FAILED, started, error)
         return FAILED
     finally:
         beat.stop_event.set()
     _finish_waiting_for_room(job_id, DONE, settings,
                              result=result if isinstance(result, dict) else None)
+    log_job_end(job_id, job.kind, DONE, started)
     return DONE
+
+
+def _release_claimed_jobs(worker_id: str, settings: Settings) -> None:
+    from core.jobs import RUNNING, list_jobs
+
+    for job in list_jobs(statuses=(RUNNING,), limit=1000, settings=settings):
+        if job.worker_id == worker_id:
+            finish(job.id, INTERRUPTED, settings=settings)
+            log_job_end(job.id, job.kind, INTERRUPTED + " (resumes with the next worker)",
+                        time.monotonic())
 
 
 def _finish_waiting_for_room(job_id: int, status: str, settings: Settings, *,
@@ -216,8 +317,9 @@ def _finish_waiting_for_room(job_id: int, status: str, settings: Settings, *,
 
 def run_worker(settings: Settings | None = None, *, slot: str = "default",
                kinds: list[str] | None = None, once: bool = False,
-               idle_exit_seconds: float | None = None) -> int:
-    """The worker loop. ``once``: run queued jobs until the queue is empty, then return."""
+               idle_exit_seconds: float | None = None, parent_pid: int | None = None) -> int:
+    """The worker loop. ``once``: run queued jobs until the queue is empty, then return.
+    ``parent_pid``: stop cleanly once that process (the dashboard) has ended."""
     settings = settings or get_settings()
     init_db(settings)
     lock = WorkerLock(settings, slot)
@@ -240,6 +342,10 @@ def run_worker(settings: Settings | None = None, *, slot: str = "default",
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, _stop)
+    log.info("worker %s started (slot %s%s)", worker_id, slot,
+             f", stops with the dashboard, PID {parent_pid}" if parent_pid else "")
+    if parent_pid is not None:
+        _stop_when_parent_ends(parent_pid)
     idle_since = time.monotonic()
     try:
         while not stopping.is_set():
@@ -267,10 +373,14 @@ def run_worker(settings: Settings | None = None, *, slot: str = "default",
             run_job(job_id, settings, worker_id)
             idle_since = time.monotonic()
     except KeyboardInterrupt:
-        pass
+        # Stopped between claiming a job and running it (loading its handler): leave that
+        # job to resume now, not after ``worker_stale_seconds`` without a heartbeat.
+        with contextlib.suppress(Exception):
+            _release_claimed_jobs(worker_id, settings)
     finally:
         signal.signal(signal.SIGTERM, previous)
         with contextlib.suppress(OSError):
             pid_file.unlink()
         lock.release()
+        log.info("worker %s stopped", worker_id)
     return 0

@@ -110,7 +110,8 @@ with worker_tab:
                  help="Stops the worker (its job resumes) and starts a new one" if admin
                  else "Only admins can restart the worker."):
         try:
-            status = restart_worker(settings, actor=identity.name)
+            status = restart_worker(settings, actor=identity.name,
+                                    stop_with_this_process=True)
             st.success(f"Worker running as PID {status.pid}." if status.alive
                        else "Worker stopped; none started (see its log).")
         except RuntimeError as exc:

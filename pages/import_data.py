@@ -15,6 +15,7 @@ from core import jobs
 from core.imageio import IMAGE_EXTENSIONS
 from core.ingest.huggingface import check_hub_id
 from core.ingest.jobs import KIND, stage_uploads, submit_import
+from core.ingest.known_datasets import KNOWN_DATASETS, submit_known
 from core.ingest.sources import SourceError
 from core.users.permissions import PermissionDenied, require
 from webui import boot, current_identity, current_user, escape_markdown
@@ -125,6 +126,29 @@ if submitted:
         st.session_state["import_job"] = job_id
         st.success(f"Import queued as job #{job_id}. It runs in the background; you can leave "
                    "this page.")
+
+
+with st.expander("Start with a public fruit dataset: import it from the Hugging Face Hub "
+                 "in one click"):
+    for known in KNOWN_DATASETS:
+        with st.container(border=True):
+            st.markdown(f"**{escape_markdown(known.title)}** · `{known.hub_id}` · "
+                        f"[dataset card]({known.url})")
+            st.caption(f"{escape_markdown(known.description)}  \n"
+                       f"Classes: {escape_markdown(known.classes)}  \n"
+                       f"Size: {escape_markdown(known.size)} · Licence: "
+                       f"{escape_markdown(known.licence)} · Imported as "
+                       f"{known.source} dataset `{known.dataset_name}`")
+            if st.button(f"Import {known.dataset_name}", key=f"import_known_{known.dataset_name}"):
+                try:
+                    job_id = submit_known(known.hub_id, user=current_identity(),
+                                          settings=settings)
+                except SourceError as exc:
+                    st.error(escape_markdown(exc))
+                else:
+                    st.session_state["import_job"] = job_id
+                    st.success(f"Import of {known.hub_id} queued as job #{job_id}. It runs in "
+                               "the background; you can leave this page.")
 
 
 @live_fragment((KIND,), 2.0)

@@ -39,7 +39,8 @@ def boot() -> Settings:
     if not st.session_state.get("_worker_checked"):
         from core.worker import ensure_worker
 
-        ensure_worker(settings)
+        # Tied to this server: stopping ``streamlit run`` stops the worker it started.
+        ensure_worker(settings, stop_with_this_process=True)
         st.session_state["_worker_checked"] = True
     return settings
 

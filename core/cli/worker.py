@@ -14,6 +14,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     worker.add_argument("--kind", action="append", dest="kinds",
                         help="only run jobs of this kind (repeatable)")
     worker.add_argument("--once", action="store_true", help="exit when the queue is empty")
+    worker.add_argument("--stop", action="store_true",
+                        help="stop the running worker of this slot cleanly (its job is left to "
+                             "resume) and wait until it has exited")
+    worker.add_argument("--timeout", type=positive_int, default=60,
+                        help="with --stop: seconds to wait (default: 60)")
+    worker.add_argument("--parent-pid", type=positive_int, default=None, help=argparse.SUPPRESS)
     worker.set_defaults(func=_worker)
 
     jobs = subparsers.add_parser("jobs", help="list jobs, or cancel one")
@@ -25,9 +31,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from core.workerlog import configure_worker_logging
+
+    if args.stop:
+        return _stop_worker(args.slot, args.timeout)
+    # Before the worker imports any library that reads its progress-bar settings.
+    configure_worker_logging()
     from core.worker import run_worker
 
-    return run_worker(slot=args.slot, kinds=args.kinds, once=args.once)
+    # --parent-pid: given by the dashboard that starts a worker (stop when it stops).
+    return run_worker(slot=args.slot, kinds=args.kinds, once=args.once,
+                      parent_pid=args.parent_pid)
+
+
+def _stop_worker(slot: str, timeout: int) -> int:
+    from core.worker import stop_worker
+
+    try:
+        pid = stop_worker(slot=slot, wait_seconds=timeout)
+    except (TimeoutError, RuntimeError) as exc:
+        raise CliError(str(exc)) from exc
+    print(f"no worker is running (slot {slot})" if pid is None else
+          f"stopped worker {pid} (slot {slot}); a job it was running resumes with the next worker")
+    return 0
 
 
 def _jobs(args: argparse.Namespace) -> int:

@@ -33,8 +33,10 @@ def worker_status(settings: Settings, slot: str = "default", log_lines: int = 30
 
 
 def restart_worker(settings: Settings, *, actor: str, slot: str = "default",
-                   wait_seconds: float = 15.0) -> WorkerStatus:
-    """Stop the worker (SIGTERM: its running job is left to resume) and start a fresh one."""
+                   wait_seconds: float = 15.0,
+                   stop_with_this_process: bool = False) -> WorkerStatus:
+    """Stop the worker (SIGTERM: its running job is left to resume) and start a fresh one
+    (``stop_with_this_process``: one that stops when this process, the dashboard, ends)."""
     from core.users import audit
 
     status = worker_status(settings, slot)
@@ -46,7 +48,8 @@ def restart_worker(settings: Settings, *, actor: str, slot: str = "default",
             time.sleep(0.2)
         if worker_alive(settings, slot):
             raise RuntimeError(f"worker {status.pid} did not stop within {wait_seconds:.0f} s")
-    ensure_worker(dataclasses.replace(settings, autostart_worker=True), slot)
+    ensure_worker(dataclasses.replace(settings, autostart_worker=True), slot,
+                  stop_with_this_process=stop_with_this_process)
     audit.record_now(actor, "restart_worker", target_kind="worker", target_id=slot,
                      detail={"old_pid": status.pid}, settings=settings)
     deadline = time.monotonic() + wait_seconds
