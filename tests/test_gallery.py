@@ -116,7 +116,7 @@ def test_signed_in_user_may_only_change_own_images(indexed):
 
 
 def test_delete_removes_row_then_file_and_export_zip(indexed, tmp_path):
-    from core import gallery
+    from core import gallery, gallery_export
     from core.store import ImageStore
 
     store = ImageStore(indexed)
@@ -127,11 +127,12 @@ def test_delete_removes_row_then_file_and_export_zip(indexed, tmp_path):
     assert not store.exists(victim.path) and not thumb.exists()
 
     out = tmp_path / "export" / "apples.zip"
-    result = gallery.export_zip(gallery.GalleryFilter(classes=["apple"], sources=["real"]), out)
+    result = gallery_export.export_zip(gallery.GalleryFilter(classes=["apple"], sources=["real"]),
+                                       out)
     assert result["images"] == 9 and result["missing_files"] == []
     with zipfile.ZipFile(out) as zf:
         names = zf.namelist()
-        assert len(names) == 9 and all(n.startswith("apple/") for n in names)
+        assert len(names) == 10 and all(n.startswith("apple/") for n in names if n != "labels.csv")
         assert zf.testzip() is None
     assert not [p for p in out.parent.iterdir() if p.name != "apples.zip"]
 
