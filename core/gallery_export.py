@@ -53,20 +53,18 @@ def iter_rows(flt: GalleryFilter, settings: Settings | None = None,
 
 
 def safe_name_part(text: object, fallback: str = "unnamed", max_chars: int = 60) -> str:
-    """One path component made only of letters, digits, ``.``, ``_`` and ``-``.
+    """Part of a file or folder name made only of letters, digits, ``_`` and ``-``.
 
     Class and dataset names are user text: ``../x`` or ``a/b`` must never leave their
     folder inside the zip, and names stay portable to Windows and macOS file systems.
     """
-    cleaned = re.sub(r"[^0-9A-Za-z._-]+", "_", str(text or "")).strip("._-")[:max_chars]
-    return cleaned.strip("._-") or fallback
+    cleaned = re.sub(r"[^0-9A-Za-z-]+", "_", str(text or "")).strip("_-")[:max_chars]
+    return cleaned.strip("_-") or fallback
 
 
 def archive_name(row: dict[str, Any], taken: set[str]) -> str:
     """``<class>/<source>_<dataset>_<id>.<ext>``, unique (case-insensitively) among ``taken``."""
     folder = safe_name_part(row["class"], "unlabelled")
-    if folder.lower() == LABELS_NAME:
-        folder += "_"
     stem = f"{safe_name_part(row['source'])}_{safe_name_part(row['dataset'])}_{row['id']}"
     suffix = Path(row["path"]).suffix.lower()
     name, n = f"{folder}/{stem}{suffix}", 1
