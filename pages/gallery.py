@@ -30,11 +30,12 @@ st.title("Gallery")
 # readers). Thumbnails are cut square in core (ImageStore.square_thumbnail_path), so
 # every cell has the same size whatever the originals' shapes.
 st.html("""<style>
-[class*="st-key-g_cell_"], [class*="st-key-g_ncell_"] { position: relative; gap: 0.2rem; }
+[class*="st-key-g_cell_"], [class*="st-key-g_cellsel_"], [class*="st-key-g_ncell_"] {
+  position: relative; gap: 0.2rem; }
 [class*="st-key-g_open_"], [class*="st-key-g_near_"] {
   position: absolute; top: 0; left: 0; width: 100%; aspect-ratio: 1 / 1; z-index: 1; }
-[class*="st-key-g_open_"] .stButton, [class*="st-key-g_near_"] .stButton,
-[class*="st-key-g_open_"] button, [class*="st-key-g_near_"] button {
+[class*="st-key-g_open_"] :is(.stButton, .stButton > div, .stTooltipIcon, .stTooltipHoverTarget, button),
+[class*="st-key-g_near_"] :is(.stButton, .stButton > div, .stTooltipIcon, .stTooltipHoverTarget, button) {
   width: 100%; height: 100%; }
 [class*="st-key-g_open_"] button, [class*="st-key-g_near_"] button {
   background: transparent; color: transparent; border: 3px solid transparent;
@@ -42,8 +43,9 @@ st.html("""<style>
 [class*="st-key-g_open_"] button:hover, [class*="st-key-g_near_"] button:hover,
 [class*="st-key-g_open_"] button:focus-visible, [class*="st-key-g_near_"] button:focus-visible {
   background: transparent; color: transparent; border-color: rgba(255, 75, 75, 0.8); }
-[class*="st-key-g_cell_"] img, [class*="st-key-g_ncell_"] img { border-radius: 0.5rem; }
+[class*="st-key-g_cell"] img, [class*="st-key-g_ncell_"] img { border-radius: 0.5rem; }
 [class*="st-key-g_cellsel_"] img { outline: 4px solid #ff4b4b; outline-offset: -4px; }
+.st-key-g_detail_image img { max-height: 70vh; object-fit: contain; }
 </style>""")
 
 classes = gallery.classes(settings)
@@ -242,10 +244,11 @@ if detail is not None:
             title.caption("Not on the current page of the list (opened from elsewhere).")
         close.button("Close", key="g_close", on_click=_select, args=(None,), width="stretch")
         left, right = st.columns([1, 1])
-        try:
-            left.image(str(store.abspath(detail["path"])), width="stretch")
-        except (OSError, ValueError):
-            left.error("The file of this image is missing; run `python -m core check`.")
+        with left.container(key="g_detail_image"):  # at most 70% of the window high
+            try:
+                st.image(str(store.abspath(detail["path"])), width="stretch")
+            except (OSError, ValueError):
+                st.error("The file of this image is missing; run `python -m core check`.")
         right.markdown(_facts(detail))
         # What this user may not do is shown disabled with the reason, not refused after
         # the click (core still checks at the moment of the action).
@@ -318,7 +321,7 @@ if detail is not None:
                     except (OSError, ValueError):
                         st.error("File missing.")
                     st.button(f"#{image.id}", key=f"g_near_{image.id}", on_click=_select,
-                              args=(image.id,), help="Open this image")
+                              args=(image.id,))
                     st.caption(f"distance {distance} · "
                                f"{escape_markdown(image.image_class.display_name)} · "
                                f"{image.source} · {escape_markdown(image.dataset.name)}")
@@ -338,8 +341,7 @@ for start in range(0, len(result.rows), COLUMNS):
                 st.image(str(store.square_thumbnail_path(row.path)), width="stretch")
             except (OSError, ValueError):
                 st.error("File missing.")
-            st.button(f"#{row.id}", key=f"g_open_{row.id}", on_click=_select, args=(row.id,),
-                      help=f"Open image #{row.id}")
+            st.button(f"#{row.id}", key=f"g_open_{row.id}", on_click=_select, args=(row.id,))
             note = " · excluded" if row.excluded else ""
             split = f" · {escape_markdown(row.split)}" if row.split else ""
             st.caption(f"{escape_markdown(row.class_display)} · {row.source}{split}{note}")
