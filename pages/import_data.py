@@ -168,7 +168,10 @@ def _report() -> None:
                      hide_index=True)
     if result["rejected"]:
         st.markdown("**Rejected files**")
-        st.dataframe(pd.DataFrame(result["rejected"]), hide_index=True, width="stretch")
+        # A table, not a data grid: the grid cuts each cell to one line, and the reason is
+        # what the user needs whole. A long list scrolls in its own box.
+        st.table(pd.DataFrame(result["rejected"]), hide_index=True,
+                 height=420 if len(result["rejected"]) > 10 else "content")
     if result.get("added_files"):
         listed = len(result["added_files"])
         more = f", first {listed} listed" if listed < result["added"] else ""

@@ -76,8 +76,10 @@ def test_import_page_server_path_runs_in_the_worker(settings, tmp_path):
     text = _texts(at)
     assert "Dataset **orchard**" in text
     assert [m.value for m in at.metric] == ["6", "0", "1"]
-    rejected = next(df.value for df in at.dataframe if "reason" in df.value.columns)
+    # Rejected files are a table (every reason whole), not a grid that cuts long cells.
+    rejected = next(t.value for t in at.table if "reason" in t.value.columns)
     assert list(rejected["path"]) == ["apple/bad.jpg"]
+    assert list(rejected["reason"]) == ["not an image (unrecognised format)"]
     added = next(df.value for df in at.dataframe if "split" in df.value.columns)
     assert len(added) == 6
 
