@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 def plural(count: int, singular: str, plural_form: str | None = None) -> str:
     """``plural(1, "image")`` -> ``"1 image"``, ``plural(2400, "image")`` -> ``"2,400 images"``.
@@ -10,3 +12,17 @@ def plural(count: int, singular: str, plural_form: str | None = None) -> str:
     """
     word = singular if count == 1 else (plural_form or f"{singular}s")
     return f"{count:,} {word}"
+
+
+def sentence(text: object) -> str:
+    """A message as users read it: trimmed, first word with a capital.
+
+    Core raises short lowercase messages (they also go into logs and ``error: ...`` lines
+    of the CLI); the dashboard shows them as sentences. A message that opens with a name
+    (``broken.png: not an image``, ``apple: ...``) keeps the name as it is written.
+    """
+    message = str(text).strip()
+    first = message.split(maxsplit=1)[0] if message else ""
+    if re.fullmatch(r"[a-z][a-z'-]*,?", first):
+        return message[:1].upper() + message[1:]
+    return message

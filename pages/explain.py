@@ -25,7 +25,7 @@ from core.explain.service import (INPUT_MODES, Explanation, ExplainError, explai
                                   subject_from_bytes, subject_from_image_id)
 from core.explain.summary import margin_table
 from core.users.permissions import can_modify
-from webui import boot, current_identity, escape_markdown
+from webui import boot, current_identity, error_text, escape_markdown
 from webui.jobs import render_job_list
 
 settings = boot()
@@ -34,7 +34,7 @@ identity = current_identity()
 
 def _error(exc: Exception) -> None:
     # Messages can quote user text (an upload's file name): never let it become markdown.
-    st.error(escape_markdown(exc))
+    st.error(error_text(exc))
 
 
 st.title("Explain")

@@ -18,7 +18,7 @@ from core.catalog import class_key
 from core.store import ImageStore
 from core.users.permissions import PermissionDenied, can_modify
 from core.wording import plural
-from webui import boot, current_identity, escape_markdown
+from webui import boot, current_identity, error_text, escape_markdown
 
 settings = boot()
 identity = current_identity()
@@ -187,7 +187,7 @@ if last_action:
             undo.button("Undo", key="g_undo", on_click=_undo, width="stretch")
         dismiss.button("Dismiss", key="g_dismiss", on_click=_dismiss, width="stretch")
 if st.session_state.get("g_action_error"):
-    st.error(escape_markdown(st.session_state.pop("g_action_error")))
+    st.error(error_text(st.session_state.pop("g_action_error")))
 
 
 # --- the selected image -----------------------------------------------------------------
@@ -267,7 +267,7 @@ if detail is not None:
                 try:
                     same = class_key(target) == detail["class"]
                 except ValueError as exc:
-                    st.error(escape_markdown(exc))
+                    st.error(error_text(exc))
                     same = None
                 if same:
                     st.info("The image already has this class: pick another one or type a new "
@@ -281,7 +281,7 @@ if detail is not None:
                               f"{escape_markdown(target)}.", before)
                         st.rerun()
                     except (PermissionDenied, ValueError) as exc:
-                        st.error(escape_markdown(exc))
+                        st.error(error_text(exc))
         toggle, remove = right.columns(2)
         with toggle:
             if detail["excluded"]:
@@ -380,7 +380,7 @@ with st.expander(f"Change all {plural(total, 'filtered image')}"):
                     _done(f"{BULK_VERBS[bulk_action]} {plural(changed, 'image')}{target}.", before)
                     st.rerun()
                 except (PermissionDenied, ValueError) as exc:
-                    st.error(escape_markdown(exc))
+                    st.error(error_text(exc))
 
 # --- export -----------------------------------------------------------------------------
 st.markdown(f"**Download the filtered set** ({plural(total, 'image')}) as a zip in ImageFolder "

@@ -17,7 +17,7 @@ from core.ingest.huggingface import check_hub_id
 from core.ingest.jobs import KIND, stage_uploads, submit_import
 from core.ingest.sources import SourceError
 from core.users.permissions import PermissionDenied, require
-from webui import boot, current_identity, current_user, escape_markdown
+from webui import boot, current_identity, current_user, error_text, escape_markdown
 from webui.jobs import live_fragment, render_job_list
 from webui.uploads import release_uploads
 
@@ -96,16 +96,16 @@ def _target() -> str | None:
         try:
             check_hub_id(text)
         except SourceError as exc:
-            st.error(escape_markdown(exc))
+            st.error(error_text(exc))
             return None
         return text
     path = Path(text).expanduser()
     if path.exists():
         try:
             require(current_identity(), None, "import_server_path")
-        except PermissionDenied as exc:
-            st.error(f"{escape_markdown(exc)}: reading a folder on the server is reserved to admins when "
-                     "sign-in is on. Upload the files instead.")
+        except PermissionDenied:
+            st.error("Reading a folder on the server is reserved to admins when sign-in is on. "
+                     "Upload the files instead.")
             return None
         if path.is_dir() or path.suffix.lower() == ".zip":
             return str(path)
