@@ -232,16 +232,27 @@ if detail is not None:
     with st.container(border=True, key="g_detail"):
         title, back, forward, close = st.columns([6, 1, 1, 1], vertical_alignment="bottom")
         title.subheader(f"Image #{detail['id']}: {escape_markdown(detail['class_display_name'])}")
+        # Where the image sits in the list. One that just left it (excluded, or relabelled
+        # out of the filter) keeps its place, so Next goes on to the image now there.
+        spot = st.session_state.get("g_detail_spot")
         if detail["id"] in page_ids:
             index = page_ids.index(detail["id"])
-            position = result.offset + index + 1
-            title.caption(f"{position:,} of {plural(total, 'image')} in this list")
-            back.button("‹ Previous", key="g_detail_prev", on_click=_step,
-                        args=(page_ids, index, -1), disabled=position <= 1, width="stretch")
-            forward.button("Next ›", key="g_detail_next", on_click=_step,
-                           args=(page_ids, index, 1), disabled=position >= total, width="stretch")
+            st.session_state["g_detail_spot"] = (detail["id"], st.session_state["g_page"], index)
+            before_index, after_index = index, index
+            title.caption(f"{result.offset + index + 1:,} of {plural(total, 'image')} in this list")
+        elif spot and spot[0] == detail["id"] and spot[1] == st.session_state["g_page"]:
+            before_index, after_index = spot[2], spot[2] - 1
+            title.caption("No longer on this page of the list (a change moved it).")
         else:
-            title.caption("Not on the current page of the list (opened from elsewhere).")
+            before_index = after_index = None
+            title.caption("Not on the current page of the list.")
+        if before_index is not None:
+            first = result.offset + before_index <= 0
+            last = result.offset + after_index + 1 >= total
+            back.button("‹ Previous", key="g_detail_prev", on_click=_step,
+                        args=(page_ids, before_index, -1), disabled=first, width="stretch")
+            forward.button("Next ›", key="g_detail_next", on_click=_step,
+                           args=(page_ids, after_index, 1), disabled=last, width="stretch")
         close.button("Close", key="g_close", on_click=_select, args=(None,), width="stretch")
         left, right = st.columns([1, 1])
         with left.container(key="g_detail_image"):  # at most 70% of the window high

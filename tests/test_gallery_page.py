@@ -122,12 +122,17 @@ def test_grid_detail_previous_next_undo_and_plurals(thirteen):
     assert gallery.image_detail(shown)["excluded"] is True
     assert any("Excluded 1 image" in s.value for s in at.success)
     assert any("Excluded 1 image" in t.value for t in at.toast)
+    # It left the list (excluded images are hidden): Next goes on to the one now in its place.
+    assert "No longer on this page of the list" in _texts(at)
+    at.button(key="g_detail_next").click().run()
+    assert _shown_id(at) == newest[12].id
     at.button(key="g_undo").click().run()
     assert gallery.image_detail(shown)["excluded"] is False
     assert any("Undone: 1 image back as before" in s.value for s in at.success)
     assert "g_undo" not in {b.key for b in at.button}  # no Undo of an Undo
 
     # Relabel, then Undo puts the old class back.
+    shown = newest[12].id
     at.text_input(key="g_relabel_new").set_value("Key Lime")
     at.button(key="FormSubmitter:g_relabel_form-Relabel").click().run()
     assert gallery.image_detail(shown)["class"] == "key_lime"
