@@ -17,6 +17,7 @@ from core.ingest.huggingface import check_hub_id
 from core.ingest.jobs import KIND, stage_uploads, submit_import
 from core.ingest.sources import SourceError
 from core.users.permissions import PermissionDenied, require
+from core.wording import plural
 from webui import boot, current_identity, current_user, error_text, escape_markdown
 from webui.jobs import live_fragment, render_job_list
 from webui.uploads import release_uploads
@@ -183,7 +184,7 @@ def _report() -> None:
     if result.get("near_duplicates"):
         listed = len(result["near_duplicates"])
         more = f", closest {listed} listed" if listed < near_pairs else ""
-        with st.expander(f"Near-duplicates ({near_pairs} pairs{more})"):
+        with st.expander(f"Near-duplicates ({plural(near_pairs, 'pair')}{more})"):
             st.dataframe(pd.DataFrame(result["near_duplicates"]), hide_index=True, width="stretch")
 
 

@@ -8,6 +8,7 @@ import getpass
 import sys
 
 from core.cli import CliError, print_json
+from core.wording import plural
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -111,7 +112,7 @@ def _ingest(args: argparse.Namespace) -> int:
     if len(report.rejected) > 50:
         print(f"  ... and {len(report.rejected) - 50} more rejected (see --json)")
     if report.near_duplicate_pairs:
-        print(f"{report.near_duplicate_pairs} near-duplicate pairs (resized, re-encoded or "
+        print(f"{plural(report.near_duplicate_pairs, 'near-duplicate pair')} (resized, re-encoded or "
               "cropped copies; a split keeps copies of one class on one side)")
         for item in report.near_duplicates[:10]:
             print(f"  {item['path']} ~ {item['similar_to']} (image #{item['similar_to_image']}, "
@@ -139,7 +140,6 @@ def _stats(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from core import gallery, gallery_export
     from core.catalog import class_key
-    from core.wording import plural
 
     by_name = {d.name: d.id for d in gallery.datasets()}
     unknown = [name for name in args.datasets if name not in by_name]
