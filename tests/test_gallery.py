@@ -299,3 +299,9 @@ def test_square_thumbnails_and_plurals(indexed):
     assert [plural(n, "image") for n in (0, 1, 2, 1234)] == [
         "0 images", "1 image", "2 images", "1,234 images"]
     assert plural(2, "class", "classes") == "2 classes"
+    from core.wording import sentence
+
+    # Errors on the pages start with a capital; a message opening with a name keeps it.
+    assert sentence(" no dataset named x ") == "No dataset named x"
+    assert sentence("broken.png: not an image") == "broken.png: not an image"
+    assert sentence("'Apple' is taken") == "'Apple' is taken"
