@@ -3,20 +3,33 @@ thumbnail opens the image, and Next in the detail view moves to the next image."
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from tests.browser import browser_page, live_server, wait_for_app  # noqa: F401 - fixtures
+from tests.browser import LiveServer, browser_page, start_server, wait_for_app  # noqa: F401
 from tests.imagemaker import make_imagefolder
 
 
+@pytest.fixture()
+def gallery_server(tmp_path) -> Iterator[LiveServer]:
+    # No job runs here: without the worker the dashboard starts and stops sooner, and
+    # nothing else competes for the CPU while the page loads.
+    server = start_server(tmp_path / "browser-home", env={"SYNTHLAB_AUTOSTART_WORKER": "0"})
+    try:
+        yield server
+    finally:
+        server.stop(grace_s=3)
+
+
 @pytest.mark.browser
-def test_square_grid_click_opens_and_next_moves_on(live_server, browser_page, output_dir,  # noqa: F811
-                                                   tmp_path):
+def test_square_grid_click_opens_and_next_moves_on(gallery_server, browser_page,  # noqa: F811
+                                                   output_dir, tmp_path):
     from core import gallery
     from core.db.engine import init_db
     from core.ingest import ImportOptions, import_dataset
 
-    settings = live_server.settings
+    settings = gallery_server.settings
     init_db(settings)
     # Wide and tall originals side by side: the grid must still be square and even.
     import_dataset(make_imagefolder(tmp_path / "wide", ["apple"], 4, size=(64, 32)), settings,
@@ -27,7 +40,7 @@ def test_square_grid_click_opens_and_next_moves_on(live_server, browser_page, ou
 
     page = browser_page
     page.set_viewport_size({"width": 1400, "height": 1400})
-    page.goto(f"{live_server.url}/gallery")
+    page.goto(f"{gallery_server.url}/gallery")
     wait_for_app(page)
     page.get_by_text("7 images · page 1 of 1").wait_for(timeout=60_000)
     thumbs = page.locator('[class*="st-key-g_cell_"] [data-testid="stImage"] img')
@@ -52,13 +65,11 @@ def test_square_grid_click_opens_and_next_moves_on(live_server, browser_page, ou
     assert hit == f"#{newest[0]}"
     page.mouse.click(x, y)
     page.get_by_role("heading", name=f"Image #{newest[0]}:").wait_for(timeout=60_000)
-    wait_for_app(page)
     page.get_by_text("1 of 7 images in this list").wait_for()
     page.get_by_text("Class:").first.wait_for()
     page.screenshot(path=output_dir / "gallery-detail.png", full_page=True)
 
     page.locator(".st-key-g_detail_next button").click()
     page.get_by_role("heading", name=f"Image #{newest[1]}:").wait_for(timeout=60_000)
-    wait_for_app(page)
     page.get_by_text("2 of 7 images in this list").wait_for()
-    assert "Traceback" not in live_server.log_tail()
+    assert "Traceback" not in gallery_server.log_tail()
