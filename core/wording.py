@@ -15,13 +15,15 @@ def plural(count: int, singular: str, plural_form: str | None = None) -> str:
 
 
 def sentence(text: object) -> str:
-    """A message as users read it: trimmed, first word with a capital.
+    """A message as users read it: trimmed, no exception class name, first word with a capital.
 
     Core raises short lowercase messages (they also go into logs and ``error: ...`` lines
     of the CLI); the dashboard shows them as sentences. A message that opens with a name
     (``broken.png: not an image``, ``apple: ...``) keeps the name as it is written.
     """
-    message = str(text).strip()
+    # A failed job records "SourceError: path does not exist"; the class name is for logs.
+    message = re.sub(r"^[A-Z]\w*(?:Error|Exception|Denied|Refused|Rejected): ", "",
+                     str(text).strip())
     first = message.split(maxsplit=1)[0] if message else ""
     if re.fullmatch(r"[a-z][a-z'-]*,?", first):
         return message[:1].upper() + message[1:]

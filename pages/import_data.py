@@ -146,7 +146,7 @@ def _report() -> None:
                     text=job.message or f"{job.status}...")
         return
     if job.status == jobs.FAILED:
-        st.error(f"The import failed: {escape_markdown(job.error)}")
+        st.error(f"The import failed. {error_text(job.error)}")
         return
     if job.status == jobs.CANCELLED:
         st.warning("The import was cancelled; the images added before that are kept.")

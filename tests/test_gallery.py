@@ -305,3 +305,4 @@ def test_square_thumbnails_and_plurals(indexed):
     assert sentence(" no dataset named x ") == "No dataset named x"
     assert sentence("broken.png: not an image") == "broken.png: not an image"
     assert sentence("'Apple' is taken") == "'Apple' is taken"
+    assert sentence("SourceError: path does not exist: /x") == "Path does not exist: /x"
