@@ -9,7 +9,6 @@ Every change says what it did, with an Undo (deleting asks first instead).
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import streamlit as st
 
@@ -19,34 +18,14 @@ from core.store import ImageStore
 from core.users.permissions import PermissionDenied, can_modify
 from core.wording import plural
 from webui import boot, current_identity, error_text, escape_markdown
+from webui.gallery import DETAIL_FIRST_FIELDS, detail_facts, grid_style
 
 settings = boot()
 identity = current_identity()
 store = ImageStore(settings)
 
 st.title("Gallery")
-# The grid: each cell's "open" button is laid over its square thumbnail, so clicking the
-# picture opens it (the button keeps the keyboard focus and the label "#id" for screen
-# readers). Thumbnails are cut square in core (ImageStore.square_thumbnail_path), so
-# every cell has the same size whatever the originals' shapes.
-st.html("""<style>
-[class*="st-key-g_cell_"], [class*="st-key-g_cellsel_"], [class*="st-key-g_ncell_"] {
-  position: relative; gap: 0.2rem; }
-[class*="st-key-g_open_"], [class*="st-key-g_near_"] {
-  position: absolute; top: 0; left: 0; width: 100%; aspect-ratio: 1 / 1; z-index: 1; }
-[class*="st-key-g_open_"] :is(.stButton, .stButton > div, .stTooltipIcon, .stTooltipHoverTarget, button),
-[class*="st-key-g_near_"] :is(.stButton, .stButton > div, .stTooltipIcon, .stTooltipHoverTarget, button) {
-  width: 100%; height: 100%; }
-[class*="st-key-g_open_"] button, [class*="st-key-g_near_"] button {
-  background: transparent; color: transparent; border: 3px solid transparent;
-  border-radius: 0.5rem; cursor: zoom-in; }
-[class*="st-key-g_open_"] button:hover, [class*="st-key-g_near_"] button:hover,
-[class*="st-key-g_open_"] button:focus-visible, [class*="st-key-g_near_"] button:focus-visible {
-  background: transparent; color: transparent; border-color: rgba(255, 75, 75, 0.8); }
-[class*="st-key-g_cell"] img, [class*="st-key-g_ncell_"] img { border-radius: 0.5rem; }
-[class*="st-key-g_cellsel_"] img { outline: 4px solid #ff4b4b; outline-offset: -4px; }
-.st-key-g_detail_image img { max-height: 70vh; object-fit: contain; }
-</style>""")
+grid_style()
 
 classes = gallery.classes(settings)
 datasets = gallery.datasets(settings)
@@ -194,38 +173,6 @@ if st.session_state.get("g_action_error"):
 COLUMNS = 6
 
 
-def _one_line(value: Any) -> str:
-    return escape_markdown(" ".join(str(value).split()))
-
-
-def _facts(detail: dict[str, Any]) -> str:
-    """What people look for first, as markdown: class, source, dataset, prompt, seed, model, size."""
-    lines = [f"**Class:** {_one_line(detail['class_display_name'])} (`{detail['class']}`)",
-             f"**Source:** {detail['source']}",
-             f"**Dataset:** {_one_line(detail['dataset'])}",
-             f"**Split:** {_one_line(detail['split']) if detail.get('split') else 'none'}"]
-    if detail.get("prompt"):
-        lines.append(f"**Prompt:** {_one_line(detail['prompt'])}")
-    if detail.get("negative_prompt"):
-        lines.append(f"**Negative prompt:** {_one_line(detail['negative_prompt'])}")
-    if detail.get("seed") is not None:
-        lines.append(f"**Seed:** {detail['seed']}")
-    if detail.get("model"):
-        lines.append(f"**Model:** {_one_line(detail['model'])}")
-    lines.append(f"**Size:** {detail['width']} × {detail['height']} px "
-                 f"({_one_line(detail.get('format') or '?')})")
-    added = detail.get("added_at")
-    when = f" on {added:%Y-%m-%d %H:%M}" if hasattr(added, "strftime") else ""
-    lines.append(f"**Added by:** {_one_line(detail.get('added_by') or 'unknown')}{when}")
-    if detail.get("excluded"):
-        lines.append("**Excluded:** yes (left out of views and training sets)")
-    return "  \n".join(lines)
-
-
-FIRST_FIELDS = {"class", "class_display_name", "source", "dataset", "split", "prompt",
-                "negative_prompt", "seed", "model", "width", "height", "format", "added_by",
-                "added_at", "excluded"}
-
 selected = st.session_state.get("g_selected")
 detail = gallery.image_detail(selected, settings) if selected else None
 if detail is not None:
@@ -260,7 +207,7 @@ if detail is not None:
                 st.image(str(store.abspath(detail["path"])), width="stretch")
             except (OSError, ValueError):
                 st.error("The file of this image is missing; run `python -m core check`.")
-        right.markdown(_facts(detail))
+        right.markdown(detail_facts(detail))
         # What this user may not do is shown disabled with the reason, not refused after
         # the click (core still checks at the moment of the action).
         owner = detail.get("added_by")
@@ -309,7 +256,7 @@ if detail is not None:
             st.button("Delete", type="primary", disabled=not (confirm and may_change),
                       key="g_delete", help=not_yours, on_click=_delete, args=(detail["id"],))
         with st.expander("Hashes, paths and every stored field"):
-            rest = {key: value for key, value in detail.items() if key not in FIRST_FIELDS}
+            rest = {key: value for key, value in detail.items() if key not in DETAIL_FIRST_FIELDS}
             try:
                 rest["file on disk"] = str(store.abspath(detail["path"]))
             except ValueError:
