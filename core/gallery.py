@@ -395,13 +395,16 @@ def revert(before: dict[int, tuple[str, bool]], *, actor: Any = None,
     image_ids = [i for ids in groups.values() for i in ids]
 
     def write(session: Session) -> int:
-        name = _authorise(session, image_ids, actor, "relabel")
+        # In chunks: an Undo of "Change all filtered images" may hold 100,000 ids, far over
+        # the bound parameters one statement may take.
+        for start in range(0, len(image_ids), 5000):  # SQLite takes 32,766 at least
+            name = _authorise(session, image_ids[start:start + 5000], actor, "relabel")
         changed = 0
         for (class_name, excluded), ids in groups.items():
             target = get_or_create_class(session, class_name)
-            for start in range(0, len(ids), 500):
+            for start in range(0, len(ids), 5000):
                 changed += session.execute(
-                    update(Image).where(Image.id.in_(ids[start:start + 500]))
+                    update(Image).where(Image.id.in_(ids[start:start + 5000]))
                     .values(class_id=target.id, excluded=excluded)).rowcount or 0
         _audit(session, name, "undo", image_ids)
         return changed

@@ -280,6 +280,21 @@ def test_relabel_audit_records_the_old_class(indexed):
     assert entry.detail["class"] == "apple" and entry.detail["old_class"] == "pear"
 
 
+def test_revert_puts_class_and_excluded_back_even_for_many_ids(indexed):
+    from core import gallery
+
+    before = gallery.curation_state(flt=gallery.GalleryFilter())
+    assert len(before) == 16
+    gallery.update_filtered(gallery.GalleryFilter(classes=["apple"]), class_name="pear", actor="gil")
+    gallery.update_filtered(gallery.GalleryFilter(), excluded=True, actor="gil")
+    # Ids deleted since are skipped.
+    gone = {10_000_000 + i: ("apple", False) for i in range(3)}
+    from core.users.identity import unverified
+
+    assert gallery.revert({**before, **gone}, actor=unverified("gil")) == 16  # as the page does
+    assert gallery.curation_state(flt=gallery.GalleryFilter(include_excluded=True)) == before
+
+
 def test_square_thumbnails_and_plurals(indexed):
     from PIL import Image
 
