@@ -9,11 +9,7 @@ images and nothing is filtered in Python.
 from __future__ import annotations
 
 import contextlib
-import os
-import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Select, delete, func, or_, select, update
@@ -255,6 +251,17 @@ def _audit(session: Session, actor: str, action: str, image_ids: list[int],
                  detail={"count": len(image_ids), **(detail or {})})
 
 
+def _old_classes(session: Session, which: Any) -> dict[str, Any]:
+    """``{"old_class": name}`` (or ``{name: count}`` when they differ) for a relabel's audit
+    entry: without it the log says where images went but not where they came from."""
+    counts = dict(session.execute(
+        select(ImageClass.name, func.count(Image.id)).join(ImageClass, Image.class_id == ImageClass.id)
+        .where(which).group_by(ImageClass.name).order_by(ImageClass.name)).all())
+    if len(counts) == 1:
+        return {"old_class": next(iter(counts))}
+    return {"old_class": counts}
+
+
 def relabel(image_ids: list[int], class_name: str, *, actor: Any = None,
             settings: Settings | None = None) -> int:
     """Move images to another class (created if new). Returns how many changed."""
@@ -263,9 +270,10 @@ def relabel(image_ids: list[int], class_name: str, *, actor: Any = None,
     def write(session: Session) -> int:
         name = _authorise(session, image_ids, actor, "relabel")
         target = get_or_create_class(session, class_name)
+        before = _old_classes(session, Image.id.in_(image_ids))
         result = session.execute(update(Image).where(Image.id.in_(image_ids))
                                  .values(class_id=target.id))
-        _audit(session, name, "relabel", image_ids, {"class": target.name})
+        _audit(session, name, "relabel", image_ids, {"class": target.name, **before})
         return result.rowcount or 0
     with refusals_audited(settings):
         return run_write(write, settings)
@@ -333,8 +341,11 @@ def update_filtered(flt: GalleryFilter, *, excluded: bool | None = None,
                 require_current(fresh, owner, "exclude" if action == "restore" else action,
                                 f"images added by {owner or 'nobody'}", session=session)
         values: dict[str, Any] = {}
+        audit_detail: dict[str, Any] = {}
         if class_name is not None:
-            values["class_id"] = get_or_create_class(session, class_name).id
+            target = get_or_create_class(session, class_name)
+            values["class_id"] = target.id
+            audit_detail = {"class": target.name, **_old_classes(session, Image.id.in_(ids))}
         else:
             values["excluded"] = excluded
         matching = list(session.scalars(_where(select(Image.id), flt)))
@@ -347,60 +358,57 @@ def update_filtered(flt: GalleryFilter, *, excluded: bool | None = None,
         from core.users import audit
 
         audit.record(session, name, action, target_kind="image", target_id="filter",
-                     detail={"count": changed, "filter": repr(flt), **(
-                         {"class": values.get("class_id")} if class_name is not None else {})})
+                     detail={"count": changed, "filter": repr(flt), **audit_detail})
         return changed
     with refusals_audited(settings):
         return run_write(write, settings)
 
 
-# --- export ----------------------------------------------------------------------------
+# --- undo -------------------------------------------------------------------------------
+# The Gallery offers "Undo" after each change: it keeps each changed image's class and
+# excluded flag from just before, and ``revert`` writes them back (audited as "undo").
 
-def iter_rows(flt: GalleryFilter, settings: Settings | None = None,
-              batch: int = 1000) -> Iterator[tuple[int, str, str, str]]:
-    """``(id, path, class key, sha256)`` of every matching image, in id order, in batches."""
-    last = 0
-    while True:
-        with session_scope(settings) as session:
-            query = (_where(select(Image.id, Image.path, ImageClass.name, Image.sha256)
-                            .join(ImageClass, Image.class_id == ImageClass.id), flt)
-                     .where(Image.id > last).order_by(Image.id).limit(batch))
-            rows = list(session.execute(query))
-        if not rows:
-            return
-        yield from rows
-        last = rows[-1][0]
+def curation_state(image_ids: list[int] | None = None, flt: GalleryFilter | None = None,
+                   settings: Settings | None = None) -> dict[int, tuple[str, bool]]:
+    """``{id: (class key, excluded)}`` of the given images, or of every image matching ``flt``."""
+    if (image_ids is None) == (flt is None):
+        raise ValueError("Give exactly one of image_ids= or flt=.")
+    with session_scope(settings) as session:
+        query = select(Image.id, ImageClass.name, Image.excluded).join(
+            ImageClass, Image.class_id == ImageClass.id)
+        if flt is not None:
+            query = _where(query, flt)
+        else:
+            query = query.where(Image.id.in_(list(image_ids or [])))
+        return {image_id: (name, bool(excluded)) for image_id, name, excluded in session.execute(query)}
 
 
-def export_zip(flt: GalleryFilter, out_path: str | Path, *,
-               settings: Settings | None = None) -> dict[str, Any]:
-    """Write the filtered images as ``<class>/<file>`` (ImageFolder layout) into a zip.
+def revert(before: dict[int, tuple[str, bool]], *, actor: Any = None,
+           settings: Settings | None = None) -> int:
+    """Put each image's class and excluded flag back to ``before`` (from ``curation_state``).
 
-    Written to a temporary file beside the target and renamed at the end, so a failed
-    export never leaves a half-written archive under the final name.
+    Images deleted since are skipped. Returns how many images still exist and were reset.
     """
-    settings = settings or get_settings()
-    store = ImageStore(settings)
-    out_path = Path(out_path).expanduser().resolve()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = out_path.with_name(f".{out_path.name}.part-{os.getpid()}")
-    written, missing, per_class = 0, [], {}
-    try:
-        with zipfile.ZipFile(tmp_path, "w", compression=zipfile.ZIP_STORED) as archive:
-            for image_id, relpath, class_name, sha in iter_rows(flt, settings):
-                try:
-                    source = store.abspath(relpath)
-                    arcname = f"{class_name}/{sha[:16]}{Path(relpath).suffix}"
-                    archive.write(source, arcname)
-                except (OSError, ValueError):
-                    missing.append(image_id)
-                    continue
-                written += 1
-                per_class[class_name] = per_class.get(class_name, 0) + 1
-        os.replace(tmp_path, out_path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp_path.unlink()
-        raise
-    return {"path": str(out_path), "images": written, "per_class": per_class,
-            "missing_files": missing}
+    groups: dict[tuple[str, bool], list[int]] = {}
+    for image_id, state in before.items():
+        groups.setdefault((state[0], bool(state[1])), []).append(int(image_id))
+    image_ids = [i for ids in groups.values() for i in ids]
+
+    def write(session: Session) -> int:
+        # In chunks: an Undo of "Change all filtered images" may hold 100,000 ids, far over
+        # the bound parameters one statement may take.
+        for start in range(0, len(image_ids), 5000):  # SQLite takes 32,766 at least
+            name = _authorise(session, image_ids[start:start + 5000], actor, "relabel")
+        changed = 0
+        for (class_name, excluded), ids in groups.items():
+            target = get_or_create_class(session, class_name)
+            for start in range(0, len(ids), 5000):
+                changed += session.execute(
+                    update(Image).where(Image.id.in_(ids[start:start + 5000]))
+                    .values(class_id=target.id, excluded=excluded)).rowcount or 0
+        _audit(session, name, "undo", image_ids)
+        return changed
+    if not image_ids:
+        return 0
+    with refusals_audited(settings):
+        return run_write(write, settings)

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from core.config import Settings, get_settings
 from core.imageio import DecodedImage, encode_png
@@ -176,6 +176,23 @@ class ImageStore:
             return target
         image = self.open_rgb(relpath)
         image.thumbnail((size, size), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=85)
+        atomic_write(target, buffer.getvalue(), self.settings.tmp_dir)
+        return target
+
+    def square_thumbnail_path(self, relpath: str, size: int | None = None) -> Path:
+        """Path of a cached square JPEG thumbnail (``size`` x ``size``), made on first use.
+
+        The image is scaled to cover the square and its centre cut out, so a grid of these
+        lines up whatever the originals' shapes (the detail view shows the whole image).
+        """
+        size = size or self.settings.thumbnail_px
+        stem = Path(relpath).stem
+        target = self.thumbs / stem[:2] / f"{stem}_sq{size}.jpg"
+        if target.is_file():
+            return target
+        image = ImageOps.fit(self.open_rgb(relpath), (size, size), Image.Resampling.LANCZOS)
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=85)
         atomic_write(target, buffer.getvalue(), self.settings.tmp_dir)

@@ -12,7 +12,7 @@ from core.db.engine import display_url
 from core.users import accounts, audit
 from core.users.permissions import PermissionDenied, is_admin
 from core.users.server import restart_worker, worker_status
-from webui import auth_mode, boot, current_identity, escape_markdown
+from webui import auth_mode, boot, current_identity, error_text, escape_markdown
 
 settings = boot()
 identity = current_identity()
@@ -49,7 +49,7 @@ with users_tab:
                                       actor=identity, settings=settings)
                     st.success(f"Added {escape_markdown(new_name.strip())}.")
                 except (accounts.AccountError, PermissionDenied) as exc:
-                    st.error(escape_markdown(exc))
+                    st.error(error_text(exc))
         if users:
             names = [u.name for u in users]
             with st.form("admin_change_user", clear_on_submit=True):
@@ -70,7 +70,7 @@ with users_tab:
                                                actor=identity, settings=settings)
                         st.success(f"{change}: {escape_markdown(target)}")
                     except (accounts.AccountError, PermissionDenied) as exc:
-                        st.error(escape_markdown(exc))
+                        st.error(error_text(exc))
 
 # The audit log, the worker log and the server settings tell who did what, where the
 # server keeps its files and how it reaches its database: with sign-in on, admins only.
@@ -115,7 +115,7 @@ with worker_tab:
             st.success(f"Worker running as PID {status.pid}." if status.alive
                        else "Worker stopped; none started (see its log).")
         except RuntimeError as exc:
-            st.error(escape_markdown(exc))
+            st.error(error_text(exc))
     if admin:  # the log holds server paths and other users' job details
         with st.expander("Worker log (last lines)"):
             st.code(status.log_tail or "(empty)", language=None)

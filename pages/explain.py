@@ -25,7 +25,8 @@ from core.explain.service import (INPUT_MODES, Explanation, ExplainError, explai
                                   subject_from_bytes, subject_from_image_id)
 from core.explain.summary import margin_table
 from core.users.permissions import can_modify
-from webui import boot, current_identity, escape_markdown
+from core.wording import plural
+from webui import boot, current_identity, error_text, escape_markdown
 from webui.jobs import render_job_list
 
 settings = boot()
@@ -34,7 +35,7 @@ identity = current_identity()
 
 def _error(exc: Exception) -> None:
     # Messages can quote user text (an upload's file name): never let it become markdown.
-    st.error(escape_markdown(exc))
+    st.error(error_text(exc))
 
 
 st.title("Explain")
@@ -321,7 +322,7 @@ with tab_batch:
         except ExplainError as exc:
             _error(exc)
         else:
-            st.success(f"Queued job #{job_id} for {len(ids)} images.")
+            st.success(f"Queued job #{job_id} for {plural(len(ids), 'image')}.")
     st.markdown(f"Jobs started by **{escape_markdown(identity.name)}** and others:")
     render_job_list((JOB_KIND,), user=identity.name, limit=5, key="explain-jobs",
                     can_cancel=lambda job: can_modify(identity, job.created_by, "cancel"))

@@ -24,7 +24,7 @@ from core.generation.registry import add_custom_model, list_models, locate
 from core.generation.seeds import MAX_SEED
 from core.jobs import DONE, RUNNING, list_jobs
 from core.store import ImageStore
-from webui import boot, current_identity, current_user, device_info, escape_markdown
+from webui import boot, current_identity, current_user, device_info, error_text, escape_markdown
 from webui.jobs import live_fragment, render_job_list
 
 settings = boot()
@@ -75,7 +75,7 @@ if choice == CUSTOM:
             add_custom_model(model_source, added_by=user, settings=settings)
             st.rerun()
         except ValueError as exc:
-            st.error(escape_markdown(exc))
+            st.error(error_text(exc))
     model_entry = next((e for e in list_models(settings) if e.source == model_source), None)
 model_ready = bool(model_source) and locate(model_source, settings) is not None
 if choice == CUSTOM and model_source and not model_ready:
@@ -167,7 +167,7 @@ def _prompt_widgets(name: str) -> PromptConfig | None:
                                   slots=_parse_slots(slots), negative_prompt=negative, mode=mode)
             config.validate()
         except PromptError as exc:
-            st.error(escape_markdown(exc))
+            st.error(error_text(exc))
             return None
         examples = expand_prompts(config, 6, base_seed=int(st.session_state.get("gen_seed", 0)),
                                   class_key=key)
@@ -232,7 +232,7 @@ if cols[1].button("Preview 4 images", key="gen_preview", disabled=not ready):
             st.session_state["gen_preview_images"] = preview_images(
                 config, preview_class, prompt_configs[preview_class], settings, count=4)
     except (ModelNotAvailable, ModelLoadError, GenerationError, PromptError, ValueError) as exc:
-        st.error(escape_markdown(exc))
+        st.error(error_text(exc))
 
 
 def _queue_job(config: GenerationConfig, configs: dict[str, PromptConfig | None]) -> None:
@@ -254,7 +254,7 @@ if ready:
     try:
         queue_config = _config()
     except (GenerationError, PromptError, ValueError) as exc:
-        st.error(escape_markdown(exc))
+        st.error(error_text(exc))
 cols[2].button("Queue job", key="gen_queue", type="primary", disabled=queue_config is None,
                on_click=_queue_job, args=(queue_config, prompt_configs))
 queue_result = st.session_state.pop("gen_queue_result", None)
@@ -287,7 +287,7 @@ if finished:
                                     settings=settings)
                 st.success(f"Queued job #{new_id}: the next {int(more)} images of each class.")
             except GenerationError as exc:
-                st.error(escape_markdown(exc))
+                st.error(error_text(exc))
 
 
 @live_fragment((KIND,), 3.0)

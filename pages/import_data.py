@@ -18,7 +18,8 @@ from core.ingest.jobs import KIND, stage_uploads, submit_import
 from core.ingest.known_datasets import KNOWN_DATASETS, submit_known
 from core.ingest.sources import SourceError
 from core.users.permissions import PermissionDenied, require
-from webui import boot, current_identity, current_user, escape_markdown
+from core.wording import plural
+from webui import boot, current_identity, current_user, error_text, escape_markdown
 from webui.jobs import live_fragment, render_job_list
 from webui.uploads import release_uploads
 
@@ -97,16 +98,16 @@ def _target() -> str | None:
         try:
             check_hub_id(text)
         except SourceError as exc:
-            st.error(escape_markdown(exc))
+            st.error(error_text(exc))
             return None
         return text
     path = Path(text).expanduser()
     if path.exists():
         try:
             require(current_identity(), None, "import_server_path")
-        except PermissionDenied as exc:
-            st.error(f"{escape_markdown(exc)}: reading a folder on the server is reserved to admins when "
-                     "sign-in is on. Upload the files instead.")
+        except PermissionDenied:
+            st.error("Reading a folder on the server is reserved to admins when sign-in is on. "
+                     "Upload the files instead.")
             return None
         if path.is_dir() or path.suffix.lower() == ".zip":
             return str(path)
@@ -169,7 +170,7 @@ def _report() -> None:
                     text=job.message or f"{job.status}...")
         return
     if job.status == jobs.FAILED:
-        st.error(f"The import failed: {escape_markdown(job.error)}")
+        st.error(f"The import failed. {error_text(job.error)}")
         return
     if job.status == jobs.CANCELLED:
         st.warning("The import was cancelled; the images added before that are kept.")
@@ -192,7 +193,10 @@ def _report() -> None:
                      hide_index=True)
     if result["rejected"]:
         st.markdown("**Rejected files**")
-        st.dataframe(pd.DataFrame(result["rejected"]), hide_index=True, width="stretch")
+        # A table, not a data grid: the grid cuts each cell to one line, and the reason is
+        # what the user needs whole. A long list scrolls in its own box.
+        st.table(pd.DataFrame(result["rejected"]), hide_index=True,
+                 height=420 if len(result["rejected"]) > 10 else "content")
     if result.get("added_files"):
         listed = len(result["added_files"])
         more = f", first {listed} listed" if listed < result["added"] else ""
@@ -204,7 +208,7 @@ def _report() -> None:
     if result.get("near_duplicates"):
         listed = len(result["near_duplicates"])
         more = f", closest {listed} listed" if listed < near_pairs else ""
-        with st.expander(f"Near-duplicates ({near_pairs} pairs{more})"):
+        with st.expander(f"Near-duplicates ({plural(near_pairs, 'pair')}{more})"):
             st.dataframe(pd.DataFrame(result["near_duplicates"]), hide_index=True, width="stretch")
 
 

@@ -21,7 +21,7 @@ from core.preprocess.stats import ImageFilter, random_margin_from_dataset
 from core.preprocess.transforms import (LETTERBOX_FILLS, RESAMPLING, RandomMargin, Transform,
                                         TransformError, transform_types)
 from core.users.permissions import PermissionDenied, can_modify
-from webui import boot, current_identity, escape_markdown
+from webui import boot, current_identity, error_text, escape_markdown
 
 settings = boot()
 identity = current_identity()
@@ -105,7 +105,7 @@ def pipeline_editor(side: str, names: list[str], real_datasets: list[str]) -> Pi
         try:
             base = load_pipeline(chosen, settings)
         except PipelineError as exc:
-            st.error(escape_markdown(exc))
+            st.error(error_text(exc))
             base = load_pipeline(side, settings)
         _restructure(side, base)
         st.session_state[f"pp_{side}_loaded"] = chosen
@@ -127,7 +127,7 @@ def pipeline_editor(side: str, names: list[str], real_datasets: list[str]) -> Pi
             try:
                 steps.append(cls(**values))
             except (TransformError, TypeError) as exc:
-                st.error(escape_markdown(exc))
+                st.error(error_text(exc))
                 valid = False
             if cls is RandomMargin and real_datasets:
                 dataset = st.selectbox("Measure the aspect ratios of", real_datasets,
@@ -158,7 +158,7 @@ def pipeline_editor(side: str, names: list[str], real_datasets: list[str]) -> Pi
                     session, ImageFilter(source=SOURCE_REAL, dataset_name=action[2]),
                     position=steps[action[1]].position)  # type: ignore[attr-defined]
             except ValueError as exc:
-                st.error(escape_markdown(exc))
+                st.error(error_text(exc))
                 return pipeline
         changed = list(pipeline.steps)
         changed[action[1]] = measured
@@ -328,7 +328,7 @@ with st.form("pp_save_preset"):
             # Core checks the identity as it is now (owner, built-in names) and audits.
             saved = save_preset(name, pipeline, identity, settings=settings, notes=notes or None)
         except (PipelineError, PermissionDenied) as exc:
-            st.error(escape_markdown(exc))
+            st.error(error_text(exc))
         else:
             # Rerun so every preset menu on the page lists the new one.
             st.session_state["pp_flash"] = f"Saved preset “{saved.name}” ({len(pipeline.steps)} steps)."
@@ -348,7 +348,7 @@ if presets:
             try:
                 delete_preset(doomed, settings, actor=identity)
             except PermissionDenied as exc:
-                st.error(escape_markdown(exc))
+                st.error(error_text(exc))
             else:
                 st.session_state["pp_flash"] = f"Deleted preset “{doomed}”." + (
                     " The built-in default is back." if doomed in DEFAULT_NAMES else "")

@@ -15,6 +15,7 @@ from core.training.models import RUN_RUNNING
 from core.training.protocols import (INIT_SCHEMES, OPTIMIZERS, ORIGINAL, PROTOCOLS, SELECT_RULES,
                                      SYNTHLAB, get_protocol, protocol_options)
 from core.training.recipes import queue_reproduction
+from core.wording import plural
 from core.training.trainer import (BATCH_SIZE_MAX, EPOCHS_MAX, IMAGE_SIZE_MAX, IMAGE_SIZE_MIN,
                                    LR_MAX, LR_MIN, PATIENCE_MAX, WEIGHT_DECAY_MAX, TrainConfig)
 from webui import boot, current_identity, current_user, escape_markdown
@@ -190,7 +191,7 @@ if submitted:
     except (DataError, ValueError) as exc:
         st.error(f"Cannot start: {escape_markdown(exc)}")
     else:
-        st.success(f"Queued job {job_id} with {len(run_ids)} run(s): "
+        st.success(f"Queued job {job_id} with {plural(len(run_ids), 'run')}: "
                    f"{', '.join(str(i) for i in run_ids)}. Results appear on the **Results** page.")
 
 st.subheader("Recipe: reproduce the original study")

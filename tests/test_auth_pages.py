@@ -37,7 +37,7 @@ def test_password_mode_refuses_wrong_password_and_lets_the_right_one_in(settings
     assert not at.tabs  # nothing of the page behind the gate
 
     at = _sign_in(at, "alice", "wrong-password")
-    assert "wrong name or password" in _texts(at.error)
+    assert "Wrong name or password" in _texts(at.error)  # a sentence, with its capital
     assert [t.value for t in at.title] == ["Sign in to SynthLab"]
 
     at = _sign_in(at, "alice", "alices-password")

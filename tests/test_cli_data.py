@@ -58,7 +58,7 @@ def test_ingest_stats_export_check(settings, tmp_path, capsys):
                                    "cli-set", "--json")[1])
     assert exported["images"] == 3
     with zipfile.ZipFile(out) as zf:
-        assert {n.split("/")[0] for n in zf.namelist()} == {"lime"}
+        assert {n.split("/")[0] for n in zf.namelist()} == {"lime", "labels.csv"}
     code, _, err = run_main(capsys, "export", str(out), "--dataset", "nope")
     assert code == 2 and "no dataset named nope" in err
     code, _, err = run_main(capsys, "export", str(out), "--class", "durian")  # not an empty zip

@@ -183,7 +183,7 @@ def test_unusable_data_folder_is_reported_plainly(tmp_path, monkeypatch):
     dispose_engines()
     at = AppTest.from_file(str(ROOT / "pages" / "admin.py"), default_timeout=60).run()
     assert not at.exception
-    assert any("cannot write to the data folder" in e.value for e in at.error)
+    assert any("Cannot write to the data folder" in e.value for e in at.error)
     dispose_engines()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 import zipfile
 
@@ -116,7 +117,7 @@ def test_signed_in_user_may_only_change_own_images(indexed):
 
 
 def test_delete_removes_row_then_file_and_export_zip(indexed, tmp_path):
-    from core import gallery
+    from core import gallery, gallery_export
     from core.store import ImageStore
 
     store = ImageStore(indexed)
@@ -127,11 +128,12 @@ def test_delete_removes_row_then_file_and_export_zip(indexed, tmp_path):
     assert not store.exists(victim.path) and not thumb.exists()
 
     out = tmp_path / "export" / "apples.zip"
-    result = gallery.export_zip(gallery.GalleryFilter(classes=["apple"], sources=["real"]), out)
+    result = gallery_export.export_zip(gallery.GalleryFilter(classes=["apple"], sources=["real"]),
+                                       out)
     assert result["images"] == 9 and result["missing_files"] == []
     with zipfile.ZipFile(out) as zf:
         names = zf.namelist()
-        assert len(names) == 9 and all(n.startswith("apple/") for n in names)
+        assert len(names) == 10 and all(n.startswith("apple/") for n in names if n != "labels.csv")
         assert zf.testzip() is None
     assert not [p for p in out.parent.iterdir() if p.name != "apples.zip"]
 
@@ -205,3 +207,117 @@ def test_update_every_filtered_image(indexed):
         gallery.update_filtered(gallery.GalleryFilter(classes=["plantain"]), excluded=True, actor=bob)
     with pytest.raises(ValueError):
         gallery.update_filtered(synthetic)
+
+
+def test_export_names_are_readable_safe_and_labels_csv_lists_each_image(indexed, tmp_path):
+    import csv
+    import io
+
+    from core import gallery, gallery_export
+    from core.catalog import add_image, get_or_create_class, get_or_create_dataset
+    from core.db.engine import session_scope
+    from core.imageio import decode_image
+    from core.store import ImageStore
+
+    # A dataset name is free user text: it must not steer a file out of its folder.
+    with session_scope(indexed, write=True) as session:
+        evil = get_or_create_dataset(session, "../../up/..\\evil name", source="synthetic")
+        add_image(session, ImageStore(indexed), decode_image(_png(fruit_image("plum", 5, SMALL))),
+                  image_class=get_or_create_class(session, "plum"), dataset=evil,
+                  generation={"prompt": 'a "plum", on\na table', "seed": 7, "model": "m/x"})
+    out = tmp_path / "all.zip"
+    result = gallery_export.export_zip(gallery.GalleryFilter(), out)
+    assert result["images"] == 17 and result["missing_files"] == []
+    with zipfile.ZipFile(out) as zf:
+        names = zf.namelist()
+        labels = list(csv.DictReader(io.StringIO(zf.read("labels.csv").decode())))
+        assert zf.testzip() is None
+    images = [n for n in names if n != "labels.csv"]
+    assert len(images) == len(set(images)) == 17
+    for name in images:
+        folder, file = name.split("/")
+        assert re.fullmatch(r"[a-z0-9_]+", folder) and re.fullmatch(r"[A-Za-z0-9._-]+", file)
+        assert ".." not in name and not name.startswith("/")
+    # Readable: <class>/<source>_<dataset>_<id>.<ext>, never the hash.
+    by_id = {int(row["id"]): row for row in labels}
+    detail = gallery.image_detail(min(by_id))
+    assert by_id[detail["id"]]["file"] == f"{detail['class']}/real_real-a_{detail['id']}.jpg"
+    assert not any(detail["sha256"][:16] in n for n in names)
+    assert list(labels[0]) == list(gallery_export.LABEL_COLUMNS)
+    assert sorted(row["file"] for row in labels) == sorted(images)
+    plum = next(row for row in labels if row["class"] == "plum")
+    assert plum["file"].startswith("plum/synthetic_up_evil_name_")
+    assert (plum["prompt"], plum["seed"], plum["model"]) == ('a "plum", on\na table', "7", "m/x")
+    assert plum["source"] == "synthetic" and plum["dataset"] == "../../up/..\\evil name"
+    apple = gallery.image_detail(int(next(r["id"] for r in labels if r["split"] == "test")))
+    row = by_id[apple["id"]]
+    assert (row["class"], row["dataset"], row["split"], row["width"], row["height"], row["sha256"]) == (
+        apple["class"], apple["dataset"], "test", str(apple["width"]), str(apple["height"]),
+        apple["sha256"])
+    # The name guard on its own: a class folder cannot be "..", "labels.csv" or empty.
+    taken = {"labels.csv"}
+    row = {"class": "../..", "source": "real", "dataset": "a/b", "id": 3, "path": "x/y.JPG"}
+    assert gallery_export.archive_name(row, taken) == "unlabelled/real_a_b_3.jpg"
+    assert gallery_export.archive_name({**row, "class": "labels.csv"}, taken).startswith(
+        "labels_csv/")
+    assert gallery_export.archive_name(row, taken) == "unlabelled/real_a_b_3-2.jpg"
+
+
+def test_relabel_audit_records_the_old_class(indexed):
+    from core import gallery
+    from core.users import audit
+
+    apples = [r.id for r in gallery.page(gallery.GalleryFilter(classes=["apple"]), limit=2).rows]
+    gallery.relabel(apples[:1], "Pear", actor="fay")
+    entry = audit.entries(actor="fay", action="relabel")[0]
+    assert entry.detail["class"] == "pear" and entry.detail["old_class"] == "apple"
+    banana = gallery.page(gallery.GalleryFilter(classes=["banana"]), limit=1).rows[0].id
+    gallery.relabel([apples[1], banana], "quince", actor="fay")
+    entry = audit.entries(actor="fay", action="relabel")[0]
+    assert entry.detail["old_class"] == {"apple": 1, "banana": 1}
+    gallery.update_filtered(gallery.GalleryFilter(classes=["pear"]), class_name="apple", actor="fay")
+    entry = audit.entries(actor="fay", action="relabel")[0]
+    assert entry.detail["class"] == "apple" and entry.detail["old_class"] == "pear"
+
+
+def test_revert_puts_class_and_excluded_back_even_for_many_ids(indexed):
+    from core import gallery
+
+    before = gallery.curation_state(flt=gallery.GalleryFilter())
+    assert len(before) == 16
+    gallery.update_filtered(gallery.GalleryFilter(classes=["apple"]), class_name="pear", actor="gil")
+    gallery.update_filtered(gallery.GalleryFilter(), excluded=True, actor="gil")
+    # Ids deleted since are skipped.
+    gone = {10_000_000 + i: ("apple", False) for i in range(3)}
+    from core.users.identity import unverified
+
+    assert gallery.revert({**before, **gone}, actor=unverified("gil")) == 16  # as the page does
+    assert gallery.curation_state(flt=gallery.GalleryFilter(include_excluded=True)) == before
+
+
+def test_square_thumbnails_and_plurals(indexed):
+    from PIL import Image
+
+    from core import gallery
+    from core.store import ImageStore
+    from core.wording import plural
+
+    store = ImageStore(indexed)
+    row = gallery.page(gallery.GalleryFilter(classes=["banana"]), limit=1).rows[0]
+    assert (row.width, row.height) == SMALL
+    thumb = store.square_thumbnail_path(row.path, 20)
+    with Image.open(thumb) as image:
+        assert image.size == (20, 20)
+    assert store.square_thumbnail_path(row.path, 20) == thumb  # cached
+    store.delete(row.path)
+    assert not thumb.exists()
+    assert [plural(n, "image") for n in (0, 1, 2, 1234)] == [
+        "0 images", "1 image", "2 images", "1,234 images"]
+    assert plural(2, "class", "classes") == "2 classes"
+    from core.wording import sentence
+
+    # Errors on the pages start with a capital; a message opening with a name keeps it.
+    assert sentence(" no dataset named x ") == "No dataset named x"
+    assert sentence("broken.png: not an image") == "broken.png: not an image"
+    assert sentence("'Apple' is taken") == "'Apple' is taken"
+    assert sentence("SourceError: path does not exist: /x") == "Path does not exist: /x"

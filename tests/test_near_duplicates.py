@@ -196,7 +196,7 @@ def test_import_reports_near_duplicates_within_and_against_the_index(settings, t
     third = _folder(tmp_path / "three", {"lime/l0_big.png": copies(scene(50))["double"]})
     assert main(["ingest", str(third), "--dataset", "three"]) == 0
     out = capsys.readouterr().out
-    assert "1 near-duplicate pairs" in out and "lime/l0_big.png ~ l0.png" in out
+    assert "1 near-duplicate pair (" in out and "lime/l0_big.png ~ l0.png" in out
 
 
 def test_import_page_shows_the_near_duplicates(settings, tmp_path):
@@ -213,7 +213,7 @@ def test_import_page_shows_the_near_duplicates(settings, tmp_path):
     at = AppTest.from_file(str(ROOT / "pages" / "import_data.py"), default_timeout=60).run()
     assert not at.exception
     assert [(m.label, m.value) for m in at.metric][-1] == ("Near-duplicates", "1")
-    assert any(e.label.startswith("Near-duplicates (1 pairs") for e in at.expander)
+    assert any(e.label.startswith("Near-duplicates (1 pair)") for e in at.expander)
     table = next(df.value for df in at.dataframe if "similar_to" in df.value.columns)
     assert list(table["path"]) == ["apple/a.png"] and list(table["similar_to"]) == ["apple/a_small.jpg"]
 

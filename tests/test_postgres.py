@@ -160,3 +160,20 @@ def test_job_queue_claims_each_job_once_on_postgres(pg_settings):
     assert sorted(claimed) == ids  # every job once, none twice (FOR UPDATE SKIP LOCKED)
     assert jobs.request_cancel(ids[0], by="ann")
     assert {j.status for j in jobs.list_jobs(kind="noop", settings=pg_settings)} == {"running"}
+
+
+def test_gallery_undo_of_a_huge_bulk_change_on_postgres(pg_settings, tmp_path):
+    """Undo of "Change all filtered images" may carry 100,000 ids: more than the 65,535
+    bound parameters PostgreSQL takes in one statement (the owners check once sent them all)."""
+    from core import gallery
+    from core.db.engine import init_db
+    from core.ingest import import_dataset
+    from core.users.identity import unverified
+
+    init_db(pg_settings)
+    import_dataset(make_imagefolder(tmp_path / "few", ["apple"], 2, size=(24, 24)), pg_settings)
+    before = gallery.curation_state(flt=gallery.GalleryFilter())
+    gallery.update_filtered(gallery.GalleryFilter(), class_name="pear", actor="gil")
+    gone = {10_000_000 + i: ("apple", False) for i in range(66_000)}  # deleted since
+    assert gallery.revert({**before, **gone}, actor=unverified("gil")) == 2
+    assert gallery.curation_state(flt=gallery.GalleryFilter()) == before

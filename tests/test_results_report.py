@@ -351,7 +351,7 @@ class _Links(HTMLParser):
 def test_report_command_writes_a_self_contained_file(lab: Lab, tmp_path: Path, capsys) -> None:  # noqa: ANN001
     out = tmp_path / "nested" / "report.html"
     assert cli_main(["report", lab.group, "--out", str(out)]) == 0
-    assert f"wrote {out} (2 run(s)" in capsys.readouterr().out
+    assert f"wrote {out} (2 runs" in capsys.readouterr().out
     document = out.read_text(encoding="utf-8")
     assert document.startswith("<!DOCTYPE html>") and document.rstrip().endswith("</html>")
     links = _Links()

@@ -10,7 +10,7 @@ The names pages use most are importable from ``webui`` itself.
 """
 
 from webui.page import (auth_mode, boot, current_identity, current_user, device_info,
-                        escape_markdown, sidebar)
+                        error_text, escape_markdown, sidebar)
 
 __all__ = ["auth_mode", "boot", "current_identity", "current_user", "device_info",
-           "escape_markdown", "sidebar"]
+           "error_text", "escape_markdown", "sidebar"]

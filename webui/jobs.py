@@ -13,7 +13,7 @@ import re
 import streamlit as st
 
 from core import jobs
-from webui.page import current_identity, escape_markdown
+from webui.page import current_identity, error_text, escape_markdown
 
 
 def _format_seconds(seconds: float | None) -> str:
@@ -135,7 +135,7 @@ def render_job_list(kinds: tuple[str, ...] | None = None, *, user: str | None = 
                 elif job.message:
                     st.caption(escape_markdown(public_text(job.message)))
                 if job.error:
-                    st.error(escape_markdown(public_text(job.error)))
+                    st.error(error_text(public_text(job.error)))
                 log_area = st
                 if job.status in jobs.ACTIVE_STATUSES:
                     allowed = (can_cancel or _may_cancel)(job)

@@ -33,7 +33,7 @@ def boot() -> Settings:
 
         if not isinstance(exc, DataFolderError):
             raise
-        st.error(exc.strerror)
+        st.error(error_text(exc.strerror))
         st.stop()
     _auth_gate(settings)
     if not st.session_state.get("_worker_checked"):
@@ -83,6 +83,14 @@ def escape_markdown(text: object) -> str:
     # "@" (e-mail addresses), breaks the pattern and leaves the text readable.
     escaped = re.sub(r"(?i)\b(https?|ftp|www|mailto|xmpp)(?=\\?[:.])", "\\1\u2060", escaped)
     return escaped.replace("@", "@\u2060")
+
+
+def error_text(exc: object) -> str:
+    """An exception (or message) for ``st.error``: a sentence with a capital first letter,
+    user text in it escaped (messages quote names, paths and typed input)."""
+    from core.wording import sentence
+
+    return escape_markdown(sentence(exc))
 
 
 # --- sign-in (issue 8) ------------------------------------------------------------------
@@ -219,7 +227,7 @@ def _password_gate(settings: Settings) -> None:
         try:
             identity = accounts.authenticate(name, password, settings)
         except accounts.LoginRefused as exc:
-            st.error(escape_markdown(exc))  # it may quote the name typed
+            st.error(error_text(exc))  # it may quote the name typed
         else:
             st.session_state[_IDENTITY_KEY] = identity
             st.session_state[_STAMP_KEY] = sessions.sign_in_stamp(identity.name, settings)
@@ -249,7 +257,7 @@ def _oidc_gate(settings: Settings) -> None:
     try:
         st.session_state[_IDENTITY_KEY] = accounts.oidc_identity(st.user.to_dict(), settings)
     except accounts.LoginRefused as exc:
-        st.error(escape_markdown(exc))  # it quotes the provider's claims
+        st.error(error_text(exc))  # it quotes the provider's claims
         st.stop()
 
 

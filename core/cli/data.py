@@ -8,6 +8,7 @@ import getpass
 import sys
 
 from core.cli import CliError, print_json
+from core.wording import plural
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stats.set_defaults(func=_stats)
 
     export = subparsers.add_parser(
-        "export", help="write images to a zip in ImageFolder layout (<class>/<file>)")
+        "export", help="write images to a zip in ImageFolder layout (<class>/<file>) with a labels.csv")
     export.add_argument("out", metavar="OUT.zip")
     export.add_argument("--class", dest="classes", action="append", default=[], metavar="NAME",
                         help="only this class (repeatable)")
@@ -111,7 +112,7 @@ def _ingest(args: argparse.Namespace) -> int:
     if len(report.rejected) > 50:
         print(f"  ... and {len(report.rejected) - 50} more rejected (see --json)")
     if report.near_duplicate_pairs:
-        print(f"{report.near_duplicate_pairs} near-duplicate pairs (resized, re-encoded or "
+        print(f"{plural(report.near_duplicate_pairs, 'near-duplicate pair')} (resized, re-encoded or "
               "cropped copies; a split keeps copies of one class on one side)")
         for item in report.near_duplicates[:10]:
             print(f"  {item['path']} ~ {item['similar_to']} (image #{item['similar_to_image']}, "
@@ -137,7 +138,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from core import gallery
+    from core import gallery, gallery_export
     from core.catalog import class_key
 
     by_name = {d.name: d.id for d in gallery.datasets()}
@@ -155,15 +156,16 @@ def _export(args: argparse.Namespace) -> int:
                                 datasets=[by_name[n] for n in args.datasets], splits=args.splits,
                                 include_excluded=args.include_excluded)
     try:
-        result = gallery.export_zip(flt, args.out)
+        result = gallery_export.export_zip(flt, args.out)
     except OSError as exc:
         raise CliError(f"cannot write {args.out}: {exc.strerror or exc}") from exc
     if args.json:
         print_json(result)
     else:
-        print(f"wrote {result['images']} images to {result['path']}")
+        print(f"Wrote {plural(result['images'], 'image')} and labels.csv to {result['path']}")
         if result["missing_files"]:
-            print(f"  {len(result['missing_files'])} files were missing (run `python -m core check`)")
+            print(f"  {plural(len(result['missing_files']), 'file')} missing "
+                  "(run `python -m core check`)")
     return 0
 
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from core.cli import CliError, emit, positive_int
+from core.wording import plural
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,8 +52,8 @@ def _report(args: argparse.Namespace) -> int:
     payload = {"path": str(path), "runs": [r.id for r in finished],
                "left_out": [{"run_id": r.id, "status": r.status} for r in unfinished],
                "bytes": path.stat().st_size}
-    text = f"wrote {path} ({len(finished)} run(s), {size_kb:,.0f} KB)"
+    text = f"wrote {path} ({plural(len(finished), 'run')}, {size_kb:,.0f} KB)"
     if unfinished:
-        text += f"; left out {len(unfinished)} unfinished run(s)"
+        text += f"; left out {plural(len(unfinished), 'unfinished run')}"
     emit(payload, args.json, text)
     return 0

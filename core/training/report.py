@@ -38,6 +38,7 @@ from core.training.figures import (MIN_CLASS_IMAGES, MIN_TEST_IMAGES, confusion_
                                    runs_text, small_test_warnings)
 from core.training.models import RUN_DONE, Run
 from core.training.protocols import (ORIGINAL_STUDY_CLASSES, ORIGINAL_STUDY_TEST_IMAGES, PROTOCOLS)
+from core.wording import plural
 
 # Per-run plots (ROC, PR, confusion) for at most this many configurations: a reproduce
 # group of 40 runs would otherwise make a 120-plot file nobody scrolls through.
@@ -305,7 +306,7 @@ def render_report(group_id_or_run_ids: Target, settings: Settings | None = None)
     figures = _Figures()
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     groups = sorted({run.group_id for run in runs if run.group_id})
-    meta = [f"Generated {now} by SynthLab from {len(runs)} finished run(s): "
+    meta = [f"Generated {now} by SynthLab from {plural(len(runs), 'finished run')}: "
             f"{runs_text([r.id for r in runs])}."]
     if groups:
         meta.append(f"Group{'s' if len(groups) > 1 else ''}: {', '.join(groups)}.")

@@ -58,9 +58,10 @@ def require(user: Identity, owner: str | None, action: str, what: str = "this") 
         return
     if action in ADMIN_ACTIONS:
         raise PermissionDenied(f"only an admin may {action.replace('_', ' ')}")
-    raise PermissionDenied(
-        f"{user.name} may not {action} {what}: it belongs to {owner or 'nobody'}; "
-        "ask an admin")
+    # Said once: a ``what`` that already names the owner ("images added by ann") is not
+    # followed by "it belongs to ann".
+    whose = "" if owner and owner in what else f": it belongs to {owner or 'nobody'}"
+    raise PermissionDenied(f"User {user.name} may not {action} {what}{whose}; ask an admin")
 
 
 def current(user: Identity, session: Any = None, settings: Any = None) -> Identity:
