@@ -445,3 +445,24 @@ def test_a_model_folder_added_by_path_is_listed_by_its_name(settings, tiny_model
     entry = next(e for e in list_models(settings) if e.source == str(tiny_model))
     assert entry.label == f"{tiny_model.name} (folder)"
     assert entry.available and entry.location == str(tiny_model)
+
+
+def test_generation_messages_carry_no_rate_of_their_own(settings, tiny_model):
+    """The bar's text is the job's message: a rate in it disagreed with the job line's
+    (issue 15). The one rate is core.jobs.window_rate's, stored on the job."""
+    from core.generation.generator import Generator
+    from core.generation.jobs import create_running_job
+    from core.jobs import JobContext
+
+    config = _config(tiny_model, classes=["lime"], per_class=2, batch_size=1)
+    job_id = create_running_job(config, settings=settings)
+    messages: list[str] = []
+
+    class Recording(JobContext):
+        def progress(self, done, total=None, message=None, *, force=False):  # noqa: ANN001
+            messages.append(message or "")
+            super().progress(done, total, message, force=force)
+
+    Generator(config, settings, job_id=job_id).run(
+        Recording(job_id, "generate", config.to_params(), settings, "test"))
+    assert "1/2 images" in messages and not [m for m in messages if "/s" in m]

@@ -322,15 +322,15 @@ class Generator:
         if loaded.device == "cpu":
             reporter.log("running on the CPU: this is slow for real models", level="warning")
         made = 0
-        started = time.monotonic()
         for batch in batches:
             reporter.check_cancelled()
             images = self._generate(batch, reporter)
             self._store(batch, images)
             made += len(batch)
             done = self.stored_count()
-            rate = made / max(1e-9, time.monotonic() - started)
-            reporter.progress(done, total, f"{done}/{total} images ({rate:.2f}/s)")
+            # No rate in the message: the job's rate is core.jobs.window_rate's, shown
+            # beside it (a second one here disagreed with it, issue 15).
+            reporter.progress(done, total, f"{done}/{total} images")
         reporter.progress(self.stored_count(), total, "finished", force=True)
         return GenerationResult(self.image_ids(), made, total)
 
