@@ -25,7 +25,8 @@ def clean_name(value: object) -> str | None:
     name = value.strip()
     if not name or len(name) > MAX_NAME_LENGTH:
         return None
-    if any(unicodedata.category(ch).startswith("C") for ch in name):
+    if any(unicodedata.category(ch)[0] == "C" or unicodedata.category(ch) in ("Zl", "Zp")
+           for ch in name):
         return None
     return name
 
