@@ -14,9 +14,10 @@ from core.db.engine import session_scope
 from core.db.models import ImageClass
 from core.generation.generator import (BATCH_SIZE_MAX, GUIDANCE_MAX, PER_CLASS_MAX, SIZE_MAX,
                                        SIZE_MIN, STEPS_MAX, GenerationConfig, GenerationError,
-                                       load_prompt_config, preview_images, save_prompt_config)
+                                       load_prompt_config, save_prompt_config)
 from core.generation.jobs import KIND, extend_job, recent_images, submit_generation
-from core.generation.loading import SCHEDULERS, ModelLoadError, ModelNotAvailable, load_tokenizer
+from core.generation.loading import SCHEDULERS, ModelNotAvailable, load_tokenizer
+from core.generation.preview import CANCELLED, FAILED, PreviewRun
 from core.generation.prompts import (DEFAULT_NEGATIVE, PromptConfig, PromptError,
                                      default_prompt_config, expand_prompts, token_warnings)
 from core.generation.registry import add_custom_model, list_models, locate
@@ -304,15 +305,16 @@ preview_class = cols[0].selectbox("Preview class", class_names or ["-"], key="ge
 if cols[1].button("Preview 4 images", key="gen_preview", disabled=not ready):
     if device.kind == "cpu" and model_entry is not None and model_entry.preset:
         st.warning("On the CPU a real model takes minutes for 4 images.")
+    previous = st.session_state.pop("gen_preview_run", None)
+    if previous is not None:
+        previous.cancel()  # a new preview replaces one still running
     try:
-        with st.spinner("Generating 4 preview images..."):
-            config = _config()
-            config.validate()
-            st.session_state["gen_preview_images"] = preview_images(
-                config, preview_class, prompt_configs[preview_class], settings, count=4)
-    except (ModelNotAvailable, ModelLoadError, GenerationError, PromptError, ValueError) as exc:
+        config = _config()
+        # On a thread: the page stays usable, each image shows as it arrives (below).
+        st.session_state["gen_preview_run"] = PreviewRun(
+            config, preview_class, prompt_configs[preview_class], settings, count=4).start()
+    except (GenerationError, PromptError, ValueError) as exc:
         st.error(escape_markdown(exc))
-
 
 def _queue_job(config: GenerationConfig, configs: dict[str, PromptConfig | None]) -> None:
     """Runs as the button's callback: a click is handled even if a live-panel refresh
@@ -340,13 +342,48 @@ queue_result = st.session_state.pop("gen_queue_result", None)
 if queue_result is not None:
     (st.success if queue_result[0] == "success" else st.error)(escape_markdown(queue_result[1]))
 
-previews = st.session_state.get("gen_preview_images")
-if previews:
+
+
+def _draw_preview(run: PreviewRun) -> None:
+    images = list(run.images)  # the preview's thread appends to it
     st.subheader("Preview (not stored)")
-    grid = st.columns(len(previews))
-    for column, (image, prompt, image_seed) in zip(grid, previews):
-        # Image captions render markdown too: a prompt is user text.
-        column.image(image, caption=f"seed {image_seed}: {escape_markdown(prompt)}", width="stretch")
+    if not run.finished:
+        cols = st.columns([4, 1], vertical_alignment="center")
+        cols[0].progress(len(images) / run.count,
+                         text=f"Making image {len(images) + 1} of {run.count}...")
+        cols[1].button("Cancel preview", key="gen_preview_cancel", on_click=run.cancel)
+    elif run.status == CANCELLED:
+        st.caption(f"Preview cancelled after {len(images)} of {run.count} images.")
+    elif run.status == FAILED:
+        st.error(escape_markdown(run.error))
+    if images:
+        grid = st.columns(run.count)
+        for column, (image, prompt, image_seed) in zip(grid, images):
+            # Image captions render markdown too: a prompt is user text.
+            column.image(image, caption=f"seed {image_seed}: {escape_markdown(prompt)}",
+                         width="stretch")
+
+
+@st.fragment(run_every=5.0)
+def _preview_panel() -> None:
+    """The preview, redrawn twice a second while it runs (a nested fragment whose timer
+    stops once this one, every few seconds, finds the run over; see webui.jobs.live_fragment)."""
+    run = st.session_state.get("gen_preview_run")
+    if run is None:
+        return
+    if run.finished:
+        _draw_preview(run)
+        return
+
+    @st.fragment(run_every=0.5)
+    def follow() -> None:
+        _draw_preview(run)
+
+    follow()
+
+
+if "gen_preview_run" in st.session_state:
+    _preview_panel()
 
 # --- jobs --------------------------------------------------------------------------------
 

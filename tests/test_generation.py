@@ -466,3 +466,27 @@ def test_generation_messages_carry_no_rate_of_their_own(settings, tiny_model):
     Generator(config, settings, job_id=job_id).run(
         Recording(job_id, "generate", config.to_params(), settings, "test"))
     assert "1/2 images" in messages and not [m for m in messages if "/s" in m]
+
+
+def test_preview_images_arrive_one_by_one_and_cancel_stops_it(settings, tiny_model):
+    """The Generate page's preview runs on a thread (issue 15): each image is readable as
+    soon as it is made, and Cancel stops the run before the next one."""
+    from core.generation.preview import CANCELLED, DONE, PreviewRun
+    from core.generation.prompts import default_prompt_config
+
+    config = _config(tiny_model, classes=["lime"])
+    seen: list[int] = []
+    run = PreviewRun(config, "lime", default_prompt_config("lime"), settings, count=4)
+
+    def arrived(count: int) -> None:
+        seen.append(len(run.images))
+        if count == 2:
+            run.cancel()
+
+    run.on_image = arrived
+    assert run.start().wait(60)
+    assert run.status == CANCELLED and seen == [1, 2] and len(run.images) == 2
+    full = PreviewRun(config, "lime", default_prompt_config("lime"), settings, count=2).start()
+    assert full.wait(60) and full.status == DONE
+    # The job's own first seeds, so the preview shows what the job will make.
+    assert [seed for _, _, seed in full.images] == [seed for _, _, seed in run.images]

@@ -71,6 +71,16 @@ def test_page_previews_and_queues_a_job(settings, tiny_model, monkeypatch):
     at.number_input(key="gen_size").set_value(32).run()
     at.button(key="gen_preview").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
+    # The click returns at once: the preview runs on a thread; the page shows each image as
+    # it arrives, with a Cancel button while it runs.
+    preview = at.session_state["gen_preview_run"]
+    if not preview.finished:
+        assert "Making image" in _texts(at) or any(
+            p.proto.text.startswith("Making image") for p in at.get("progress"))
+        assert at.button(key="gen_preview_cancel")
+    assert preview.wait(60) and preview.status == "done"
+    at.run()
+    assert "Preview (not stored)" in [h.value for h in at.subheader]
     captions = [c for image in at.get("image") for c in image.captions]
     assert len(captions) == 4 and all("seed" in c and "red bell pepper" in c for c in captions)
     at.button(key="gen_queue").click().run()
