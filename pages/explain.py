@@ -134,7 +134,8 @@ def _show(result: Explanation) -> None:
     with middle:
         st.plotly_chart(
             attribution_figure(result.prepared.pixels, result.attribution, opacity=opacity,
-                               title=f"{config.describe()} · target: {result.target_class}",
+                               title=f"{METHOD_LABELS[method]} · target: {result.target_class}",
+                               subtitle=config.parameters_text() or None,
                                content_box=result.prepared.content_box if result.prepared.has_margins else None),
             key="x_heatmap")
         st.caption("Hover for each pixel's value. Dotted box: the picture; outside it, the "
