@@ -145,7 +145,10 @@ def _show(result: Explanation) -> None:
         st.markdown("**Top predictions**")
         st.plotly_chart(probabilities_figure(result.class_names, result.probabilities,
                                              highlight=result.subject.true_class),
-                        key="x_probs")
+                        key="x_probs",
+                        # A quarter-width chart of a few bars: its toolbar would wrap onto
+                        # two rows over the bars and nothing in it is needed here.
+                        config={"displayModeBar": False})
         st.metric("Predicted", result.predicted_class,
                   f"{float(result.probabilities[result.predicted]):.1%}", delta_color="off",
                   delta_arrow="off")

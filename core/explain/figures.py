@@ -36,8 +36,8 @@ def attribution_figure(pixels: np.ndarray, attribution: np.ndarray, *, opacity: 
     figure.update_xaxes(visible=False, range=[-0.5, pixels.shape[1] - 0.5], constrain="domain")
     figure.update_yaxes(visible=False, range=[pixels.shape[0] - 0.5, -0.5], scaleanchor="x")
     figure.update_layout(height=height_px)
-    # Drawn in the middle half of the Explain page: titles wrap for ~420 px.
-    return readable(figure, title, subtitle=subtitle, width_px=420, margin={"l": 0, "r": 0, "b": 0})
+    # Drawn in the middle half of the Explain page: ~260 px on a laptop with the sidebar open.
+    return readable(figure, title, subtitle=subtitle, width_px=250, margin={"l": 0, "r": 0, "b": 0})
 
 
 def probabilities_figure(class_names: Sequence[str], probabilities: Sequence[float], *,
@@ -52,7 +52,8 @@ def probabilities_figure(class_names: Sequence[str], probabilities: Sequence[flo
                               hovertemplate="%{y}: %{x:.2%}<extra></extra>"))
     figure.update_xaxes(range=[0, 1], tickformat=".0%")
     figure.update_layout(height=60 + 28 * len(names))
-    # No title, but a strip for the toolbar, which otherwise covers the top bar.
+    # No title, but a strip for the toolbar, which otherwise covers the top bar (the
+    # Explain page also hides the toolbar of this narrow chart, where it takes two rows).
     return readable(figure, margin={"l": 0, "r": 0, "b": 0})
 
 

@@ -204,7 +204,8 @@ def fool_rate_figure(table: pd.DataFrame, by: str):  # noqa: ANN201 - plotly Fig
         figure.add_bar(name="Machine judge (same rounds)", x=labels, y=table["judge_fool_rate"],
                        hovertemplate="%{x}: %{y:.0%}<extra>Machine judge</extra>")
     figure.add_scatter(name="Chance", x=labels, y=table["chance_fool_rate"], mode="markers",
-                       marker={"symbol": "line-ew-open", "size": 30, "line": {"width": 3}})
+                       marker={"symbol": "line-ew-open", "size": 30, "line": {"width": 3},
+                               "color": "#222222"})  # dark: visible on the bars
     figure.update_layout(barmode="group", yaxis={"title": "fool rate", "range": [0, 1.1]},
                          xaxis={"title": by}, legend={"orientation": "h", "y": -0.3})
     # Full page width, but the page may be narrow: wrap for ~500 px.
