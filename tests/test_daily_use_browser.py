@@ -1,5 +1,10 @@
-"""In Chromium: every plotly figure on Results, Explain and the quiz Analysis is readable at
-the width it is drawn (issue 15). Measured in the DOM: a title is not under plotly's
+"""In Chromium, two daily-use checks of issue 15 on one server (started once: a server and
+its data cost more than the checks).
+
+1. "Your name" (no-sign-in mode) survives a reload, kept in a cookie; a name that tries to
+   end the page script runs nothing and comes back whole.
+2. Every plotly figure on Results, Explain and the quiz Analysis is readable at the width it
+   is drawn. Measured in the DOM: a title is not under plotly's
 toolbar (the modebar) and not cut off by the chart's edge; bars do not reach under the
 toolbar; text labels are not covered by markers.
 
@@ -15,7 +20,9 @@ import shutil
 import pytest
 
 from test_explain_fixtures import one_torch_thread, trained_template  # noqa: F401 - fixtures
-from tests.browser import browser_page, start_server, wait_for_app  # noqa: F401 - fixtures
+from tests.browser import LiveServer, browser_page, start_server, wait_for_app  # noqa: F401
+
+NAME = "Zoë </script><img src=x onerror=\"window.__pwned=1\"> 'O\"Brien"
 
 # Boxes of every chart's parts, in page coordinates (getBoundingClientRect).
 MEASURE = """() => {
@@ -97,36 +104,72 @@ def _measure(page, label: str, expected: int, output_dir) -> list[str]:  # noqa:
     return layout_problems(charts, label)
 
 
-@pytest.mark.browser
-def test_figures_are_readable_at_their_width(trained_template, browser_page, tmp_path,  # noqa: F811
-                                             output_dir):
+@pytest.fixture(scope="module")
+def server(trained_template, tmp_path_factory):  # noqa: F811
+    """A dashboard over a copy of the explain fixture's data (a trained run) plus quiz answers."""
     from core.config import Settings
 
     template, _info = trained_template
-    home = tmp_path / "home"
+    home = tmp_path_factory.mktemp("daily-use") / "home"
     shutil.copytree(template, home)
     _fool_just_under_chance(Settings(home=str(home)), "ann", 11, 5)
-    server = start_server(home, env={"SYNTHLAB_AUTOSTART_WORKER": "0"})
+    live = start_server(home, env={"SYNTHLAB_AUTOSTART_WORKER": "0"})
     try:
-        page = browser_page
-        page.set_viewport_size({"width": 1000, "height": 1200})
-        page.goto(server.url)
-        wait_for_app(page)
-        problems = []
-        _open(page, "Results", "Per run")
-        problems += _measure(page, "results", 5, output_dir)
-        _open(page, "Explain", "Top predictions")
-        page.get_by_label("Method").click()  # the longest title: occlusion's parameters
-        page.get_by_role("option", name="Occlusion").click()
-        wait_for_app(page)
-        page.get_by_text("occlusion_window").first.wait_for(timeout=60_000)
-        problems += _measure(page, "explain", 2, output_dir)
-        _open(page, "Quiz", "Play")
-        page.get_by_role("tab", name="Analysis").click()
-        page.get_by_text("How often a synthetic image passed as real").first.wait_for(timeout=60_000)
-        wait_for_app(page)
-        problems += _measure(page, "quiz-analysis", 3, output_dir)
-        assert not problems, "\n".join(problems)
-        assert "Traceback" not in server.log_tail()
+        yield live
     finally:
-        server.stop(grace_s=3)
+        live.stop(grace_s=3)
+
+
+@pytest.mark.browser
+def test_the_name_survives_a_reload_and_runs_no_script(server: LiveServer,  # noqa: F811
+                                                       browser_page, output_dir):
+    from core.users.name_cookie import COOKIE_NAME
+
+    page = browser_page
+    page.goto(server.url)
+    wait_for_app(page)
+    field = page.get_by_label("Your name", exact=True)
+    field.fill(NAME)
+    field.press("Enter")
+    wait_for_app(page)
+    page.wait_for_function(f"document.cookie.includes('{COOKIE_NAME}=')")
+    page.reload()
+    wait_for_app(page)
+    field = page.get_by_label("Your name", exact=True)
+    page.screenshot(path=output_dir / "after-reload.png")
+    assert field.input_value() == NAME
+    assert page.evaluate("window.__pwned") is None
+    # Clearing the name forgets it: the next reload starts anonymous.
+    field.fill("")
+    field.press("Enter")
+    wait_for_app(page)
+    page.wait_for_function(f"!document.cookie.includes('{COOKIE_NAME}=')")
+    page.reload()
+    wait_for_app(page)
+    assert page.get_by_label("Your name", exact=True).input_value() == ""
+    assert "Traceback" not in server.log_tail()
+
+
+@pytest.mark.browser
+def test_figures_are_readable_at_their_width(server: LiveServer, browser_page,  # noqa: F811
+                                             output_dir):
+    page = browser_page
+    page.set_viewport_size({"width": 1000, "height": 1200})
+    page.goto(server.url)
+    wait_for_app(page)
+    problems = []
+    _open(page, "Results", "Per run")
+    problems += _measure(page, "results", 5, output_dir)
+    _open(page, "Explain", "Top predictions")
+    page.get_by_label("Method").click()  # the longest title: occlusion's parameters
+    page.get_by_role("option", name="Occlusion").click()
+    wait_for_app(page)
+    page.get_by_text("occlusion_window").first.wait_for(timeout=60_000)
+    problems += _measure(page, "explain", 2, output_dir)
+    _open(page, "Quiz", "Play")
+    page.get_by_role("tab", name="Analysis").click()
+    page.get_by_text("How often a synthetic image passed as real").first.wait_for(timeout=60_000)
+    wait_for_app(page)
+    problems += _measure(page, "quiz-analysis", 3, output_dir)
+    assert not problems, "\n".join(problems)
+    assert "Traceback" not in server.log_tail()
