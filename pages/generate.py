@@ -24,40 +24,19 @@ from core.generation.registry import add_custom_model, list_models, locate
 from core.generation.seeds import MAX_SEED
 from core.jobs import DONE, RUNNING, list_jobs
 from core.store import ImageStore
-from core.users.form_memory import load_form, save_form
 from webui import boot, current_identity, current_user, device_info, escape_markdown
+from webui.forms import RememberedForm, within
 from webui.jobs import live_fragment, render_job_list
 
 settings = boot()
 user = current_user()
 
-# --- the form as this user last left it ------------------------------------------------
-# Remembered per user (core.users.form_memory) and put back once per browser session, each
-# value only if its widget still accepts it (models and classes come and go).
-FORM = "generate"
+# The form as this user last left it (webui.forms): each value is put back only if its
+# widget still accepts it.
 FORM_KEYS = ("gen_model", "gen_defaults_for", "gen_classes", "gen_new_classes", "gen_per_class",
              "gen_steps", "gen_guidance", "gen_size", "gen_seed", "gen_batch_size",
              "gen_scheduler", "gen_dataset", "gen_preview_class")
-_restoring = st.session_state.get("gen_form_user") != user
-if _restoring:
-    st.session_state["gen_form_user"] = user
-    st.session_state["gen_form_saved"] = load_form(user, FORM, settings)
-
-
-def _recall(key: str, accepts) -> None:  # noqa: ANN001 - accepts: value -> bool
-    """Put back ``key``'s remembered value on this session's first run, if ``accepts`` it."""
-    remembered = st.session_state.get("gen_form_saved") or {}
-    if _restoring and key in remembered:
-        try:
-            ok = bool(accepts(remembered[key]))
-        except (TypeError, ValueError):
-            ok = False
-        if ok:
-            st.session_state[key] = remembered[key]
-
-
-def _within(low: float, high: float, kind: type = int):  # noqa: ANN202
-    return lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and low <= kind(v) <= high
+form = RememberedForm("generate", user, FORM_KEYS, settings)
 
 
 st.title("Generate synthetic images")
@@ -132,7 +111,7 @@ if default_label is None and not available:
 options = list(labels)
 if default_label:
     options.insert(0, options.pop(options.index(default_label)))
-_recall("gen_model", lambda v: v in options)
+form.recall("gen_model", lambda v: v in options)
 cols = st.columns([3, 2], vertical_alignment="bottom")
 choice = cols[0].selectbox("Model", options, key="gen_model")
 with cols[1]:
@@ -156,10 +135,10 @@ elif model_entry is not None and model_entry.location:
 
 # Parameters follow the chosen model's preset until the user changes them.
 defaults = model_entry.defaults() if model_entry else {"size": 512, "steps": 25, "guidance": 7.5}
-_recall("gen_defaults_for", lambda v: isinstance(v, str))
-_recall("gen_steps", _within(1, STEPS_MAX))
-_recall("gen_guidance", _within(0.0, GUIDANCE_MAX, float))
-_recall("gen_size", _within(SIZE_MIN, SIZE_MAX))
+form.recall("gen_defaults_for", lambda v: isinstance(v, str))
+form.recall("gen_steps", within(1, STEPS_MAX))
+form.recall("gen_guidance", within(0.0, GUIDANCE_MAX, float))
+form.recall("gen_size", within(SIZE_MIN, SIZE_MAX))
 if st.session_state.get("gen_defaults_for") != model_source:
     st.session_state["gen_defaults_for"] = model_source
     st.session_state["gen_steps"] = int(defaults["steps"])
@@ -171,8 +150,8 @@ if st.session_state.get("gen_defaults_for") != model_source:
 st.subheader("Classes and prompts")
 with session_scope(settings) as session:
     existing = {c.name: c for c in session.scalars(select(ImageClass).order_by(ImageClass.name))}
-_recall("gen_classes", lambda v: isinstance(v, list) and set(v) <= set(existing))
-_recall("gen_new_classes", lambda v: isinstance(v, str))
+form.recall("gen_classes", lambda v: isinstance(v, list) and set(v) <= set(existing))
+form.recall("gen_new_classes", lambda v: isinstance(v, str))
 cols = st.columns(2)
 picked = cols[0].multiselect("Classes", list(existing), key="gen_classes",
                              format_func=lambda k: existing[k].display_name)
@@ -267,11 +246,11 @@ cols = st.columns(4)
 st.session_state.setdefault("gen_per_class", 50)
 st.session_state.setdefault("gen_seed", 0)
 st.session_state.setdefault("gen_batch_size", settings.generation_batch_size)
-_recall("gen_per_class", _within(1, PER_CLASS_MAX))
-_recall("gen_seed", _within(0, MAX_SEED))
-_recall("gen_batch_size", _within(1, BATCH_SIZE_MAX))
-_recall("gen_scheduler", lambda v: v in SCHEDULERS)
-_recall("gen_dataset", lambda v: isinstance(v, str))
+form.recall("gen_per_class", within(1, PER_CLASS_MAX))
+form.recall("gen_seed", within(0, MAX_SEED))
+form.recall("gen_batch_size", within(1, BATCH_SIZE_MAX))
+form.recall("gen_scheduler", lambda v: v in SCHEDULERS)
+form.recall("gen_dataset", lambda v: isinstance(v, str))
 per_class = cols[0].number_input("Images per class", 1, PER_CLASS_MAX, key="gen_per_class")
 steps = cols[1].number_input("Steps", 1, STEPS_MAX, key="gen_steps")
 guidance = cols[2].number_input("Guidance", 0.0, GUIDANCE_MAX, step=0.5, key="gen_guidance")
@@ -299,7 +278,7 @@ if not class_names:
 
 # --- preview and queue -------------------------------------------------------------------
 
-_recall("gen_preview_class", lambda v: v in class_names)
+form.recall("gen_preview_class", lambda v: v in class_names)
 cols = st.columns([2, 1, 1])
 preview_class = cols[0].selectbox("Preview class", class_names or ["-"], key="gen_preview_class")
 if cols[1].button("Preview 4 images", key="gen_preview", disabled=not ready):
@@ -432,6 +411,5 @@ def _latest_images() -> None:
 _latest_images()
 
 
-# Remember the form for this user's next session (a write only when a value changed).
-save_form(user, FORM, {key: st.session_state[key] for key in FORM_KEYS if key in st.session_state},
-          settings)
+# Remember the form for this user's next session.
+form.save()
