@@ -21,6 +21,11 @@ from core.generation.seeds import image_seed
 
 RUNNING, DONE, CANCELLED, FAILED = "running", "done", "cancelled", "failed"
 
+# Loaded pipelines are shared by the process (core.generation.loading caches them) and a
+# diffusers pipeline keeps per-call state (its scheduler's timesteps): previews of several
+# sessions, or a new preview while a cancelled one finishes its image, take turns.
+_PIPELINE_TURN = threading.Lock()
+
 
 class PreviewCancelled(Exception):
     """Raised inside the pipeline's step callback once the user cancelled the preview."""
@@ -91,8 +96,9 @@ class PreviewRun:
             set_scheduler(loaded, self.config.scheduler)
             runner = PipelineRunner(loaded, self.config, 1)
             for item in preview_items(self.config, self.class_name, self.prompt_config, self.count):
-                self.check_cancelled()
-                (image,) = runner.generate([item], self)
+                with _PIPELINE_TURN:
+                    self.check_cancelled()
+                    (image,) = runner.generate([item], self)
                 self.images.append((image, item.prompt, item.seed))
                 if self.on_image is not None:
                     self.on_image(len(self.images))
