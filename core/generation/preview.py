@@ -93,11 +93,11 @@ class PreviewRun:
 
         try:
             loaded = load_pipeline(self.config.model, self.settings, scheduler=self.config.scheduler)
-            set_scheduler(loaded, self.config.scheduler)
             runner = PipelineRunner(loaded, self.config, 1)
             for item in preview_items(self.config, self.class_name, self.prompt_config, self.count):
                 with _PIPELINE_TURN:
                     self.check_cancelled()
+                    set_scheduler(loaded, self.config.scheduler)  # another preview's may differ
                     (image,) = runner.generate([item], self)
                 self.images.append((image, item.prompt, item.seed))
                 if self.on_image is not None:
