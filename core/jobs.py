@@ -174,10 +174,40 @@ def add_event(job_id: int, message: str, level: str = "info",
     run_write(write, settings)
 
 
+# The rate a job shows is over its last minute of progress: recent enough to follow a
+# change of speed (a resumed job, a slower class), long enough not to jump per batch.
+RATE_WINDOW_SECONDS = 60.0
+
+
+def window_rate(samples: list[tuple[float, int]], now: float,
+                window_seconds: float = RATE_WINDOW_SECONDS) -> float | None:
+    """Units per second over the ``(time, done)`` samples of the last ``window_seconds``.
+
+    The one rate of a job: ``JobContext.progress`` stores it in ``Job.rate`` and every view
+    (the job line, its time left, the CLI) reads it from there, so no two places disagree.
+    None until two samples in the window differ.
+    """
+    recent = [(t, d) for t, d in samples if now - t <= window_seconds]
+    if len(recent) < 2:
+        return None
+    (first_t, first_d), (last_t, last_d) = recent[0], recent[-1]
+    if last_t <= first_t or last_d <= first_d:
+        return None
+    return (last_d - first_d) / (last_t - first_t)
+
+
 def eta_seconds(job: Job) -> float | None:
+    """Time left at the job's stored rate (``window_rate``); None without a rate."""
     if not job.rate or job.rate <= 0 or job.progress_total <= 0:
         return None
     return max(0.0, (job.progress_total - job.progress_done) / job.rate)
+
+
+def progress_figures(job: Job) -> tuple[float | None, float | None]:
+    """The rate and time left to show for ``job`` (both None unless it is running)."""
+    if job.status != RUNNING or not job.rate:
+        return None, None
+    return job.rate, eta_seconds(job)
 
 
 def mark_stale_jobs(settings: Settings | None = None) -> list[int]:
@@ -302,12 +332,12 @@ class JobContext:
         """Record progress (rate-limited to ~2 writes a second) and check for cancel."""
         now = time.monotonic()
         self._rate_window.append((now, done))
-        self._rate_window = [(t, d) for t, d in self._rate_window if now - t <= 60] or [(now, done)]
+        self._rate_window = [(t, d) for t, d in self._rate_window
+                             if now - t <= RATE_WINDOW_SECONDS]
         if not force and now - self._last_write < 0.5:
             return
         self._last_write = now
-        first_t, first_d = self._rate_window[0]
-        rate = (done - first_d) / (now - first_t) if now > first_t and done > first_d else None
+        rate = window_rate(self._rate_window, now)
 
         def write(session: Session) -> bool:
             values: dict[str, Any] = {"progress_done": done, "heartbeat_at": utcnow()}

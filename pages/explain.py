@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from core import gallery
+from core import gallery, jobs
 from core.explain.attribution import (BASELINES, METHOD_LABELS, METHODS, AttributionConfig,
                                       AttributionError)
 from core.explain.figures import attribution_figure, margin_figure, probabilities_figure
@@ -21,13 +21,13 @@ from core.explain.jobs import JOB_KIND, submit_explain_job
 from core.explain.overlay import render_overlay
 from core.explain.selection import (class_image_ids, compare_sample, eval_predictions,
                                     finished_runs, gallery_images, run_eval_image_ids, run_label)
-from core.explain.service import (INPUT_MODES, Explanation, ExplainError, explain, load_run,
-                                  subject_from_bytes, subject_from_image_id)
+from core.explain.service import (INPUT_MODES, Explanation, ExplainError, cached_explanation,
+                                  explain, load_run, subject_from_bytes, subject_from_image_id)
 from core.explain.summary import margin_table
 from core.users.permissions import can_modify
 from core.wording import plural
 from webui import boot, current_identity, error_text, escape_markdown
-from webui.jobs import render_job_list
+from webui.jobs import live_fragment, render_job_list
 
 settings = boot()
 identity = current_identity()
@@ -135,7 +135,8 @@ def _show(result: Explanation) -> None:
     with middle:
         st.plotly_chart(
             attribution_figure(result.prepared.pixels, result.attribution, opacity=opacity,
-                               title=f"{config.describe()} · target: {result.target_class}",
+                               title=f"{METHOD_LABELS[method]} · target: {result.target_class}",
+                               subtitle=config.parameters_text() or None,
                                content_box=result.prepared.content_box if result.prepared.has_margins else None),
             key="x_heatmap")
         st.caption("Hover for each pixel's value. Dotted box: the picture; outside it, the "
@@ -145,7 +146,10 @@ def _show(result: Explanation) -> None:
         st.markdown("**Top predictions**")
         st.plotly_chart(probabilities_figure(result.class_names, result.probabilities,
                                              highlight=result.subject.true_class),
-                        key="x_probs")
+                        key="x_probs",
+                        # A quarter-width chart of a few bars: its toolbar would wrap onto
+                        # two rows over the bars and nothing in it is needed here.
+                        config={"displayModeBar": False})
         st.metric("Predicted", result.predicted_class,
                   f"{float(result.probabilities[result.predicted]):.1%}", delta_color="off",
                   delta_arrow="off")
@@ -159,6 +163,96 @@ def _show(result: Explanation) -> None:
                       delta_arrow="off")
         st.caption(("from the cache" if result.cached else f"computed in {result.seconds:.2f} s")
                    + f" · source: {result.subject.source}")
+
+
+def _cached(image_id: int) -> Explanation | None:
+    try:
+        return cached_explanation(run, subject_from_image_id(image_id, settings), config,
+                                  target=target, input_mode=input_mode, settings=settings)
+    except ExplainError:
+        return None
+
+
+def _compare_grid(sample: dict[str, list[int]], results: dict[int, Explanation | None],
+                  computing: bool) -> None:
+    sides = st.columns(2)
+    for side, source in zip(sides, ("real", "synthetic")):
+        with side:
+            st.markdown(f"**{source.capitalize()}**")
+            if not sample[source]:
+                st.info(f"No {source} images of this class.")
+                continue
+            masses = []
+            grid = st.columns(2)
+            for k, image_id in enumerate(sample[source]):
+                result = results.get(image_id)
+                if result is None:
+                    grid[k % 2].caption(f"#{image_id}: " + ("computing..." if computing else
+                                                            "no map (see the job's log)"))
+                    continue
+                if result.margin_mass is not None:
+                    masses.append(result.margin_mass)
+                overlay = render_overlay(result.prepared.pixels, result.attribution, opacity=opacity,
+                                         scale=4, side_by_side=False,
+                                         content_box=result.prepared.content_box
+                                         if result.prepared.has_margins else None)
+                grid[k % 2].image(overlay, width="stretch", caption=(
+                    f"#{image_id}: {escape_markdown(result.predicted_class)} "
+                    f"{float(result.probabilities[result.predicted]):.0%}"))
+            if masses and not computing:
+                st.metric(f"Mean attribution on margins ({source})", f"{np.mean(masses):.1%}")
+            elif not computing:
+                st.caption("These inputs have no letterbox margins.")
+
+
+def _compare(sample: dict[str, list[int]], key: tuple) -> None:
+    """Maps already cached show at once; the others are computed by a background job
+    (36 s here for 4 + 4 occlusion maps: too long to hold the page), shown as they arrive."""
+    ids = sample["real"] + sample["synthetic"]
+    results = {image_id: _cached(image_id) for image_id in ids}
+    missing = [image_id for image_id, result in results.items() if result is None]
+    jobs_by_key = st.session_state.setdefault("x_compare_jobs", {})
+    job_id = jobs_by_key.get(key)
+    submit_now = st.session_state.pop("x_compare_submit", False)
+    if missing and submit_now and (job_id is None or jobs.get_job(job_id, settings) is None
+                                   or jobs.get_job(job_id, settings).status in jobs.FINAL_STATUSES):
+        try:
+            job_id = submit_explain_job(
+                run.run_id, missing, config, target=target, input_mode=input_mode,
+                created_by=identity, settings=settings,
+                title=f"Compare real vs synthetic {_class_label(key[1])}: {len(missing)} maps "
+                      f"of run #{run.run_id} ({config.describe()})")
+        except ExplainError as exc:
+            _error(exc)
+            return
+        jobs_by_key[key] = job_id
+    if not missing or job_id is None:
+        if missing:
+            st.caption(f"{len(missing)} of {len(ids)} maps are not computed yet: press Show.")
+        _compare_grid(sample, results, computing=False)
+        return
+
+    @live_fragment((JOB_KIND,), 2.0)
+    def _follow() -> None:
+        job = jobs.get_job(job_id, settings)
+        active = job is not None and job.status in jobs.ACTIVE_STATUSES
+        now = {image_id: results[image_id] or _cached(image_id) for image_id in ids}
+        if active:
+            done = sum(1 for image_id in missing if now[image_id] is not None)
+            cols = st.columns([4, 1], vertical_alignment="center")
+            waiting = " (queued behind other jobs)" if job.status == jobs.QUEUED else ""
+            cols[0].progress(done / len(missing),
+                             text=f"Job #{job_id}: {done} of {len(missing)} maps{waiting}. You can "
+                                  "leave this page; the maps are kept.")
+            cols[1].button("Cancel", key=f"x_compare_cancel_{job_id}",
+                           on_click=jobs.request_cancel, args=(job_id,),
+                           kwargs={"by": identity, "settings": settings})
+        elif job is not None and job.status != jobs.DONE:
+            st.caption(f"Job #{job_id} {job.status}" + (f": {escape_markdown(job.error)}"
+                                                        if job.error else "."))
+        _compare_grid(sample, now, computing=active)
+
+    _follow()
 
 
 tab_image, tab_compare, tab_margins, tab_batch = st.tabs(
@@ -237,35 +331,13 @@ with tab_compare:
                                 format_func=_class_label)
     per_source = cols[1].number_input("Images per side", 1, 12, 4, key="x_c_n")
     c_seed = cols[2].number_input("Sample seed", 0, 10_000, 0, key="x_c_seed")
-    if cols[3].button("Show", key="x_compare") or st.session_state.get("x_compare_on"):
+    if cols[3].button("Show", key="x_compare"):
         st.session_state["x_compare_on"] = True
+        st.session_state["x_compare_submit"] = True  # this click may queue a job
+    if st.session_state.get("x_compare_on"):
         sample = compare_sample(c_class, int(per_source), seed=int(c_seed), settings=settings)
-        sides = st.columns(2)
-        for side, source in zip(sides, ("real", "synthetic")):
-            with side:
-                st.markdown(f"**{source.capitalize()}**")
-                if not sample[source]:
-                    st.info(f"No {source} images of this class.")
-                    continue
-                masses = []
-                grid = st.columns(2)
-                for k, image_id in enumerate(sample[source]):
-                    result = _explain(subject_from_image_id(image_id, settings))
-                    if result is None:
-                        continue
-                    if result.margin_mass is not None:
-                        masses.append(result.margin_mass)
-                    overlay = render_overlay(result.prepared.pixels, result.attribution, opacity=opacity,
-                                             scale=4, side_by_side=False,
-                                             content_box=result.prepared.content_box
-                                             if result.prepared.has_margins else None)
-                    grid[k % 2].image(overlay, width="stretch", caption=(
-                        f"#{image_id}: {escape_markdown(result.predicted_class)} "
-                        f"{float(result.probabilities[result.predicted]):.0%}"))
-                if masses:
-                    st.metric(f"Mean attribution on margins ({source})", f"{np.mean(masses):.1%}")
-                else:
-                    st.caption("These inputs have no letterbox margins.")
+        _compare(sample, (run.run_id, c_class, int(per_source), int(c_seed), config.describe(),
+                          str(target), input_mode))
 
 # --- margins per run ---------------------------------------------------------------------
 

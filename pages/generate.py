@@ -14,10 +14,10 @@ from core.db.engine import session_scope
 from core.db.models import ImageClass
 from core.generation.generator import (BATCH_SIZE_MAX, GUIDANCE_MAX, PER_CLASS_MAX, SIZE_MAX,
                                        SIZE_MIN, STEPS_MAX, GenerationConfig, GenerationError,
-                                       load_prompt_config, preview_images, save_prompt_config)
+                                       load_prompt_config, save_prompt_config)
 from core.generation.jobs import KIND, extend_job, recent_images, submit_generation
-from core.generation.loading import (SCHEDULERS, ModelLoadError, ModelNotAvailable, load_tokenizer,
-                                     missing_model_message)
+from core.generation.loading import SCHEDULERS, ModelNotAvailable, load_tokenizer
+from core.generation.preview import CANCELLED, FAILED, PreviewRun
 from core.generation.prompts import (DEFAULT_NEGATIVE, PromptConfig, PromptError,
                                      default_prompt_config, expand_prompts, token_warnings)
 from core.generation.registry import add_custom_model, list_models, locate
@@ -25,11 +25,19 @@ from core.generation.seeds import MAX_SEED
 from core.jobs import DONE, RUNNING, list_jobs
 from core.store import ImageStore
 from webui import boot, current_identity, current_user, device_info, error_text, escape_markdown
+from webui.forms import RememberedForm, within
 from webui.jobs import live_fragment, render_job_list
 
 settings = boot()
 user = current_user()
-CUSTOM = "Another model: a Hugging Face id or a folder..."
+
+# The form as this user last left it (webui.forms): each value is put back only if its
+# widget still accepts it.
+FORM_KEYS = ("gen_model", "gen_defaults_for", "gen_classes", "gen_new_classes", "gen_per_class",
+             "gen_steps", "gen_guidance", "gen_size", "gen_seed", "gen_batch_size",
+             "gen_scheduler", "gen_dataset", "gen_preview_class")
+form = RememberedForm("generate", user, FORM_KEYS, settings)
+
 
 st.title("Generate synthetic images")
 device = device_info()
@@ -39,20 +47,60 @@ if device.kind == "cpu":
 # --- model ------------------------------------------------------------------------------
 
 st.subheader("Model")
+
+
+def _model_labels(entries: list) -> dict[str, object]:  # label -> ModelEntry
+    labels: dict[str, object] = {}
+    for entry in sorted(entries, key=lambda e: not e.available):
+        label = entry.label + ("" if entry.available else "  (not downloaded)")
+        labels[label if label not in labels else f"{label} [{entry.source}]"] = entry
+    return labels
+
+
+def _add_model(input_key: str) -> None:
+    """The add-model button's callback: remember the model, select it, say so. (A callback
+    may still set the menu's value: its widget is drawn later in the run.)"""
+    source = str(st.session_state.get(input_key) or "").strip()
+    try:
+        add_custom_model(source, added_by=user, settings=settings)
+    except ValueError as exc:
+        st.session_state["gen_add_result"] = ("error", str(exc))
+        return
+    labels = _model_labels(list_models(settings))
+    label = next((lb for lb, e in labels.items() if e.source == source and e.kind == "custom"),
+                 next((lb for lb, e in labels.items() if source in (e.source, e.location)), None))
+    if label is not None:
+        st.session_state["gen_model"] = label
+    entry = labels.get(label)
+    where = "" if entry is None or entry.available else " It is not on this machine yet: see below."
+    st.session_state["gen_add_result"] = (
+        "success", f"Added {entry.label if entry else source} to the model list and selected it.{where}")
+    st.session_state[input_key] = ""
+
+
+def _add_model_action(where: str) -> None:
+    """A visible "add a model" action (beside the menu, and in the no-model box)."""
+    with st.popover("Add a model from a folder or Hub id", key=f"gen_add_{where}"):
+        st.text_input("Hugging Face id or folder path", key=f"gen_add_source_{where}",
+                      placeholder="segmind/small-sd or /models/my-sd")
+        st.button("Add and select", key=f"gen_add_button_{where}", type="primary",
+                  on_click=_add_model, args=(f"gen_add_source_{where}",))
+
+
 entries = list_models(settings)
 available = [e for e in entries if e.available]
 if not available:
-    st.info("No diffusion model is on this machine yet, so images cannot be generated; the "
-            "rest of SynthLab works. The quickest start is SD-Turbo (about 5 GB), then reload "
-            "this page:")
-    st.code("hf download stabilityai/sd-turbo", language="bash")
-    st.caption("Or copy a diffusers model folder (with a model_index.json) into "
-               f"`{settings.home_path / 'models'}` or the folder set by SYNTHLAB_LOCAL_MODELS_DIR.")
+    with st.container(border=True):
+        st.info("No diffusion model is on this machine yet, so images cannot be generated; the "
+                "rest of SynthLab works. The quickest start is SD-Turbo (about 5 GB), then reload "
+                "this page:")
+        st.code("hf download stabilityai/sd-turbo", language="bash")
+        st.caption("Or copy a diffusers model folder (with a model_index.json) into "
+                   f"`{settings.home_path / 'models'}` or the folder set by "
+                   "SYNTHLAB_LOCAL_MODELS_DIR, or add one you already have:")
+        _add_model_action("box")
 
-labels: dict[str, object] = {}
-for entry in sorted(entries, key=lambda e: not e.available):
-    label = entry.label + ("" if entry.available else "  (not downloaded)")
-    labels[label if label not in labels else f"{label} [{entry.source}]"] = entry
+labels = _model_labels(entries)
 # The configured default model first when it is here, else the first available one.
 default_label = next((label for label, e in labels.items()
                       if e.available and settings.default_model in (e.source, e.location)), None)
@@ -60,27 +108,21 @@ if default_label is None and not available:
     # Nothing here yet: preselect the model the advice above recommends, not another one.
     default_label = next((label for label, e in labels.items()
                           if e.source == "stabilityai/sd-turbo"), None)
-options = [*labels, CUSTOM]
+options = list(labels)
 if default_label:
     options.insert(0, options.pop(options.index(default_label)))
-choice = st.selectbox("Model", options, key="gen_model")
+form.recall("gen_model", lambda v: v in options)
+cols = st.columns([3, 2], vertical_alignment="bottom")
+choice = cols[0].selectbox("Model", options, key="gen_model")
+with cols[1]:
+    _add_model_action("menu")
+added = st.session_state.pop("gen_add_result", None)
+if added is not None:
+    (st.success if added[0] == "success" else st.error)(escape_markdown(added[1]))
 model_entry = labels.get(choice)
 model_source = model_entry.source if model_entry else ""
-if choice == CUSTOM:
-    cols = st.columns([4, 1])
-    model_source = cols[0].text_input("Hugging Face id or folder path", key="gen_custom_model",
-                                      placeholder="segmind/small-sd or /models/my-sd").strip()
-    if cols[1].button("Add to the list", key="gen_add_model", disabled=not model_source):
-        try:
-            add_custom_model(model_source, added_by=user, settings=settings)
-            st.rerun()
-        except ValueError as exc:
-            st.error(error_text(exc))
-    model_entry = next((e for e in list_models(settings) if e.source == model_source), None)
 model_ready = bool(model_source) and locate(model_source, settings) is not None
-if choice == CUSTOM and model_source and not model_ready:
-    st.error(escape_markdown(missing_model_message(model_source)))  # the id is user text
-elif model_entry is not None and not model_entry.available:
+if model_entry is not None and not model_entry.available:
     if not available and model_entry.source == "stabilityai/sd-turbo":
         st.caption(f"{escape_markdown(model_entry.label)} is not downloaded yet: see the command above.")
     else:
@@ -93,6 +135,10 @@ elif model_entry is not None and model_entry.location:
 
 # Parameters follow the chosen model's preset until the user changes them.
 defaults = model_entry.defaults() if model_entry else {"size": 512, "steps": 25, "guidance": 7.5}
+form.recall("gen_defaults_for", lambda v: isinstance(v, str))
+form.recall("gen_steps", within(1, STEPS_MAX))
+form.recall("gen_guidance", within(0.0, GUIDANCE_MAX, float))
+form.recall("gen_size", within(SIZE_MIN, SIZE_MAX))
 if st.session_state.get("gen_defaults_for") != model_source:
     st.session_state["gen_defaults_for"] = model_source
     st.session_state["gen_steps"] = int(defaults["steps"])
@@ -104,6 +150,8 @@ if st.session_state.get("gen_defaults_for") != model_source:
 st.subheader("Classes and prompts")
 with session_scope(settings) as session:
     existing = {c.name: c for c in session.scalars(select(ImageClass).order_by(ImageClass.name))}
+form.recall("gen_classes", lambda v: isinstance(v, list) and set(v) <= set(existing))
+form.recall("gen_new_classes", lambda v: isinstance(v, str))
 cols = st.columns(2)
 picked = cols[0].multiselect("Classes", list(existing), key="gen_classes",
                              format_func=lambda k: existing[k].display_name)
@@ -193,13 +241,23 @@ prompts_ok = all(config is not None for config in prompt_configs.values())
 st.subheader("Parameters")
 cols = st.columns(4)
 # The bounds are core's (GenerationConfig refuses anything outside them, from any caller).
-per_class = cols[0].number_input("Images per class", 1, PER_CLASS_MAX, 50, key="gen_per_class")
+# Defaults through session state (not the widgets' value argument), so a remembered value
+# put there first is not overridden, nor warned about by Streamlit.
+st.session_state.setdefault("gen_per_class", 50)
+st.session_state.setdefault("gen_seed", 0)
+st.session_state.setdefault("gen_batch_size", settings.generation_batch_size)
+form.recall("gen_per_class", within(1, PER_CLASS_MAX))
+form.recall("gen_seed", within(0, MAX_SEED))
+form.recall("gen_batch_size", within(1, BATCH_SIZE_MAX))
+form.recall("gen_scheduler", lambda v: v in SCHEDULERS)
+form.recall("gen_dataset", lambda v: isinstance(v, str))
+per_class = cols[0].number_input("Images per class", 1, PER_CLASS_MAX, key="gen_per_class")
 steps = cols[1].number_input("Steps", 1, STEPS_MAX, key="gen_steps")
 guidance = cols[2].number_input("Guidance", 0.0, GUIDANCE_MAX, step=0.5, key="gen_guidance")
 size = cols[3].number_input("Size (px)", SIZE_MIN, SIZE_MAX, step=8, key="gen_size")
 cols = st.columns(4)
-seed = cols[0].number_input("Base seed", 0, MAX_SEED, 0, key="gen_seed")
-batch_size = cols[1].number_input("Batch size", 1, BATCH_SIZE_MAX, settings.generation_batch_size,
+seed = cols[0].number_input("Base seed", 0, MAX_SEED, key="gen_seed")
+batch_size = cols[1].number_input("Batch size", 1, BATCH_SIZE_MAX,
                                   key="gen_batch_size", help="halved by itself on GPU out-of-memory")
 scheduler = cols[2].selectbox("Scheduler", list(SCHEDULERS), key="gen_scheduler")
 dataset_name = cols[3].text_input("Dataset name", key="gen_dataset",
@@ -220,20 +278,22 @@ if not class_names:
 
 # --- preview and queue -------------------------------------------------------------------
 
+form.recall("gen_preview_class", lambda v: v in class_names)
 cols = st.columns([2, 1, 1])
 preview_class = cols[0].selectbox("Preview class", class_names or ["-"], key="gen_preview_class")
 if cols[1].button("Preview 4 images", key="gen_preview", disabled=not ready):
     if device.kind == "cpu" and model_entry is not None and model_entry.preset:
         st.warning("On the CPU a real model takes minutes for 4 images.")
+    previous = st.session_state.pop("gen_preview_run", None)
+    if previous is not None:
+        previous.cancel()  # a new preview replaces one still running
     try:
-        with st.spinner("Generating 4 preview images..."):
-            config = _config()
-            config.validate()
-            st.session_state["gen_preview_images"] = preview_images(
-                config, preview_class, prompt_configs[preview_class], settings, count=4)
-    except (ModelNotAvailable, ModelLoadError, GenerationError, PromptError, ValueError) as exc:
+        config = _config()
+        # On a thread: the page stays usable, each image shows as it arrives (below).
+        st.session_state["gen_preview_run"] = PreviewRun(
+            config, preview_class, prompt_configs[preview_class], settings, count=4).start()
+    except (GenerationError, PromptError, ValueError) as exc:
         st.error(error_text(exc))
-
 
 def _queue_job(config: GenerationConfig, configs: dict[str, PromptConfig | None]) -> None:
     """Runs as the button's callback: a click is handled even if a live-panel refresh
@@ -261,13 +321,48 @@ queue_result = st.session_state.pop("gen_queue_result", None)
 if queue_result is not None:
     (st.success if queue_result[0] == "success" else st.error)(escape_markdown(queue_result[1]))
 
-previews = st.session_state.get("gen_preview_images")
-if previews:
+
+
+def _draw_preview(run: PreviewRun) -> None:
+    images = list(run.images)  # the preview's thread appends to it
     st.subheader("Preview (not stored)")
-    grid = st.columns(len(previews))
-    for column, (image, prompt, image_seed) in zip(grid, previews):
-        # Image captions render markdown too: a prompt is user text.
-        column.image(image, caption=f"seed {image_seed}: {escape_markdown(prompt)}", width="stretch")
+    if not run.finished:
+        cols = st.columns([4, 1], vertical_alignment="center")
+        cols[0].progress(len(images) / run.count,
+                         text=f"Making image {len(images) + 1} of {run.count}...")
+        cols[1].button("Cancel preview", key="gen_preview_cancel", on_click=run.cancel)
+    elif run.status == CANCELLED:
+        st.caption(f"Preview cancelled after {len(images)} of {run.count} images.")
+    elif run.status == FAILED:
+        st.error(escape_markdown(run.error))
+    if images:
+        grid = st.columns(run.count)
+        for column, (image, prompt, image_seed) in zip(grid, images):
+            # Image captions render markdown too: a prompt is user text.
+            column.image(image, caption=f"seed {image_seed}: {escape_markdown(prompt)}",
+                         width="stretch")
+
+
+@st.fragment(run_every=5.0)
+def _preview_panel() -> None:
+    """The preview, redrawn twice a second while it runs (a nested fragment whose timer
+    stops once this one, every few seconds, finds the run over; see webui.jobs.live_fragment)."""
+    run = st.session_state.get("gen_preview_run")
+    if run is None:
+        return
+    if run.finished:
+        _draw_preview(run)
+        return
+
+    @st.fragment(run_every=0.5)
+    def follow() -> None:
+        _draw_preview(run)
+
+    follow()
+
+
+if "gen_preview_run" in st.session_state:
+    _preview_panel()
 
 # --- jobs --------------------------------------------------------------------------------
 
@@ -314,3 +409,7 @@ def _latest_images() -> None:
 
 
 _latest_images()
+
+
+# Remember the form for this user's next session.
+form.save()

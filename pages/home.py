@@ -9,6 +9,7 @@ import plotly.express as px
 import streamlit as st
 
 from core import gallery
+from core.figure_layout import readable
 from webui import boot, current_user, device_info, escape_markdown
 from webui.jobs import render_job_list
 
@@ -32,7 +33,8 @@ if counts:
     figure = px.bar(frame, x="display_name", y="count", color="source", barmode="group",
                     labels={"display_name": "class", "count": "images"},
                     color_discrete_map={"real": "#2e7d32", "synthetic": "#7b1fa2"})
-    figure.update_layout(height=360, margin={"l": 10, "r": 10, "t": 10, "b": 10})
+    figure.update_layout(height=360)
+    readable(figure)  # a strip at the top for plotly's toolbar, clear of the bars
     st.plotly_chart(figure, width="stretch")
 else:
     st.info("No images yet. Import a dataset on the **Import** page, or from a shell: "

@@ -145,7 +145,7 @@ with st.expander("Start with a public fruit dataset: import it from the Hugging 
                     job_id = submit_known(known.hub_id, user=current_identity(),
                                           settings=settings)
                 except SourceError as exc:
-                    st.error(escape_markdown(exc))
+                    st.error(error_text(exc))
                 else:
                     st.session_state["import_job"] = job_id
                     st.success(f"Import of {known.hub_id} queued as job #{job_id}. It runs in "

@@ -208,8 +208,16 @@ def test_whole_flow_in_a_browser(page, server, e2e_data, output_dir):
     # 2. Generate with the tiny test model, loaded by its folder path.
     flow.open("Generate")
     flow.see("Generate synthetic images")
-    flow.choose("Model", "Another model: a Hugging Face id or a folder...")
-    flow.text("Hugging Face id or folder path", str(e2e_data["model"]))
+    # No model yet: add it from its folder with the page's own action, which selects it.
+    page.get_by_role("button", name="Add a model from a folder or Hub id").first.click()
+    source = page.get_by_label("Hugging Face id or folder path", exact=True).locator("visible=true")
+    source.fill(str(e2e_data["model"]))
+    source.press("Enter")
+    flow.idle()
+    page.get_by_role("button", name="Add and select").locator("visible=true").click()
+    flow.idle()
+    flow.see(re.compile(r"to the model list and selected it"))
+    page.keyboard.press("Escape")  # close the popover
     flow.text("New classes (comma-separated)", "apple, banana")
     flow.number("Images per class", 4)
     flow.number("Steps", 2)

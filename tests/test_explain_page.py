@@ -87,18 +87,27 @@ def test_explain_page_end_to_end(trained):
     assert not at.exception, at.exception
     assert any("evaluation images are misclassified" in c.value for c in at.caption)
 
-    # Compare real vs synthetic of one class.
+    # Compare real vs synthetic of one class: the maps not cached yet are a background job
+    # (the page is not held for them), shown as they arrive; done, the means show.
     at.button(key="x_compare").click().run()
     assert not at.exception, at.exception
+    compare_job = jobs.list_jobs(kind="explain", settings=settings)[0]
+    assert compare_job.title.startswith("Compare real vs synthetic") and compare_job.status == "queued"
+    assert any("You can leave this page" in p.proto.text for p in at.get("progress"))
+    assert not any(m.label.startswith("Mean attribution on margins") for m in at.metric)
+    run_worker(settings, once=True)
+    assert jobs.get_job(compare_job.id, settings).status == jobs.DONE
+    at.run()
     assert any(m.label.startswith("Mean attribution on margins (real)") for m in at.metric)
+    assert len(jobs.list_jobs(kind="explain", settings=settings)) == 1  # nothing queued again
 
     # A batch job over the run's test images, then the margins per run.
     at.selectbox(key="x_method").set_value("saliency").run()
     at.button(key="x_b_submit").click().run()
     assert not at.exception, at.exception
     assert any("Queued job" in s.value for s in at.success)
-    (job,) = jobs.list_jobs(kind="explain", settings=settings)
-    assert job.created_by == "anonymous" and job.progress_total > 0
+    job = jobs.list_jobs(kind="explain", settings=settings)[0]
+    assert job.id != compare_job.id and job.created_by == "anonymous" and job.progress_total > 0
     run_worker(settings, once=True)
     assert jobs.get_job(job.id, settings).status == jobs.DONE
     at.run()

@@ -445,3 +445,48 @@ def test_a_model_folder_added_by_path_is_listed_by_its_name(settings, tiny_model
     entry = next(e for e in list_models(settings) if e.source == str(tiny_model))
     assert entry.label == f"{tiny_model.name} (folder)"
     assert entry.available and entry.location == str(tiny_model)
+
+
+def test_generation_messages_carry_no_rate_of_their_own(settings, tiny_model):
+    """The bar's text is the job's message: a rate in it disagreed with the job line's
+    (issue 15). The one rate is core.jobs.window_rate's, stored on the job."""
+    from core.generation.generator import Generator
+    from core.generation.jobs import create_running_job
+    from core.jobs import JobContext
+
+    config = _config(tiny_model, classes=["lime"], per_class=2, batch_size=1)
+    job_id = create_running_job(config, settings=settings)
+    messages: list[str] = []
+
+    class Recording(JobContext):
+        def progress(self, done, total=None, message=None, *, force=False):  # noqa: ANN001
+            messages.append(message or "")
+            super().progress(done, total, message, force=force)
+
+    Generator(config, settings, job_id=job_id).run(
+        Recording(job_id, "generate", config.to_params(), settings, "test"))
+    assert "1/2 images" in messages and not [m for m in messages if "/s" in m]
+
+
+def test_preview_images_arrive_one_by_one_and_cancel_stops_it(settings, tiny_model):
+    """The Generate page's preview runs on a thread (issue 15): each image is readable as
+    soon as it is made, and Cancel stops the run before the next one."""
+    from core.generation.preview import CANCELLED, DONE, PreviewRun
+    from core.generation.prompts import default_prompt_config
+
+    config = _config(tiny_model, classes=["lime"])
+    seen: list[int] = []
+    run = PreviewRun(config, "lime", default_prompt_config("lime"), settings, count=4)
+
+    def arrived(count: int) -> None:
+        seen.append(len(run.images))
+        if count == 2:
+            run.cancel()
+
+    run.on_image = arrived
+    assert run.start().wait(60)
+    assert run.status == CANCELLED and seen == [1, 2] and len(run.images) == 2
+    full = PreviewRun(config, "lime", default_prompt_config("lime"), settings, count=2).start()
+    assert full.wait(60) and full.status == DONE
+    # The job's own first seeds, so the preview shows what the job will make.
+    assert [seed for _, _, seed in full.images] == [seed for _, _, seed in run.images]

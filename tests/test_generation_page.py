@@ -71,6 +71,16 @@ def test_page_previews_and_queues_a_job(settings, tiny_model, monkeypatch):
     at.number_input(key="gen_size").set_value(32).run()
     at.button(key="gen_preview").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
+    # The click returns at once: the preview runs on a thread; the page shows each image as
+    # it arrives, with a Cancel button while it runs.
+    preview = at.session_state["gen_preview_run"]
+    if not preview.finished:
+        assert "Making image" in _texts(at) or any(
+            p.proto.text.startswith("Making image") for p in at.get("progress"))
+        assert at.button(key="gen_preview_cancel")
+    assert preview.wait(60) and preview.status == "done"
+    at.run()
+    assert "Preview (not stored)" in [h.value for h in at.subheader]
     captions = [c for image in at.get("image") for c in image.captions]
     assert len(captions) == 4 and all("seed" in c and "red bell pepper" in c for c in captions)
     at.button(key="gen_queue").click().run()
@@ -93,3 +103,41 @@ def test_page_previews_and_queues_a_job(settings, tiny_model, monkeypatch):
     at.multiselect(key="gen_classes").set_value(["bell_pepper"]).run()
     assert at.text_input(key="gen_pname_bell_pepper").value == "red bell pepper"
     assert at.text_area(key="gen_templates_bell_pepper").value == "a photo of a {name}, {background}"
+
+
+def test_add_a_model_from_the_no_model_box_selects_it_and_the_form_is_remembered(settings, tiny_model):
+    at = _page().run()
+    assert not at.exception
+    # A folder that is no model: a clear error, nothing added.
+    at.text_input(key="gen_add_source_box").set_value(str(tiny_model.parent / "nope"))
+    at.button(key="gen_add_button_box").click().run()
+    assert any("not a diffusers model folder" in e.value for e in at.error)
+    # The real folder: added, confirmed, selected, ready to use.
+    at.text_input(key="gen_add_source_box").set_value(str(tiny_model))
+    at.button(key="gen_add_button_box").click().run()
+    assert not at.exception
+    assert any("to the model list and selected it" in s.value and "tiny-sd" in s.value for s in at.success), (
+        [s.value for s in at.success], [e.value for e in at.error])
+    assert at.selectbox(key="gen_model").value.startswith("tiny-sd")
+    assert not any("No diffusion model" in i.value for i in at.info)  # the box has gone
+    at.text_input(key="gen_new_classes").set_value("Kiwi").run()
+    at.number_input(key="gen_per_class").set_value(7)
+    at.number_input(key="gen_steps").set_value(3)
+    at.number_input(key="gen_seed").set_value(42).run()
+    assert not at.button(key="gen_queue").disabled
+    # The menu's own action is there too (beside the model menu).
+    assert at.text_input(key="gen_add_source_menu") is not None
+
+    again = _page().run()  # a new browser session of the same user: the form as it was left
+    assert not again.exception
+    assert all("Session State" not in w.value for w in again.warning)
+    assert again.selectbox(key="gen_model").value.startswith("tiny-sd")
+    assert again.text_input(key="gen_new_classes").value == "Kiwi"
+    assert (again.number_input(key="gen_per_class").value, again.number_input(key="gen_steps").value,
+            again.number_input(key="gen_seed").value) == (7, 3, 42)
+
+    other = _page()
+    other.session_state["user_name"] = "bob"
+    other.run()  # another user: their own (here: the default) form
+    assert other.number_input(key="gen_per_class").value == 50
+    assert other.text_input(key="gen_new_classes").value == ""

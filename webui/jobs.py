@@ -27,8 +27,11 @@ def _job_line(job) -> str:  # noqa: ANN001
     unit = f" {job.progress_unit}" if job.progress_unit else ""
     if job.progress_total:
         parts.append(f"{job.progress_done:,}/{job.progress_total:,}{unit}")
-    if job.rate and job.status == jobs.RUNNING:
-        parts.append(f"{job.rate:.2f}{unit}/s, {_format_seconds(jobs.eta_seconds(job))} left")
+    rate, seconds_left = jobs.progress_figures(job)
+    if rate is not None:
+        # The job's one rate (core.jobs.window_rate); progress messages carry no rate of
+        # their own, so the bar below never shows a second, different figure.
+        parts.append(f"{rate:.2f}{unit}/s, {_format_seconds(seconds_left)} left")
     parts.append(f"by {escape_markdown(job.created_by or 'anonymous')}")
     return " · ".join(parts)
 

@@ -275,6 +275,39 @@ def _sign_out() -> None:
         st.logout()
 
 
+_NAME_WRITTEN_KEY = "_synthlab_name_written"  # the name this session last put in the cookie
+
+
+def _remembered_name() -> None:
+    """On a session's first run (a reload, a new tab), the name this browser remembers."""
+    from core.users.name_cookie import COOKIE_NAME, name_from_cookie
+
+    if _NAME_WRITTEN_KEY in st.session_state:
+        return
+    try:
+        raw = st.context.cookies.get(COOKIE_NAME)
+    except Exception:  # noqa: BLE001 - no browser context (AppTest, a bare script run)
+        raw = None
+    name = name_from_cookie(raw)
+    if name and not st.session_state.get("user_name"):
+        st.session_state["user_name"] = name
+    st.session_state[_NAME_WRITTEN_KEY] = name or ""
+
+
+def _remember_name() -> None:
+    """Store a changed name in the browser's cookie (a name it refuses is not stored)."""
+    from core.users.name_cookie import clean_name, name_cookie_script
+
+    typed = str(st.session_state.get("user_name") or "")
+    name = clean_name(typed) or ""
+    if typed.strip() and not name:
+        st.caption("This name is not remembered: at most 64 printable characters.")
+        return
+    if name != st.session_state.get(_NAME_WRITTEN_KEY):
+        st.html(name_cookie_script(name or None), unsafe_allow_javascript=True)
+        st.session_state[_NAME_WRITTEN_KEY] = name
+
+
 def sidebar(settings: Settings) -> None:
     with st.sidebar:
         _write_cookie(settings)
@@ -285,8 +318,11 @@ def sidebar(settings: Settings) -> None:
                 _sign_out()
                 st.rerun()
         else:
+            _remembered_name()
             st.text_input("Your name", key="user_name", placeholder="anonymous",
-                          help="Recorded on every import, job and quiz answer you make.")
+                          help="Recorded on every import, job and quiz answer you make. "
+                               "This browser remembers it.")
+            _remember_name()
         device = _device_info()
         st.caption(f"Device: {device.label}")
         st.caption(f"Data: `{settings.home_path}`")

@@ -95,8 +95,12 @@ class AttributionConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
+    def parameters_text(self) -> str:
+        """The method's parameters, e.g. ``occlusion_window=8, occlusion_stride=4``."""
+        return ", ".join(f"{k}={v}" for k, v in self.key_params().items() if k != "method")
+
     def describe(self) -> str:
-        extras = ", ".join(f"{k}={v}" for k, v in self.key_params().items() if k != "method")
+        extras = self.parameters_text()
         return METHOD_LABELS[self.method] + (f" ({extras})" if extras else "")
 
 

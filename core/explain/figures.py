@@ -8,10 +8,11 @@ import numpy as np
 import plotly.graph_objects as go
 
 from core.explain.overlay import display_scale, is_signed, plotly_colorscale
+from core.figure_layout import readable
 
 
 def attribution_figure(pixels: np.ndarray, attribution: np.ndarray, *, opacity: float = 0.55,
-                       title: str | None = None,
+                       title: str | None = None, subtitle: str | None = None,
                        content_box: tuple[int, int, int, int] | None = None,
                        height_px: int = 420) -> go.Figure:
     """The model's input with the attribution heatmap over it; hovering shows each value."""
@@ -34,8 +35,9 @@ def attribution_figure(pixels: np.ndarray, attribution: np.ndarray, *, opacity: 
                          line={"color": "cyan", "width": 1, "dash": "dot"})
     figure.update_xaxes(visible=False, range=[-0.5, pixels.shape[1] - 0.5], constrain="domain")
     figure.update_yaxes(visible=False, range=[pixels.shape[0] - 0.5, -0.5], scaleanchor="x")
-    figure.update_layout(title=title, height=height_px, margin={"l": 0, "r": 0, "t": 40 if title else 0, "b": 0})
-    return figure
+    figure.update_layout(height=height_px)
+    # Drawn in the middle half of the Explain page: ~260 px on a laptop with the sidebar open.
+    return readable(figure, title, subtitle=subtitle, width_px=250, margin={"l": 0, "r": 0, "b": 0})
 
 
 def probabilities_figure(class_names: Sequence[str], probabilities: Sequence[float], *,
@@ -49,8 +51,10 @@ def probabilities_figure(class_names: Sequence[str], probabilities: Sequence[flo
                               text=[f"{p:.1%}" for p in probs], textposition="auto",
                               hovertemplate="%{y}: %{x:.2%}<extra></extra>"))
     figure.update_xaxes(range=[0, 1], tickformat=".0%")
-    figure.update_layout(height=60 + 28 * len(names), margin={"l": 0, "r": 0, "t": 10, "b": 0})
-    return figure
+    figure.update_layout(height=60 + 28 * len(names))
+    # No title, but a strip for the toolbar, which otherwise covers the top bar (the
+    # Explain page also hides the toolbar of this narrow chart, where it takes two rows).
+    return readable(figure, margin={"l": 0, "r": 0, "b": 0})
 
 
 def margin_figure(rows: Sequence[dict]) -> go.Figure:
@@ -75,5 +79,5 @@ def margin_figure(rows: Sequence[dict]) -> go.Figure:
                                 marker={"color": "rgba(0,0,0,0)", "line": {"color": colour, "width": 2}},
                                 hovertemplate="%{x}: %{y:.1%} of the pixels<extra></extra>"))
     figure.update_yaxes(tickformat=".0%", rangemode="tozero")
-    figure.update_layout(barmode="group", height=340, margin={"l": 0, "r": 0, "t": 10, "b": 0})
-    return figure
+    figure.update_layout(barmode="group", height=340)
+    return readable(figure, margin={"l": 0, "r": 0, "b": 0})

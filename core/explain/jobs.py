@@ -21,22 +21,27 @@ MAX_IMAGES_PER_JOB = 5000
 
 def submit_explain_job(run_id: int, image_ids: list[int], config: AttributionConfig, *,
                        target: str = "predicted", input_mode: str = "by-source", input_seed: int = 0,
-                       created_by: str | None = None, settings: Settings | None = None) -> int:
-    """Queue attributions of ``image_ids`` with run ``run_id``; returns the job id."""
+                       created_by: str | None = None, title: str | None = None,
+                       settings: Settings | None = None) -> int:
+    """Queue attributions of ``image_ids`` with run ``run_id``; returns the job id.
+
+    ``target``: the predicted or the true class, or one of the run's classes by name (the
+    Explain page's comparison runs as such a job, with the page's own target)."""
     settings = settings or get_settings()
     ids = list(dict.fromkeys(int(i) for i in image_ids))
     if not ids:
         raise ExplainError("choose at least one image to explain")
     if len(ids) > MAX_IMAGES_PER_JOB:
         raise ExplainError(f"at most {MAX_IMAGES_PER_JOB} images per job (got {len(ids)}); split the set")
-    if target not in TARGET_MODES:
-        raise ExplainError(f"a batch job explains the {' or the '.join(TARGET_MODES)} class, not {target!r}")
     if input_mode not in INPUT_MODES:
         raise ExplainError(f"input mode must be one of {INPUT_MODES}")
-    load_run(run_id, settings)  # fails now, with a clear message, if the run has no model
+    run = load_run(run_id, settings)  # fails now, with a clear message, if the run has no model
+    if target not in TARGET_MODES and target not in run.class_names:
+        raise ExplainError(f"a batch job explains the {' or the '.join(TARGET_MODES)} class or "
+                           f"one of the run's classes ({', '.join(run.class_names)}), not {target!r}")
     params = {"run_id": int(run_id), "image_ids": ids, "config": config.to_dict(),
               "target": target, "input_mode": input_mode, "input_seed": int(input_seed)}
-    title = f"Explain {len(ids)} images of run #{run_id} ({config.describe()})"
+    title = title or f"Explain {len(ids)} images of run #{run_id} ({config.describe()})"
     return submit(JOB_KIND, params, title=title, created_by=created_by, total=len(ids),
                   unit="images", settings=settings)
 

@@ -321,6 +321,36 @@ def cache_key(config: AttributionConfig, target: int, input_mode: str, input_see
     return config.params_hash(target, extra={"input_mode": input_mode, "input_seed": int(input_seed)})
 
 
+def _predict_and_key(run: LoadedRun, subject: Subject, config: AttributionConfig, target: str | int,
+                     input_mode: str, input_seed: int):  # noqa: ANN202 - a tuple
+    prepared = prepare_input(run, subject, input_mode=input_mode, input_seed=input_seed)
+    with run.lock:
+        probabilities = predict_probabilities(run.model, prepared.pixels)
+    predicted = int(np.argmax(probabilities))
+    target_index = resolve_target(run, subject, target, predicted)
+    return prepared, probabilities, predicted, target_index, cache_key(
+        config, target_index, input_mode, input_seed)
+
+
+def cached_explanation(run: LoadedRun | int, subject: Subject, config: AttributionConfig, *,
+                       target: str | int = "predicted", input_mode: str = "by-source",
+                       input_seed: int = 0, settings: Settings | None = None) -> Explanation | None:
+    """``explain``'s result when its map is already cached (a prediction only), else None:
+    for pages that show maps a background job is computing, as they arrive."""
+    settings = settings or get_settings()
+    if not isinstance(run, LoadedRun):
+        run = load_run(run, settings)
+    started = time.perf_counter()
+    prepared, probabilities, predicted, target_index, key = _predict_and_key(
+        run, subject, config, target, input_mode, input_seed)
+    hit = _cached_map(run.run_id, subject.sha256, config.method, key, attributions_dir(settings),
+                      settings)
+    if hit is None or hit[1].shape != prepared.pixels.shape[:2]:
+        return None
+    return _explanation(run, subject, prepared, config, probabilities, predicted, target_index,
+                        hit[1], cached=True, seconds=time.perf_counter() - started)
+
+
 def explain(run: LoadedRun | int, subject: Subject, config: AttributionConfig, *,
             target: str | int = "predicted", input_mode: str = "by-source", input_seed: int = 0,
             use_cache: bool = True, settings: Settings | None = None) -> Explanation:
@@ -329,12 +359,8 @@ def explain(run: LoadedRun | int, subject: Subject, config: AttributionConfig, *
     if not isinstance(run, LoadedRun):
         run = load_run(run, settings)
     started = time.perf_counter()
-    prepared = prepare_input(run, subject, input_mode=input_mode, input_seed=input_seed)
-    with run.lock:
-        probabilities = predict_probabilities(run.model, prepared.pixels)
-    predicted = int(np.argmax(probabilities))
-    target_index = resolve_target(run, subject, target, predicted)
-    key = cache_key(config, target_index, input_mode, input_seed)
+    prepared, probabilities, predicted, target_index, key = _predict_and_key(
+        run, subject, config, target, input_mode, input_seed)
     folder = attributions_dir(settings)
 
     if use_cache:

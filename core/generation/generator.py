@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -322,15 +321,15 @@ class Generator:
         if loaded.device == "cpu":
             reporter.log("running on the CPU: this is slow for real models", level="warning")
         made = 0
-        started = time.monotonic()
         for batch in batches:
             reporter.check_cancelled()
             images = self._generate(batch, reporter)
             self._store(batch, images)
             made += len(batch)
             done = self.stored_count()
-            rate = made / max(1e-9, time.monotonic() - started)
-            reporter.progress(done, total, f"{done}/{total} images ({rate:.2f}/s)")
+            # No rate in the message: the job's rate is core.jobs.window_rate's, shown
+            # beside it (a second one here disagreed with it, issue 15).
+            reporter.progress(done, total, f"{done}/{total} images")
         reporter.progress(self.stored_count(), total, "finished", force=True)
         return GenerationResult(self.image_ids(), made, total)
 
@@ -489,36 +488,3 @@ class _CancelCheck:
             self.last = now
             self.reporter.check_cancelled()
         return callback_kwargs
-
-
-def preview_images(config: GenerationConfig, class_name: str, prompt_config: PromptConfig,
-                   settings: Settings, *, count: int = 4,
-                   log: Callable[[str], None] | None = None) -> list[tuple[Any, str, int]]:
-    """``count`` images of one class made right now, not stored: (image, prompt, seed)."""
-    from core.generation.loading import load_pipeline, set_scheduler
-
-    prompt_config.validate()
-    loaded = load_pipeline(config.model, settings, scheduler=config.scheduler)
-    set_scheduler(loaded, config.scheduler)
-    key = class_key(class_name)
-    items = [WorkItem(key, i, image_seed(config.seed, key, i),
-                      prompt_for(prompt_config, i, base_seed=config.seed, class_key=key),
-                      prompt_config.negative_prompt) for i in range(count)]
-    images = PipelineRunner(loaded, config, min(count, config.batch_size)).generate(
-        items, _PreviewReporter(log))
-    return [(image, item.prompt, item.seed) for image, item in zip(images, items)]
-
-
-class _PreviewReporter:
-    def __init__(self, log: Callable[[str], None] | None) -> None:
-        self._log = log
-
-    def progress(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def log(self, message: str, level: str = "info") -> None:
-        if self._log:
-            self._log(message)
-
-    def check_cancelled(self, refresh: bool = True) -> None:
-        pass

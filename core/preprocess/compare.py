@@ -156,5 +156,5 @@ def aspect_figure(comparison: AspectComparison) -> go.Figure:
         figure.update_xaxes(tickvals=list(np.log2(ticks)), ticktext=labels, title_text="width : height",
                             row=1, col=col)
     figure.update_yaxes(title_text="share of images", row=1, col=1)
-    figure.update_layout(barmode="overlay", height=360, margin=dict(l=40, r=20, t=50, b=40))
+    figure.update_layout(barmode="overlay", height=360, margin=dict(l=40, r=20, t=64, b=40))
     return figure

@@ -186,10 +186,32 @@ def fool_rate_figure(table: pd.DataFrame, by: str):  # noqa: ANN201 - plotly Fig
     """Grouped bars: human (and judge) fool rate per group, with the chance rate marked."""
     import plotly.graph_objects as go
 
+    from core.figure_layout import readable
+
     figure = go.Figure()
     if table.empty:
-        figure.update_layout(title="No answers yet")
-        return figure
+        return readable(figure, "No answers yet")
+    # The answer counts go under each group's name, not on the bars: there the chance
+    # markers (at 50 % or 75 %) hid them whenever a bar ended near chance (issue 15).
+    judged = "judge_fool_rate" in table
+    labels = [f"{value}<br>n={humans}" + (f", judge n={machine}" if judged else "")
+              for value, humans, machine in zip(
+                  table[by], table["with_synthetic"],
+                  table["judged_rounds"] if judged else table["with_synthetic"])]
+    figure.add_bar(name="Humans", x=labels, y=table["human_fool_rate"],
+                   hovertemplate="%{x}: %{y:.0%}<extra>Humans</extra>")
+    if judged:
+        figure.add_bar(name="Machine judge (same rounds)", x=labels, y=table["judge_fool_rate"],
+                       hovertemplate="%{x}: %{y:.0%}<extra>Machine judge</extra>")
+    figure.add_scatter(name="Chance", x=labels, y=table["chance_fool_rate"], mode="markers",
+                       marker={"symbol": "line-ew-open", "size": 30, "line": {"width": 3},
+                               "color": "#222222"})  # dark: visible on the bars
+    figure.update_layout(barmode="group", yaxis={"title": "fool rate", "range": [0, 1.1]},
+                         xaxis={"title": by}, legend={"orientation": "h", "y": -0.3})
+    # Full page width, but the page may be narrow: wrap for ~500 px.
+    readable(figure, f"How often a synthetic image passed as real, by {by}", width_px=500,
+             margin={"l": 50, "b": 60})
+    return figure
     labels = [str(v) for v in table[by]]
     figure.add_bar(name="Humans", x=labels, y=table["human_fool_rate"],
                    text=[f"n={n}" for n in table["with_synthetic"]], textposition="outside")

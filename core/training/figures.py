@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from core.figure_layout import readable
 from core.training.experiments import LABELLED_METRICS, group_by_variant, summarize
 from core.training.models import Run
 
@@ -209,10 +210,13 @@ def metrics_csv(runs: list[Run]) -> str:
     return pd.DataFrame(rows).to_csv(index=False)
 
 
-def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
-    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, template="plotly_white",
-                      legend={"orientation": "h", "y": -0.2}, margin={"t": 50, "l": 10, "r": 10})
-    return fig
+def _layout(fig: go.Figure, title: str, x: str, y: str, *, subtitle: str | None = None,
+            width_px: int = 300) -> go.Figure:
+    """``width_px``: the narrowest column the figure is drawn in (Results draws per-run
+    charts up to four to a row, ~300 px each), for wrapping its title."""
+    fig.update_layout(xaxis_title=x, yaxis_title=y, template="plotly_white",
+                      legend={"orientation": "h", "y": -0.2})
+    return readable(fig, title, subtitle=subtitle, width_px=width_px, margin={"b": 40})
 
 
 def roc_figure(curves: dict[str, Any], title: str = "ROC curves") -> go.Figure:
@@ -239,11 +243,10 @@ def pr_figure(curves: dict[str, Any], title: str = "Precision-recall curves") ->
         fig.add_trace(go.Scatter(x=curve["recall"], y=curve["precision"], mode="lines",
                                  name=f"{name} (AP {curve['ap']:.3f})"))
     macro_ap = curves.get("pr_macro_ap")
-    if macro_ap is not None:
-        title = f"{title} (macro AP {macro_ap:.3f})"
     fig.update_xaxes(range=[0, 1])
     fig.update_yaxes(range=[0, 1.02])
-    return _layout(fig, title, "recall", "precision")
+    return _layout(fig, title, "recall", "precision",
+                   subtitle=None if macro_ap is None else f"macro AP {macro_ap:.3f}")
 
 
 def confusion_figure(curves: dict[str, Any], class_names: list[str], *, normalised: bool = False,
@@ -254,8 +257,8 @@ def confusion_figure(curves: dict[str, Any], class_names: list[str], *, normalis
                                texttemplate="%{text}", colorscale="Blues", showscale=True,
                                zmin=0, zmax=1 if normalised else None))
     fig.update_yaxes(autorange="reversed")
-    return _layout(fig, title + (" (row-normalised)" if normalised else " (counts)"),
-                   "predicted", "true")
+    return _layout(fig, title, "predicted", "true",
+                   subtitle="row-normalised" if normalised else "counts")
 
 
 def history_figure(runs: list[Run], metric: str = "loss") -> go.Figure:
@@ -280,7 +283,7 @@ def history_figure(runs: list[Run], metric: str = "loss") -> go.Figure:
     longest = max((len(run.history or []) for run in runs), default=0)
     fig.update_xaxes(tickformat="d", dtick=1 if longest <= 20 else None)
     return _layout(fig, "Training " + ("loss" if metric == "loss" else "accuracy"), "epoch",
-                   "cross-entropy" if metric == "loss" else "accuracy")
+                   "cross-entropy" if metric == "loss" else "accuracy", width_px=500)
 
 
 def data_efficiency_figure(rows: list[dict[str, Any]], metric: str = "accuracy") -> go.Figure:
@@ -296,4 +299,5 @@ def data_efficiency_figure(rows: list[dict[str, Any]], metric: str = "accuracy")
             hovertemplate="%{text}<br>" + metric + " %{y:.3f}<extra>%{fullData.name}</extra>"))
     fig.update_xaxes(type="log")
     return _layout(fig, f"Real-test {metric} vs real training images per class",
-                   "real training images per class (log scale)", f"{metric} on the real test set")
+                   "real training images per class (log scale)", f"{metric} on the real test set",
+                   width_px=700)
