@@ -6,6 +6,7 @@ finds the ones already done and only computes the rest.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from core.config import Settings, get_settings
@@ -13,16 +14,22 @@ from core.explain.attribution import AttributionConfig, AttributionError
 from core.explain.service import (INPUT_MODES, TARGET_MODES, ExplainError, explain, load_run,
                                   subject_from_image_id)
 from core.explain.summary import margin_summary
-from core.jobs import JobContext, register_handler, submit
+from core.jobs import DONE, FINAL_STATUSES, JobContext, get_job, register_handler, submit
 
 JOB_KIND = "explain"
 MAX_IMAGES_PER_JOB = 5000
+AFTER_JOB_POLL_SECONDS = 1.0
 
 
 def submit_explain_job(run_id: int, image_ids: list[int], config: AttributionConfig, *,
                        target: str = "predicted", input_mode: str = "by-source", input_seed: int = 0,
-                       created_by: str | None = None, settings: Settings | None = None) -> int:
-    """Queue attributions of ``image_ids`` with run ``run_id``; returns the job id."""
+                       created_by: str | None = None, settings: Settings | None = None,
+                       after_job: int | None = None) -> int:
+    """Queue attributions of ``image_ids`` with run ``run_id``; returns the job id.
+
+    ``after_job``: the id of the job that trains the run (queued, not finished yet). The
+    explain job then waits for it when it starts, and checks the run's model only then.
+    """
     settings = settings or get_settings()
     ids = list(dict.fromkeys(int(i) for i in image_ids))
     if not ids:
@@ -33,9 +40,14 @@ def submit_explain_job(run_id: int, image_ids: list[int], config: AttributionCon
         raise ExplainError(f"a batch job explains the {' or the '.join(TARGET_MODES)} class, not {target!r}")
     if input_mode not in INPUT_MODES:
         raise ExplainError(f"input mode must be one of {INPUT_MODES}")
-    load_run(run_id, settings)  # fails now, with a clear message, if the run has no model
+    if after_job is None:
+        load_run(run_id, settings)  # fails now, with a clear message, if the run has no model
+    elif get_job(after_job, settings) is None:
+        raise ExplainError(f"no job {after_job} to wait for")
     params = {"run_id": int(run_id), "image_ids": ids, "config": config.to_dict(),
               "target": target, "input_mode": input_mode, "input_seed": int(input_seed)}
+    if after_job is not None:
+        params["after_job"] = int(after_job)
     title = f"Explain {len(ids)} images of run #{run_id} ({config.describe()})"
     return submit(JOB_KIND, params, title=title, created_by=created_by, total=len(ids),
                   unit="images", settings=settings)
@@ -48,6 +60,8 @@ def run_explain_job(ctx: JobContext) -> dict[str, Any]:
         config = AttributionConfig.from_dict(params.get("config") or {})
     except AttributionError as exc:
         raise ExplainError(f"bad attribution settings: {exc}") from exc
+    if params.get("after_job") is not None:
+        _wait_for_job(ctx, int(params["after_job"]), total=len(params.get("image_ids", [])))
     from core.device import detect_device
 
     device = detect_device(ctx.settings)
@@ -74,3 +88,21 @@ def run_explain_job(ctx: JobContext) -> dict[str, Any]:
     ctx.log(f"{computed} computed, {cached} from the cache, {failed} failed")
     return {"run_id": run.run_id, "method": config.method, "computed": computed,
             "cached": cached, "failed": failed, "margins": summary}
+
+
+def _wait_for_job(ctx: JobContext, job_id: int, *, total: int) -> None:
+    """Wait (beating, cancellable) until job ``job_id`` has finished; it must be done."""
+    announced = False
+    while True:
+        job = get_job(job_id, ctx.settings)
+        if job is None:
+            raise ExplainError(f"job {job_id}, which trains the model to explain, no longer exists")
+        if job.status in FINAL_STATUSES:
+            break
+        if not announced:
+            ctx.log(f"waiting for job {job_id} ({job.title}) to finish")
+            announced = True
+        ctx.progress(0, total, f"waiting for job {job_id} to finish", force=True)
+        time.sleep(AFTER_JOB_POLL_SECONDS)
+    if job.status != DONE:
+        raise ExplainError(f"job {job_id}, which trains the model to explain, ended {job.status}")
