@@ -8,11 +8,39 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import gallery
+from core import demo, gallery
 from webui import boot, current_user, device_info, escape_markdown
 from webui.jobs import render_job_list
 
 settings = boot()
+
+
+def build_demo_now() -> None:
+    with st.status("Building the demo ...", expanded=True) as status:
+        try:
+            report = demo.build_demo(settings, created_by=current_user(),
+                                     progress=lambda message: st.write(f"{message[:1].upper()}{message[1:]} ..."))
+        except (demo.DemoError, ValueError) as exc:
+            status.update(label="The demo could not be built", state="error")
+            st.error(f"Could not build the demo: {escape_markdown(exc)}")
+            return
+        status.update(label=f"Demo built: {report.images} drawn pictures, the demo model and "
+                            f"{len(report.jobs)} queued jobs", state="complete")
+    st.session_state["demo_message"] = (
+        "Demo built. The worker is running its generation, training and attribution jobs "
+        "(see Recent jobs); every page has something to show within a few minutes.")
+    st.rerun()
+
+
+def remove_demo_now() -> None:
+    with st.spinner("Removing the demo ..."):
+        try:
+            report = demo.remove_demo(settings, by=current_user())
+        except demo.DemoError as exc:
+            st.error(escape_markdown(exc))
+            return
+    st.session_state["demo_message"] = f"Demo {report.summary}."
+    st.rerun()
 
 st.title("SynthLab")
 st.caption("Can images made by a text-to-image diffusion model enhance or replace a real "
@@ -37,6 +65,23 @@ if counts:
 else:
     st.info("No images yet. Import a dataset on the **Import** page, or from a shell: "
             "`python -m core ingest PATH`.")
+
+if "demo_message" in st.session_state:
+    st.success(st.session_state.pop("demo_message"))
+demo_present = demo.is_demo_present(settings)
+if not stats["images"] and not demo_present:
+    st.markdown("**Try it offline:** build a small demo (drawn fruit pictures, a tiny demo "
+                "model that makes noise, and one generation, training and attribution job). "
+                "It downloads nothing, and one click removes it again.")
+    if st.button("Build the demo", key="demo-build", type="primary"):
+        build_demo_now()
+elif demo_present:
+    st.caption("The demo is here (datasets named `demo: ...`, the model labelled "
+               f"\"{demo.DEMO_MODEL_LABEL}\").")
+    if st.button("Remove the demo", key="demo-remove",
+                 help="Removes the demo's datasets, images, model, jobs, runs and "
+                      "attributions, and nothing else"):
+        remove_demo_now()
 
 left, right = st.columns(2)
 with left:

@@ -22,10 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--remove", action="store_true",
                       help="remove the demo's datasets, images, model, jobs, runs and attributions")
     demo.add_argument("--per-class", type=positive_int, default=None, metavar="N",
-                      help="drawn pictures per class (default: 300)")
+                      help="drawn pictures per class (default: SYNTHLAB_DEMO_IMAGES_PER_CLASS, 300)")
     demo.add_argument("--generated-per-class", type=positive_int, default=None, metavar="N",
-                      help="images per class the generation job makes (default: 8)")
-    demo.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: 3)")
+                      help="images per class the generation job makes (default: SYNTHLAB_DEMO_GENERATED_PER_CLASS, 8)")
+    demo.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: SYNTHLAB_DEMO_EPOCHS, 3)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the drawings, the split, "
                                                           "the training and the generation")
     demo.add_argument("--no-jobs", action="store_true", help="only the dataset and the model")
@@ -40,7 +40,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from core.cli.data import _user
     from core.demo import DemoError, build_demo, remove_demo, wait_for_jobs
-    from core.demo.build import DEFAULT_EPOCHS, DEFAULT_GENERATED_PER_CLASS, DEFAULT_PER_CLASS
 
     if args.remove:
         try:
@@ -55,9 +54,9 @@ def _demo(args: argparse.Namespace) -> int:
             print(f"{message} ...", file=sys.stderr, flush=True)
     started = time.monotonic()
     try:
-        report = build_demo(per_class=args.per_class or DEFAULT_PER_CLASS,
-                            generated_per_class=args.generated_per_class or DEFAULT_GENERATED_PER_CLASS,
-                            epochs=args.epochs or DEFAULT_EPOCHS, seed=args.seed,
+        report = build_demo(per_class=args.per_class,
+                            generated_per_class=args.generated_per_class,
+                            epochs=args.epochs, seed=args.seed,
                             queue_jobs=not args.no_jobs, created_by=_user(), progress=progress)
     except DemoError as exc:
         raise CliError(str(exc)) from exc

@@ -40,9 +40,6 @@ DEMO_GENERATED_DATASET = "demo: generated noise"
 DEMO_MODEL_DIRNAME = "demo-tiny-sd"
 DEMO_MODEL_LABEL = "demo model: makes noise, for trying the flow"
 DEMO_JOB_KINDS = ("generate", "train", "explain")
-DEFAULT_PER_CLASS = 300
-DEFAULT_GENERATED_PER_CLASS = 8
-DEFAULT_EPOCHS = 3
 DEFAULT_EXPLAINED_PER_CLASS = 2
 
 ProgressFn = Callable[[str], None]
@@ -110,13 +107,19 @@ def is_demo_present(settings: Settings | None = None) -> bool:
 
 # --- building -------------------------------------------------------------------------
 
-def build_demo(settings: Settings | None = None, *, per_class: int = DEFAULT_PER_CLASS,
-               generated_per_class: int = DEFAULT_GENERATED_PER_CLASS,
-               epochs: int = DEFAULT_EPOCHS, seed: int = 0, queue_jobs: bool = True,
-               created_by: str | None = None,
+def build_demo(settings: Settings | None = None, *, per_class: int | None = None,
+               generated_per_class: int | None = None, epochs: int | None = None,
+               seed: int = 0, queue_jobs: bool = True, created_by: str | None = None,
                progress: ProgressFn | None = None) -> DemoReport:
-    """Build (or complete) the demo and queue its jobs; see the module docstring."""
+    """Build (or complete) the demo and queue its jobs; see the module docstring.
+
+    The sizes default to ``Settings.demo_images_per_class``, ``demo_generated_per_class``
+    and ``demo_epochs``.
+    """
     settings = settings or get_settings()
+    per_class = per_class or settings.demo_images_per_class
+    generated_per_class = generated_per_class or settings.demo_generated_per_class
+    epochs = epochs or settings.demo_epochs
     if per_class < 4:
         raise DemoError("the demo needs at least 4 pictures per class (training splits them)")
     say = progress or (lambda _message: None)

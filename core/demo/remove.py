@@ -8,6 +8,9 @@ model folder and the manifest.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -58,7 +61,8 @@ def remove_demo(settings: Settings | None = None, *, by: str | None = None,
     run_ids = _demo_runs(settings, manifest, job_ids)
     report.runs, report.attributions = _delete_runs(settings, run_ids)
     dataset_ids = _demo_datasets(settings, manifest, job_ids)
-    report.images = _delete_images(settings, dataset_ids, job_ids, by=by)
+    report.images, shas = _delete_images(settings, dataset_ids, job_ids, by=by)
+    _prune_preprocess_cache(settings, shas)
     report.jobs = _delete_rows(settings, Job, job_ids)
     report.datasets = _delete_empty_datasets(settings, dataset_ids)
     report.classes = _delete_empty_classes(settings, manifest["classes"])
@@ -151,7 +155,8 @@ def _demo_datasets(settings: Settings, manifest: dict[str, Any], job_ids: list[i
 
 
 def _delete_images(settings: Settings, dataset_ids: list[int], job_ids: list[int], *,
-                   by: str | None) -> int:
+                   by: str | None) -> tuple[int, set[str]]:
+    """Delete the demo's images (rows, then files); (how many, their hashes)."""
     from core.gallery import delete_images
 
     with session_scope(settings) as session:
@@ -161,13 +166,43 @@ def _delete_images(settings: Settings, dataset_ids: list[int], job_ids: list[int
         if job_ids:
             conditions.append(Image.job_id.in_(job_ids))
         if not conditions:
-            return 0
-        image_ids = list(session.scalars(select(Image.id).where(or_(*conditions))))
+            return 0, set()
+        rows = list(session.execute(select(Image.id, Image.sha256).where(or_(*conditions))))
+    image_ids = [image_id for image_id, _ in rows]
     deleted = 0
     for start in range(0, len(image_ids), DELETE_CHUNK):
         deleted += delete_images(image_ids[start:start + DELETE_CHUNK], actor=by,
                                  settings=settings)
-    return deleted
+    return deleted, {sha for _, sha in rows}
+
+
+def _prune_preprocess_cache(settings: Settings, shas: set[str]) -> None:
+    """Drop the preprocessing cache's shards that hold only the demo's images (a shard
+    shared with other images stays: it is a cache, and rebuilt shards would be the same)."""
+    from core.preprocess.cache import _file_lock
+
+    root = settings.cache_dir / "preprocess"
+    if not shas or not root.is_dir():
+        return
+    with session_scope(settings) as session:  # an identical image someone else indexed
+        still_indexed = set(session.scalars(select(Image.sha256).where(Image.sha256.in_(list(shas)))))
+    shas = shas - still_indexed
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        with _file_lock(folder / ".build.lock"):
+            for index_file in sorted(folder.glob("shard-*.json")):
+                try:
+                    items = json.loads(index_file.read_text())["items"]
+                except (OSError, ValueError, KeyError):
+                    continue
+                if items and all(item[0] in shas for item in items):
+                    index_file.unlink(missing_ok=True)  # the index first: the shard turns invisible
+                    index_file.with_suffix(".npy").unlink(missing_ok=True)
+            empty = not any(folder.glob("shard-*.json"))
+        if empty:
+            trash = root / f".trash-{folder.name}-{os.getpid()}"
+            with contextlib.suppress(OSError):
+                os.replace(folder, trash)
+                shutil.rmtree(trash, ignore_errors=True)
 
 
 def _delete_rows(settings: Settings, model: type, ids: list[int]) -> int:
