@@ -73,7 +73,7 @@ class Settings:
     quiz_image_px: int = 256
     # The offline demo (python -m core demo, the Home page's button): drawn pictures per
     # class, images per class its generation job makes, and its training epochs.
-    demo_images_per_class: int = 300
+    demo_images_per_class: int = 200
     demo_generated_per_class: int = 8
     demo_epochs: int = 3
     extra: dict[str, Any] = field(default_factory=dict)

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--remove", action="store_true",
                       help="remove the demo's datasets, images, model, jobs, runs and attributions")
     demo.add_argument("--per-class", type=positive_int, default=None, metavar="N",
-                      help="drawn pictures per class (default: SYNTHLAB_DEMO_IMAGES_PER_CLASS, 300)")
+                      help="drawn pictures per class (default: SYNTHLAB_DEMO_IMAGES_PER_CLASS, 200)")
     demo.add_argument("--generated-per-class", type=positive_int, default=None, metavar="N",
                       help="images per class the generation job makes (default: SYNTHLAB_DEMO_GENERATED_PER_CLASS, 8)")
     demo.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: SYNTHLAB_DEMO_EPOCHS, 3)")

@@ -72,13 +72,13 @@ def write_tokenizer_files(folder: Path, words: tuple[str, ...] = PROMPT_WORDS) -
 
 def build_tiny_sd(path: Path | str) -> Path:
     """Build the tiny pipeline and ``save_pretrained`` it to ``path`` (reused if already there)."""
+    path = Path(path)
+    if (path / "model_index.json").is_file():
+        return path  # before the imports: reusing it costs no diffusers import
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    path = Path(path)
-    if (path / "model_index.json").is_file():
-        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     tokenizer_dir = staging / "tokenizer-src"
