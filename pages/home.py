@@ -16,19 +16,12 @@ settings = boot()
 
 
 def build_demo_now() -> None:
-    with st.status("Building the demo ...", expanded=True) as status:
-        try:
-            report = demo.build_demo(settings, created_by=current_user(),
-                                     progress=lambda message: st.write(f"{message[:1].upper()}{message[1:]} ..."))
-        except (demo.DemoError, ValueError) as exc:
-            status.update(label="The demo could not be built", state="error")
-            st.error(f"Could not build the demo: {escape_markdown(exc)}")
-            return
-        status.update(label=f"Demo built: {report.images} drawn pictures, the demo model and "
-                            f"{len(report.jobs)} queued jobs", state="complete")
+    from core.demo.jobs import submit_demo_build
+
+    job_id = submit_demo_build(created_by=current_user(), settings=settings)
     st.session_state["demo_message"] = (
-        "Demo built. The worker is running its generation, training and attribution jobs "
-        "(see Recent jobs); every page has something to show within a few minutes.")
+        f"Demo queued as job #{job_id}: the worker draws the pictures, builds the demo model "
+        "and then runs a generation, a training and an attribution job (see Recent jobs).")
     st.rerun()
 
 
@@ -76,6 +69,12 @@ if not stats["images"] and not demo_present:
     if st.button("Build the demo", key="demo-build", type="primary"):
         build_demo_now()
 elif demo_present:
+    from core.demo.jobs import active_build_job
+
+    building = active_build_job(settings)
+    if building is not None:
+        st.info(f"The demo is being built (job #{building}); its pictures appear here as "
+                "soon as they are imported.")
     st.caption("The demo is here (datasets named `demo: ...`, the model labelled "
                f"\"{demo.DEMO_MODEL_LABEL}\").")
     if st.button("Remove the demo", key="demo-remove",

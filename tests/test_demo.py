@@ -123,17 +123,25 @@ def test_demo_command_builds_and_removes(settings, capsys):
 def test_home_demo_button_on_an_empty_index(settings, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
+    from core.config import get_settings
     from core.demo import demo_job_ids
+    from core.worker import run_worker
 
     monkeypatch.setenv("SYNTHLAB_DEMO_IMAGES_PER_CLASS", "4")
     at = AppTest.from_file(str(ROOT / "pages" / "home.py"), default_timeout=60).run()
     assert not at.exception
     at.button(key="demo-build").click().run()
     assert not at.exception, at.exception
-    assert any("Demo built" in s.value for s in at.success)
+    assert any("Demo queued as job" in s.value for s in at.success)
+    assert any("being built" in i.value for i in at.info)
+    assert not [b for b in at.button if b.key == "demo-build"]  # one click queues one build
+    # The worker builds it (the page never waits for the drawing and the model) ...
+    assert run_worker(get_settings(), kinds=["demo"], once=True) == 0
+    assert sorted(kind for kind, _ in demo_job_ids(settings).values()) == [
+        "demo", "explain", "generate", "train"]
+    at.run()
     assert at.metric[0].value == "12"
-    assert len(demo_job_ids(settings)) == 3
-    at.button(key="demo-remove").click().run()
+    at.button(key="demo-remove").click().run()  # ... and one click takes it away
     assert not at.exception
     assert any("removed 12 images" in s.value for s in at.success)
     assert at.metric[0].value == "0"

@@ -39,7 +39,7 @@ DEMO_DATASET = "demo: drawn fruit"
 DEMO_GENERATED_DATASET = "demo: generated noise"
 DEMO_MODEL_DIRNAME = "demo-tiny-sd"
 DEMO_MODEL_LABEL = "demo model: makes noise, for trying the flow"
-DEMO_JOB_KINDS = ("generate", "train", "explain")
+DEMO_JOB_KINDS = ("demo", "generate", "train", "explain")  # "demo": the build itself
 DEFAULT_EXPLAINED_PER_CLASS = 2
 
 ProgressFn = Callable[[str], None]
@@ -98,7 +98,7 @@ def _remember(manifest: dict[str, Any], key: str, *ids: int) -> None:
 def is_demo_present(settings: Settings | None = None) -> bool:
     """Whether anything of the demo is here (for the Home page's Remove button)."""
     settings = settings or get_settings()
-    if manifest_path(settings).is_file() or model_dir(settings).is_dir():
+    if manifest_path(settings).is_file() or model_dir(settings).is_dir() or demo_job_ids(settings):
         return True
     with session_scope(settings) as session:
         return session.scalar(select(func.count(Dataset.id))

@@ -55,8 +55,14 @@ def remove_demo(settings: Settings | None = None, *, by: str | None = None,
     init_db(settings)
     manifest = read_manifest(settings)
     report = RemovalReport()
-    job_ids = sorted(set(demo_job_ids(settings)) | _existing_jobs(settings, manifest["jobs"]))
-    _stop_jobs(settings, job_ids, by=by, wait_s=wait_s)
+    job_ids: list[int] = []
+    while True:  # again if a demo build that was still running queued more jobs meanwhile
+        found = sorted(set(demo_job_ids(settings)) | _existing_jobs(settings, manifest["jobs"]))
+        if found == job_ids:
+            break
+        job_ids = found
+        _stop_jobs(settings, job_ids, by=by, wait_s=wait_s)
+        manifest = read_manifest(settings)
 
     run_ids = _demo_runs(settings, manifest, job_ids)
     report.runs, report.attributions = _delete_runs(settings, run_ids)
