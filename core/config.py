@@ -75,7 +75,7 @@ class Settings:
     # class, images per class its generation job makes, and its training epochs.
     demo_images_per_class: int = 200
     demo_generated_per_class: int = 8
-    demo_epochs: int = 3
+    demo_epochs: int = 2
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="drawn pictures per class (default: SYNTHLAB_DEMO_IMAGES_PER_CLASS, 200)")
     demo.add_argument("--generated-per-class", type=positive_int, default=None, metavar="N",
                       help="images per class the generation job makes (default: SYNTHLAB_DEMO_GENERATED_PER_CLASS, 8)")
-    demo.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: SYNTHLAB_DEMO_EPOCHS, 3)")
+    demo.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: SYNTHLAB_DEMO_EPOCHS, 2)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the drawings, the split, "
                                                           "the training and the generation")
     demo.add_argument("--no-jobs", action="store_true", help="only the dataset and the model")
@@ -48,6 +48,13 @@ def _demo(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from exc
         emit(report.to_dict(), args.json, f"demo {report.summary}")
         return 0
+
+    if args.wait and not args.no_jobs:
+        from core.worker import worker_alive
+
+        if not worker_alive():
+            raise CliError("--wait needs a running worker: start `python -m core worker` in "
+                           "another shell (or open the dashboard), then run this again")
 
     def progress(message: str) -> None:
         if not args.json:

@@ -273,14 +273,14 @@ def _queue_jobs(settings: Settings, manifest: dict[str, Any], report: DemoReport
     else:
         report.jobs["generate"] = _queue_generation(settings, folder, keys, generated_per_class,
                                                     seed, created_by)
-    if "train" in existing:
+    run_ids = _runs_of_job(settings, existing["train"]) if "train" in existing else []
+    if run_ids:  # (a run deleted by hand since: train again)
         report.jobs["train"] = existing["train"]
         report.reused_jobs.append("train")
-        run_ids = _runs_of_job(settings, existing["train"])
     else:
         run_ids, report.jobs["train"] = _queue_training(settings, keys, epochs, seed, created_by)
     _remember(manifest, "runs", *run_ids)
-    if "explain" in existing and "train" in existing:
+    if "explain" in existing and "train" in report.reused_jobs:
         report.jobs["explain"] = existing["explain"]
         report.reused_jobs.append("explain")
     else:
