@@ -146,3 +146,18 @@ def test_home_demo_button_on_an_empty_index(settings, monkeypatch):
     assert any("removed 12 images" in s.value for s in at.success)
     assert at.metric[0].value == "0"
     assert [b for b in at.button if b.key == "demo-build"]
+
+
+def test_an_attribution_waiting_for_a_failed_training_fails_clearly(settings):
+    from core import jobs
+    from core.explain.attribution import AttributionConfig
+    from core.explain.jobs import submit_explain_job
+    from core.worker import run_worker
+
+    train_job = jobs.submit("train", {"run_ids": []}, settings=settings)
+    jobs.finish(train_job, jobs.FAILED, error="boom", settings=settings)
+    job_id = submit_explain_job(12345, [1], AttributionConfig(), after_job=train_job,
+                                settings=settings)  # no run yet: checked when it runs
+    assert run_worker(settings, kinds=["explain"], once=True) == 0
+    job = jobs.get_job(job_id, settings)
+    assert job.status == "failed" and f"job {train_job}" in job.error and "ended failed" in job.error
