@@ -135,16 +135,28 @@ def build_demo(settings: Settings | None = None, *, per_class: int | None = None
     _remember(manifest, "datasets", dataset_id)
     write_manifest(settings, manifest)
 
+    report = DemoReport(DEMO_DATASET, images, added, str(model_dir(settings)))
+    existing = _live_demo_jobs(settings) if queue_jobs else {}
+    if queue_jobs:
+        # Training first: a running worker trains while this process builds the model.
+        say("queueing the training run")
+        run_ids = _train_job(settings, existing, report, epochs=epochs, seed=seed,
+                             created_by=created_by)
+        _remember(manifest, "runs", *run_ids)
+        _remember(manifest, "jobs", *report.jobs.values())
+        write_manifest(settings, manifest)
+
     say("building the tiny demo diffusion model")
     folder = _install_model(settings, created_by)
     manifest["model_dir"] = str(folder)
     write_manifest(settings, manifest)
 
-    report = DemoReport(DEMO_DATASET, images, added, str(folder))
     if queue_jobs:
-        say("queueing a generation, a training run and an attribution job")
-        _queue_jobs(settings, manifest, report, folder=folder, seed=seed, epochs=epochs,
-                    generated_per_class=generated_per_class, created_by=created_by)
+        say("queueing a generation and an attribution job")
+        _generate_and_explain_jobs(settings, existing, report, run_ids, folder=folder, seed=seed,
+                                   generated_per_class=generated_per_class,
+                                   created_by=created_by)
+        _remember(manifest, "jobs", *report.jobs.values())
         write_manifest(settings, manifest)
     report.seconds = round(time.monotonic() - started, 2)
     return report
@@ -256,37 +268,45 @@ def _mark_job(settings: Settings, job_id: int) -> None:
     run_write(write, settings)
 
 
-def _queue_jobs(settings: Settings, manifest: dict[str, Any], report: DemoReport, *,
-                folder: Path, seed: int, epochs: int, generated_per_class: int,
-                created_by: str | None) -> None:
+def _live_demo_jobs(settings: Settings) -> dict[str, int]:
+    """The newest demo job of each kind that did not fail and was not cancelled."""
     from core.jobs import CANCELLED, FAILED
 
     existing: dict[str, int] = {}
     for job_id, (kind, status) in sorted(demo_job_ids(settings).items()):
         if status not in (FAILED, CANCELLED):
             existing[kind] = job_id
-    keys = [c.key for c in DEMO_CLASSES]
-    # Generation first: the Gallery and the Quiz show its images while the model trains.
+    return existing
+
+
+def _train_job(settings: Settings, existing: dict[str, int], report: DemoReport, *,
+               epochs: int, seed: int, created_by: str | None) -> list[int]:
+    """Queue the training (unless queued earlier and its runs are still there); its runs."""
+    run_ids = _runs_of_job(settings, existing["train"]) if "train" in existing else []
+    if run_ids:
+        report.jobs["train"] = existing["train"]
+        report.reused_jobs.append("train")
+    else:
+        run_ids, report.jobs["train"] = _queue_training(settings, [c.key for c in DEMO_CLASSES],
+                                                        epochs, seed, created_by)
+    return run_ids
+
+
+def _generate_and_explain_jobs(settings: Settings, existing: dict[str, int], report: DemoReport,
+                               run_ids: list[int], *, folder: Path, seed: int,
+                               generated_per_class: int, created_by: str | None) -> None:
     if "generate" in existing:
         report.jobs["generate"] = existing["generate"]
         report.reused_jobs.append("generate")
     else:
-        report.jobs["generate"] = _queue_generation(settings, folder, keys, generated_per_class,
-                                                    seed, created_by)
-    run_ids = _runs_of_job(settings, existing["train"]) if "train" in existing else []
-    if run_ids:  # (a run deleted by hand since: train again)
-        report.jobs["train"] = existing["train"]
-        report.reused_jobs.append("train")
-    else:
-        run_ids, report.jobs["train"] = _queue_training(settings, keys, epochs, seed, created_by)
-    _remember(manifest, "runs", *run_ids)
+        report.jobs["generate"] = _queue_generation(settings, folder, [c.key for c in DEMO_CLASSES],
+                                                    generated_per_class, seed, created_by)
     if "explain" in existing and "train" in report.reused_jobs:
         report.jobs["explain"] = existing["explain"]
         report.reused_jobs.append("explain")
     else:
         report.jobs["explain"] = _queue_explain(settings, run_ids[0], report.jobs["train"],
                                                 created_by)
-    _remember(manifest, "jobs", *report.jobs.values())
 
 
 def _queue_generation(settings: Settings, folder: Path, keys: list[str], per_class: int,

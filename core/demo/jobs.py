@@ -10,7 +10,7 @@ from core.config import Settings
 from core.jobs import ACTIVE_STATUSES, JobContext, register_handler, submit
 
 KIND = "demo"
-STEPS = 3  # the messages build_demo reports: draw and import, the model, the jobs
+STEPS = 4  # the messages build_demo reports: draw and import, training, the model, the jobs
 
 
 def active_build_job(settings: Settings | None = None) -> int | None:
