@@ -9,7 +9,7 @@ import plotly.express as px
 import streamlit as st
 
 from core import demo, gallery
-from webui import boot, current_user, device_info, escape_markdown
+from webui import boot, current_identity, current_user, device_info, escape_markdown
 from webui.jobs import render_job_list
 
 settings = boot()
@@ -26,11 +26,13 @@ def build_demo_now() -> None:
 
 
 def remove_demo_now() -> None:
+    from core.users.permissions import PermissionDenied
+
     with st.spinner("Removing the demo ..."):
         try:
-            report = demo.remove_demo(settings, by=current_user())
-        except demo.DemoError as exc:
-            st.error(escape_markdown(exc))
+            report = demo.remove_demo(settings, by=current_identity())
+        except (demo.DemoError, PermissionDenied) as exc:
+            st.error(f"Could not remove the demo: {escape_markdown(exc)}")
             return
     st.session_state["demo_message"] = f"Demo {report.summary}."
     st.rerun()

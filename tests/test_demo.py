@@ -161,3 +161,19 @@ def test_an_attribution_waiting_for_a_failed_training_fails_clearly(settings):
     assert run_worker(settings, kinds=["explain"], once=True) == 0
     job = jobs.get_job(job_id, settings)
     assert job.status == "failed" and f"job {train_job}" in job.error and "ended failed" in job.error
+
+
+def test_with_sign_in_only_the_builder_or_an_admin_removes_the_demo(settings):
+    from core.demo import build_demo, remove_demo
+    from core.users import accounts
+    from core.users.identity import Identity
+    from core.users.permissions import PermissionDenied
+
+    accounts.add_user("ann", "anns-password", settings=settings)
+    accounts.add_user("bob", "bobs-password", settings=settings)
+    build_demo(settings, per_class=4, queue_jobs=False, created_by="ann")
+    bob = Identity("bob", auth_mode="password", verified=True)
+    with pytest.raises(PermissionDenied, match="belongs to ann"):
+        remove_demo(settings, by=bob)
+    assert _snapshot(settings)["images"]  # refused before anything was touched
+    assert remove_demo(settings, by=Identity("ann", auth_mode="password", verified=True)).images == 12

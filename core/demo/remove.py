@@ -48,13 +48,19 @@ class RemovalReport:
                 f"attributions" + (" and the demo model" if self.model_removed else ""))
 
 
-def remove_demo(settings: Settings | None = None, *, by: str | None = None,
+def remove_demo(settings: Settings | None = None, *, by: Any = None,
                 wait_s: float = 60.0) -> RemovalReport:
-    """Remove everything the demo added (see the module docstring)."""
+    """Remove everything the demo added (see the module docstring).
+
+    ``by`` is a name (CLI: trusted) or a ``core.users.identity.Identity`` (pages): with
+    sign-in on, only whoever built the demo or an admin may remove it, checked before
+    anything is touched (``PermissionDenied``, audited).
+    """
     settings = settings or get_settings()
     init_db(settings)
     manifest = read_manifest(settings)
     report = RemovalReport()
+    _require_right(settings, manifest, by)
     job_ids: list[int] = []
     while True:  # again if a demo build that was still running queued more jobs meanwhile
         found = sorted(set(demo_job_ids(settings)) | _existing_jobs(settings, manifest["jobs"]))
@@ -75,6 +81,26 @@ def remove_demo(settings: Settings | None = None, *, by: str | None = None,
     report.model_removed = _remove_model(settings, manifest)
     manifest_path(settings).unlink(missing_ok=True)
     return report
+
+
+def _require_right(settings: Settings, manifest: dict[str, Any], by: Any) -> None:
+    from core.users.identity import Identity
+    from core.users.permissions import refusals_audited, require_current
+
+    if not isinstance(by, Identity):
+        return
+    job_ids = set(demo_job_ids(settings)) | set(manifest["jobs"])
+    with refusals_audited(settings), session_scope(settings) as session:
+        owners = set(session.scalars(select(Job.created_by).where(Job.id.in_(job_ids)))) \
+            if job_ids else set()
+        dataset_ids = [d for d in session.scalars(select(Dataset.id).where(
+            or_(Dataset.notes == DEMO_MARK, Dataset.id.in_(manifest["datasets"]))))]
+        if dataset_ids:
+            owners |= set(session.scalars(select(Image.added_by)
+                                          .where(Image.dataset_id.in_(dataset_ids)).distinct()))
+        for owner in sorted(owners, key=str):
+            require_current(by, owner, "delete", f"the demo added by {owner or 'nobody'}",
+                            session=session)
 
 
 def _existing_jobs(settings: Settings, ids: list[int]) -> set[int]:
