@@ -130,6 +130,7 @@ def build_demo(settings: Settings | None = None, *, per_class: int | None = None
     manifest["seed"] = seed
 
     _remember(manifest, "classes", *_create_classes(settings))
+    write_manifest(settings, manifest)  # now: whatever fails next, they are known as the demo's
     say(f"drawing and importing {per_class} pictures per class")
     dataset_id, images, added = _import_drawn(settings, manifest, per_class, seed, created_by)
     _remember(manifest, "datasets", dataset_id)
