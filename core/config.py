@@ -74,6 +74,11 @@ class Settings:
     # real and synthetic alike, so neither the file nor its byte size gives the answer (a
     # compressed format would: its size follows the picture's entropy).
     quiz_image_px: int = 256
+    # The offline demo (python -m core demo, the Home page's button): drawn pictures per
+    # class, images per class its generation job makes, and its training epochs.
+    demo_images_per_class: int = 200
+    demo_generated_per_class: int = 8
+    demo_epochs: int = 2
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -37,7 +37,7 @@ MAX_ATTEMPTS = 3
 
 # Modules that register handlers when imported; a missing one is skipped.
 HANDLER_MODULES = ("core.generation.jobs", "core.training.jobs", "core.explain.jobs",
-                   "core.quiz.jobs", "core.ingest.jobs")
+                   "core.quiz.jobs", "core.ingest.jobs", "core.demo.jobs")
 
 Handler = Callable[["JobContext"], "dict[str, Any] | None"]
 _handlers: dict[str, Handler] = {}

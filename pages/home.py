@@ -8,12 +8,35 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import gallery
+from core import demo, gallery
 from core.figure_layout import readable
-from webui import boot, current_user, device_info, escape_markdown
+from webui import boot, current_identity, current_user, device_info, escape_markdown
 from webui.jobs import render_job_list
 
 settings = boot()
+
+
+def build_demo_now() -> None:
+    from core.demo.jobs import submit_demo_build
+
+    job_id = submit_demo_build(created_by=current_user(), settings=settings)
+    st.session_state["demo_message"] = (
+        f"Demo queued as job #{job_id}: the worker draws the pictures, builds the demo model "
+        "and then runs a generation, a training and an attribution job (see Recent jobs).")
+    st.rerun()
+
+
+def remove_demo_now() -> None:
+    from core.users.permissions import PermissionDenied
+
+    with st.spinner("Removing the demo ..."):
+        try:
+            report = demo.remove_demo(settings, by=current_identity())
+        except (demo.DemoError, PermissionDenied) as exc:
+            st.error(f"Could not remove the demo: {escape_markdown(exc)}")
+            return
+    st.session_state["demo_message"] = f"Demo {report.summary}."
+    st.rerun()
 
 st.title("SynthLab")
 st.caption("Can images made by a text-to-image diffusion model enhance or replace a real "
@@ -39,6 +62,29 @@ if counts:
 else:
     st.info("No images yet. Import a dataset on the **Import** page, or from a shell: "
             "`python -m core ingest PATH`.")
+
+if "demo_message" in st.session_state:
+    st.success(st.session_state.pop("demo_message"))
+demo_present = demo.is_demo_present(settings)
+if not stats["images"] and not demo_present:
+    st.markdown("**Try it offline:** build a small demo (drawn fruit pictures, a tiny demo "
+                "model that makes noise, and one generation, training and attribution job). "
+                "It downloads nothing, and one click removes it again.")
+    if st.button("Build the demo", key="demo-build", type="primary"):
+        build_demo_now()
+elif demo_present:
+    from core.demo.jobs import active_build_job
+
+    building = active_build_job(settings)
+    if building is not None:
+        st.info(f"The demo is being built (job #{building}); its pictures appear here as "
+                "soon as they are imported.")
+    st.caption("The demo is here (datasets named `demo: ...`, the model labelled "
+               f"\"{demo.DEMO_MODEL_LABEL}\").")
+    if st.button("Remove the demo", key="demo-remove",
+                 help="Removes the demo's datasets, images, model, jobs, runs and "
+                      "attributions, and nothing else"):
+        remove_demo_now()
 
 left, right = st.columns(2)
 with left:
