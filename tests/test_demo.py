@@ -173,7 +173,7 @@ def test_with_sign_in_only_the_builder_or_an_admin_removes_the_demo(settings):
     accounts.add_user("bob", "bobs-password", settings=settings)
     build_demo(settings, per_class=4, queue_jobs=False, created_by="ann")
     bob = Identity("bob", auth_mode="password", verified=True)
-    with pytest.raises(PermissionDenied, match="belongs to ann"):
+    with pytest.raises(PermissionDenied, match="may not delete the demo added by ann"):
         remove_demo(settings, by=bob)
     assert _snapshot(settings)["images"]  # refused before anything was touched
     assert remove_demo(settings, by=Identity("ann", auth_mode="password", verified=True)).images == 12
