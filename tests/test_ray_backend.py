@@ -1,0 +1,181 @@
+"""The ``ray`` execution backend on a real local Ray cluster (2 CPUs, one per module).
+
+Generation of the tiny random pipeline through Ray actors must store the very images the
+local backend stores; an actor killed mid-job and a cancel must leave a consistent set.
+A 3-seed repeat group must train through Ray tasks to the local backend's metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from tests.tiny_sd import tiny_sd_for_session
+
+ray = pytest.importorskip("ray")
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = {"size": 32, "steps": 2, "guidance": 0.0}
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One private Ray instance for the module, shut down after it (no process left)."""
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=200 * 1024 * 1024)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return tiny_sd_for_session(tmp_path_factory)
+
+
+@pytest.fixture()
+def local_and_ray(settings, monkeypatch, ray_cluster):
+    """(local settings, ray settings) over the same data folder and database."""
+    from core.config import get_settings
+    from core.db.engine import init_db
+
+    # Its own data folder: the store keeps one row per distinct picture, so in a shared one
+    # the Ray job's identical images would be the local job's rows.
+    monkeypatch.setenv("SYNTHLAB_HOME", str(settings.home_path.parent / "ray-home"))
+    monkeypatch.setenv("SYNTHLAB_RAY_ADDRESS", "local")
+    monkeypatch.setenv("SYNTHLAB_EXECUTION_BACKEND", "ray")
+    on_ray = get_settings()
+    assert on_ray.execution_backend == "ray" and on_ray.home_path != settings.home_path
+    init_db(on_ray)
+    return settings, on_ray
+
+
+def _config(model: Path, **overrides):
+    from core.generation.generator import GenerationConfig
+
+    values = dict(model=str(model), classes=["apple", "lime"], per_class=5, seed=11,
+                  batch_size=2, **SMALL)
+    values.update(overrides)
+    return GenerationConfig(**values)
+
+
+def _run(config, settings, context_class=None):
+    from core.generation.jobs import create_running_job, run_generation_job
+    from core.jobs import JobContext
+
+    job_id = create_running_job(config, settings=settings)
+    ctx = (context_class or JobContext)(job_id=job_id, kind="generate",
+                                        params=config.to_params(), settings=settings,
+                                        worker_id="test")
+    return job_id, ctx, (lambda: run_generation_job(ctx))
+
+
+def _records(job_id: int, settings) -> dict:
+    from core.db.engine import session_scope
+    from core.db.models import Image, ImageClass
+    from core.generation.models import GenerationItem
+
+    with session_scope(settings) as session:
+        rows = session.execute(
+            select(ImageClass.name, GenerationItem.gen_index, Image.sha256, Image.seed,
+                   Image.prompt, Image.extra)
+            .join(Image, Image.id == GenerationItem.image_id)
+            .join(ImageClass, ImageClass.id == GenerationItem.class_id)
+            .where(GenerationItem.job_id == job_id))
+        records = {}
+        for name, index, sha, seed, prompt, extra in rows:
+            assert (name, index) not in records, "an image stored twice"
+            records[(name, index)] = (sha, seed, prompt, (extra or {}).get("host"))
+        return records
+
+
+def test_ray_generation_survives_a_killed_actor_and_stores_the_local_images(local_and_ray,
+                                                                             tiny_model):
+    """Same images (pixels, seeds, prompts, indices) as the local backend, each once, with
+    one of the two actors killed while batches are in flight on both."""
+    import socket
+
+    from core.generation.jobs import job_hosts
+    from core.jobs import JobContext, job_events
+
+    local, on_ray = local_and_ray
+    killed = []
+
+    class KillFirstActorOnce(JobContext):
+        def progress(self, done, total=None, message=None, *, force=False):
+            if not killed and 0 < done < 8:
+                # A batch is stored and others are in flight on both actors: kill one now.
+                ray.kill(ray.get_actor(f"synthlab-job{self.job_id}-gen0"))
+                killed.append(done)
+            super().progress(done, total, message, force=force)
+
+    config = dict(classes=["apple", "lime"], per_class=5, batch_size=1, seed=3)
+    reference, _, run_local = _run(_config(tiny_model, **config), local)
+    run_local()
+    job_id, _, run_ray = _run(_config(tiny_model, **config), on_ray, KillFirstActorOnce)
+    result = run_ray()
+    assert killed, "the actor was never killed mid-job"
+    log = [e.message for e in job_events(job_id, settings=on_ray)]
+    assert any(f"synthlab-job{job_id}-gen0 died" in m for m in log), log
+    here, there = _records(reference, local), _records(job_id, on_ray)
+    assert len(there) == 10
+    assert {k: v[:3] for k, v in here.items()} == {k: v[:3] for k, v in there.items()}
+    assert {v[3] for v in here.values()} == {None}  # the local backend is unchanged
+    assert {v[3] for v in there.values()} == {socket.gethostname()}
+    assert result["hosts"] == {socket.gethostname(): 10} == job_hosts(job_id, on_ray)
+    assert ray.util.list_named_actors() == []  # the job's actors are gone
+
+
+def test_cancel_stops_the_actors_and_resume_stores_only_the_rest(local_and_ray, tiny_model):
+    from core.jobs import JobCancelled, JobContext, request_cancel
+
+    _, on_ray = local_and_ray
+    on_ray = dataclasses.replace(on_ray, ray_actors=1)  # one actor start is enough here
+
+    class CancelAfterFirstBatch(JobContext):
+        def progress(self, done, total=None, message=None, *, force=False):
+            if 0 < done < 16:
+                request_cancel(self.job_id, by="tester", settings=self.settings)
+                force = True  # read the request now, not at the next rate-limited write
+            super().progress(done, total, message, force=force)
+
+    config = _config(tiny_model, classes=["pear"], per_class=16, batch_size=2, seed=4)
+    job_id, _, run_ray = _run(config, on_ray, CancelAfterFirstBatch)
+    with pytest.raises(JobCancelled):
+        run_ray()
+    stored = _records(job_id, on_ray)
+    assert 0 < len(stored) < 16
+    assert ray.util.list_named_actors() == []
+    # The same job resumed (a new worker after a crash would do the same): only the rest.
+    from core.db.engine import run_write
+    from core.db.models import Job
+    from core.generation.jobs import run_generation_job
+
+    def clear_cancel(session):
+        session.get(Job, job_id).cancel_requested = False
+    run_write(clear_cancel, on_ray)
+    result = run_generation_job(JobContext(job_id=job_id, kind="generate",
+                                           params=config.to_params(), settings=on_ray,
+                                           worker_id="test"))
+    assert result["made_this_run"] == 16 - len(stored)
+    final = _records(job_id, on_ray)
+    assert sorted(final) == [("pear", i) for i in range(16)]
+    assert all(final[key] == value for key, value in stored.items())
+
+
+def test_core_and_worker_do_not_import_ray():
+    code = ("import sys; import core.worker, core.jobs, core.cluster, core.generation.jobs, "
+            "core.generation.distributed, core.training.jobs, core.explain.jobs, core.cli; "
+            "import core.jobs as j; j.load_handlers(); "
+            "print('ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False", out.stderr
