@@ -179,3 +179,40 @@ def test_core_and_worker_do_not_import_ray():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_repeat_group_trains_on_ray_to_the_local_metrics(settings, ray_cluster):
+    """3 seeds as 3 parallel Ray tasks: the same metrics as the local backend's, and the
+    worker wrote every run's checkpoint, history and model file."""
+    from core.jobs import JobContext
+    from core.training.checkpoint import LAST_FILE, MODEL_FILE, run_dir
+    from core.training.data import DataSpec
+    from core.training.experiments import ExperimentRequest, create_runs, get_run
+    from core.training.jobs import run_training_job, submit_training
+    from core.training.trainer import TrainConfig
+    from test_training_fixtures import add_fruit_images
+
+    add_fruit_images(settings, "orchard", per_class=12, seed=1)
+    request = ExperimentRequest(data=DataSpec(mode="real"), repeats=3,
+                                train=TrainConfig(epochs=2, image_size=16, batch_size=16,
+                                                  widths={"conv1": 4, "conv2": 8, "hidden": 16}))
+    on_ray = dataclasses.replace(settings, execution_backend="ray", ray_address="local")
+    metrics = {}
+    for name, backend in (("local", settings), ("ray", on_ray)):
+        run_ids = create_runs(request, created_by="tester", settings=settings)
+        job_id = submit_training(run_ids, title=name, created_by="tester", settings=settings)
+        result = run_training_job(JobContext(job_id=job_id, kind="train",
+                                             params={"run_ids": run_ids}, settings=backend,
+                                             worker_id="test"))
+        assert sorted(result["runs"]) == sorted(map(str, run_ids))
+        runs = [get_run(run_id, settings) for run_id in run_ids]
+        assert [run.status for run in runs] == ["done"] * 3
+        for run in runs:
+            assert (run_dir(settings, run.id) / MODEL_FILE).is_file()
+            assert (run_dir(settings, run.id) / LAST_FILE).is_file()
+            assert len(run.history) == 2
+        metrics[name] = [({k: v for k, v in run.metrics.items() if k != "_train"},
+                          [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")}
+                           for row in run.history], run.seeds) for run in runs]
+    assert metrics["ray"] == metrics["local"]
+    assert len({str(m[0]) for m in metrics["ray"]}) > 1  # three seeds, three different models
