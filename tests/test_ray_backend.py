@@ -3,6 +3,7 @@
 Generation of the tiny random pipeline through Ray actors must store the very images the
 local backend stores; an actor killed mid-job and a cancel must leave a consistent set.
 A 3-seed repeat group must train through Ray tasks to the local backend's metrics.
+Tests that ask for no cluster run without Ray installed (and check nothing imports it).
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from sqlalchemy import select
 
 from tests.tiny_sd import tiny_sd_for_session
 
-ray = pytest.importorskip("ray")
-
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"size": 32, "steps": 2, "guidance": 0.0}
 
@@ -29,6 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def ray_cluster():
     """One private Ray instance for the module, shut down after it (no process left)."""
+    ray = pytest.importorskip("ray")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              object_store_memory=200 * 1024 * 1024)
@@ -103,6 +103,8 @@ def test_ray_generation_survives_a_killed_actor_and_stores_the_local_images(loca
     one of the two actors killed while batches are in flight on both."""
     import socket
 
+    import ray
+
     from core.generation.jobs import job_hosts
     from core.jobs import JobContext, job_events
 
@@ -135,6 +137,8 @@ def test_ray_generation_survives_a_killed_actor_and_stores_the_local_images(loca
 
 
 def test_cancel_stops_the_actors_and_resume_stores_only_the_rest(local_and_ray, tiny_model):
+    import ray
+
     from core.jobs import JobCancelled, JobContext, request_cancel
 
     _, on_ray = local_and_ray
@@ -216,3 +220,21 @@ def test_a_repeat_group_trains_on_ray_to_the_local_metrics(settings, ray_cluster
                            for row in run.history], run.seeds) for run in runs]
     assert metrics["ray"] == metrics["local"]
     assert len({str(m[0]) for m in metrics["ray"]}) > 1  # three seeds, three different models
+
+
+def test_cluster_report_lists_this_node(settings, ray_cluster):
+    from core.cluster import cluster_report, format_report
+
+    on_ray = dataclasses.replace(settings, execution_backend="ray", ray_address="local")
+    report = cluster_report(on_ray)
+    assert [(node["alive"], node["cpus"], node["gpus"]) for node in report["nodes"]] == \
+        [(True, 2.0, 0)]
+    assert "1 node(s), 0 GPU(s)" in format_report(report)
+
+
+def test_admin_cluster_tab_says_the_backend_without_ray(settings):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "pages" / "admin.py"), default_timeout=60).run()
+    assert not at.exception
+    assert any("Execution backend: **local**" in info.value for info in at.info)
