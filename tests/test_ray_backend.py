@@ -185,9 +185,10 @@ def test_core_and_worker_do_not_import_ray():
     assert out.stdout.strip() == "False", out.stderr
 
 
-def test_a_repeat_group_trains_on_ray_to_the_local_metrics(settings, ray_cluster):
+def test_a_repeat_group_trains_and_explains_on_ray_as_locally(settings, ray_cluster):
     """3 seeds as 3 parallel Ray tasks: the same metrics as the local backend's, and the
-    worker wrote every run's checkpoint, history and model file."""
+    worker wrote every run's checkpoint, history and model file. Then an explain job's
+    attribution batches on Ray: the same maps as the local backend's."""
     from core.jobs import JobContext
     from core.training.checkpoint import LAST_FILE, MODEL_FILE, run_dir
     from core.training.data import DataSpec
@@ -201,7 +202,7 @@ def test_a_repeat_group_trains_on_ray_to_the_local_metrics(settings, ray_cluster
                                 train=TrainConfig(epochs=2, image_size=16, batch_size=16,
                                                   widths={"conv1": 4, "conv2": 8, "hidden": 16}))
     on_ray = dataclasses.replace(settings, execution_backend="ray", ray_address="local")
-    metrics = {}
+    metrics, trained = {}, {}
     for name, backend in (("local", settings), ("ray", on_ray)):
         run_ids = create_runs(request, created_by="tester", settings=settings)
         job_id = submit_training(run_ids, title=name, created_by="tester", settings=settings)
@@ -218,8 +219,40 @@ def test_a_repeat_group_trains_on_ray_to_the_local_metrics(settings, ray_cluster
         metrics[name] = [({k: v for k, v in run.metrics.items() if k != "_train"},
                           [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")}
                            for row in run.history], run.seeds) for run in runs]
+        trained[name] = run_ids[0]
     assert metrics["ray"] == metrics["local"]
     assert len({str(m[0]) for m in metrics["ray"]}) > 1  # three seeds, three different models
+
+    # Attribution batches: the same maps from the two (identical) first models.
+    import numpy as np
+
+    from core.db.engine import session_scope
+    from core.db.models import Image
+    from core.explain.attribution import AttributionConfig
+    from core.explain.jobs import run_explain_job, submit_explain_job
+    from core.jobs import get_job
+    from core.explain.models import Attribution
+    from core.explain.service import attributions_dir
+
+    with session_scope(settings) as session:
+        image_ids = list(session.scalars(select(Image.id).order_by(Image.id).limit(20)))
+    config = AttributionConfig(method="integrated-gradients", ig_steps=4)
+    maps = {}
+    for name, backend in (("local", settings), ("ray", on_ray)):
+        job_id = submit_explain_job(trained[name], image_ids, config, input_mode="eval",
+                                    settings=settings)
+        result = run_explain_job(JobContext(job_id=job_id, kind="explain",
+                                            params=get_job(job_id, settings).params,
+                                            settings=backend, worker_id="test"))
+        assert result["computed"] == 20 and result["failed"] == 0
+        with session_scope(settings) as session:
+            rows = session.execute(select(Attribution.image_id, Attribution.path)
+                                   .where(Attribution.run_id == trained[name])).all()
+        maps[name] = {image_id: np.load(attributions_dir(settings) / path)
+                      for image_id, path in rows}
+    assert sorted(maps["ray"]) == sorted(maps["local"]) == sorted(image_ids)
+    for image_id in image_ids:
+        np.testing.assert_array_equal(maps["ray"][image_id], maps["local"][image_id])
 
 
 def test_cluster_report_lists_this_node(settings, ray_cluster):
