@@ -42,6 +42,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--store-px", type=int, default=512,
+                        help="size of the images whose storing by the worker is timed")
     args = parser.parse_args()
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -93,6 +95,7 @@ def main() -> int:
             steady_images = args.images - args.batch_size
             return ended - started, (ended - ctx.first_stored) / max(1, steady_images)
 
+        store_ms = worker_store_ms(base, model, tmp, args.store_px)
         one_job("local", 0)  # warm-up: loads the pipeline into this process once
         sides = {"local, one worker": ("local", 0), "Ray, 1 actor": ("ray", 1),
                  "Ray, 2 actors": ("ray", 2)}
@@ -115,8 +118,41 @@ def main() -> int:
     startup = medians["Ray, 2 actors"][0] - args.images * medians["Ray, 2 actors"][1]
     print(f"  per-image Ray overhead (1 actor steady - local): {overhead * 1000:.1f} ms")
     print(f"  actor start-up and job set-up (2 actors): about {startup:.1f} s per job")
+    print(f"  worker's part per {args.store_px} px image (PNG decode + store + index): "
+          f"{store_ms:.1f} ms -> one worker stores at most {1000 / store_ms:.0f} images/s")
     print(f"load average after: {os.getloadavg()}")
     return 0
+
+
+def worker_store_ms(base, model, tmp, size: int, count: int = 12) -> float:  # noqa: ANN001
+    """Median ms the worker spends per received image: decode the PNG, store, index."""
+    import dataclasses as dc
+
+    import numpy as np
+    from PIL import Image
+
+    from core.db.engine import init_db
+    from core.generation.generator import GenerationConfig, Generator
+    from core.generation.jobs import create_running_job
+    from core.generation.runner import decode_png, encode_png
+
+    settings = dc.replace(base, home=Path(tmp) / "home-store")
+    init_db(settings)
+    config = GenerationConfig(model=str(model), classes=["apple"], per_class=count, steps=2,
+                              size=size, batch_size=1)
+    job_id = create_running_job(config, settings=settings)
+    generator = Generator(config, settings, job_id=job_id)
+    generator.ensure_dataset()
+    rng = np.random.default_rng(0)
+    times = []
+    for [item] in generator.plan():
+        # Smooth noise: a PNG about as large as a generated picture's (not white noise).
+        small = rng.integers(0, 256, (size // 16, size // 16, 3), dtype=np.uint8)
+        data = encode_png(Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC))
+        started = time.perf_counter()
+        generator._store([item], [decode_png(data)], host={"hostname": "bench", "ip": ""})
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
 
 
 if __name__ == "__main__":

@@ -188,7 +188,13 @@ def _actor_died(pool: _Pool, name: str, batch: list[WorkItem], queue: collection
     stats.actor_deaths += 1
     if stats.actor_deaths > size + EXTRA_ACTOR_DEATHS:
         raise GenerationError(f"Ray actors keep dying ({stats.actor_deaths} so far); the last: "
-                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
-    reporter.log(f"Ray actor {name} died ({type(exc).__name__}); its batches go to another "
-                 f"actor", level="warning")
+                              f"{_last_line(exc)}")
+    reporter.log(f"Ray actor {name} died ({type(exc).__name__}: {_last_line(exc)}); its "
+                 f"batches go to another actor", level="warning")
     pool.add()
+
+
+def _last_line(exc: BaseException, limit: int = 300) -> str:
+    """The gist of a Ray error: its last non-empty line (the cause, e.g. a missing model)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:limit]
