@@ -210,8 +210,15 @@ class Generator:
         return GenerationResult(self.image_ids(), made, total)
 
     def _run_on_ray(self, reporter: Reporter, batches: list[list[WorkItem]]) -> GenerationResult:
-        from core.generation.distributed import run_on_ray
+        from types import SimpleNamespace
 
+        from core.generation.distributed import run_on_ray
+        from core.generation.loading import load_tokenizer
+
+        # The token-limit warning as on the local path, from the tokenizer alone (cheap);
+        # none when the model is only on the cluster's hosts.
+        self._warn_long_prompts(SimpleNamespace(
+            tokenizer=load_tokenizer(self.config.model, self.settings)), batches, reporter)
         stats = run_on_ray(self, reporter, batches)
         total = self.config.total
         reporter.progress(self.stored_count(), total, "finished", force=True)

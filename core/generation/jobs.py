@@ -22,9 +22,14 @@ KIND = "generate"
 
 def require_model(source: str, settings: Settings) -> None:
     """Refuse a job for a model that is not on this machine, with the command to get it."""
+    from core.cluster import uses_ray
     from core.generation.loading import ModelNotAvailable, missing_model_message
     from core.generation.registry import locate
 
+    if uses_ray(settings):
+        # The cluster's hosts load the model, not this one (which may have neither the
+        # weights nor a GPU); an actor without it fails with this same message.
+        return
     if locate(source, settings) is None:
         raise ModelNotAvailable(missing_model_message(source))
 
