@@ -57,6 +57,9 @@ def connect(settings: Settings | None = None) -> Any:  # noqa: ANN401 - the ray 
                                "ignore_reinit_error": True}
     if address == "local":
         options["object_store_memory"] = settings.ray_object_store_mb * 1024 * 1024
+    elif address.startswith("ray://"):
+        # Ray Client: the server starts the driver; only the address is ours to give.
+        options = {"address": address}
     else:
         options["address"] = address
     try:
