@@ -103,6 +103,7 @@ def main() -> int:
         for _ in range(args.repeats):
             for name, (backend, actors) in sides.items():
                 results[name].append(one_job(backend, actors))
+        round_trip_ms = ray_round_trip_ms(ray, base, model, args)
         ray.shutdown()
 
     print(f"\n{args.images} images, {args.size} px, {args.steps} steps, batch {args.batch_size}; "
@@ -116,12 +117,43 @@ def main() -> int:
               f"(x{local_per_image / per_image:.2f} of local)")
     overhead = medians["Ray, 1 actor"][1] - local_per_image
     startup = medians["Ray, 2 actors"][0] - args.images * medians["Ray, 2 actors"][1]
-    print(f"  per-image Ray overhead (1 actor steady - local): {overhead * 1000:.1f} ms")
+    print(f"  steady time per image, Ray 1 actor - local: {overhead * 1000:.1f} ms (negative: "
+          f"the actor computes the next batch while the worker stores)")
+    print(f"  per-image Ray overhead, one batch at a time (round trip - actor compute, PNG "
+          f"encode there and decode here included): {round_trip_ms:.1f} ms")
     print(f"  actor start-up and job set-up (2 actors): about {startup:.1f} s per job")
     print(f"  worker's part per {args.store_px} px image (PNG decode + store + index): "
           f"{store_ms:.1f} ms -> one worker stores at most {1000 / store_ms:.0f} images/s")
     print(f"load average after: {os.getloadavg()}")
     return 0
+
+
+def ray_round_trip_ms(ray, base, model, args, calls: int = 10) -> float:  # noqa: ANN001
+    """Median ms per image a batch spends outside the pipeline on its trip to an actor
+    and back: one batch at a time, driver round trip minus the actor's own compute time."""
+    from core.generation.distributed import GenerationActor
+    from core.generation.generator import GenerationConfig, WorkItem
+    from core.generation.prompts import default_prompt_config, prompt_for
+    from core.generation.runner import decode_png
+    from core.generation.seeds import image_seed
+
+    config = GenerationConfig(model=str(model), classes=["apple"], per_class=args.batch_size,
+                              steps=args.steps, guidance=7.5, size=args.size,
+                              batch_size=args.batch_size, seed=1)
+    prompts = default_prompt_config("apple")
+    batch = [WorkItem("apple", i, image_seed(1, "apple", i),
+                      prompt_for(prompts, i, base_seed=1, class_key="apple"),
+                      prompts.negative_prompt) for i in range(args.batch_size)]
+    actor = ray.remote(GenerationActor).options(num_cpus=1).remote(config.to_params(), base)
+    ray.get(actor.generate.remote(batch))  # start-up and warm-up
+    overheads = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        out = ray.get(actor.generate.remote(batch))
+        [decode_png(data) for data in out["images"]]
+        overheads.append((time.perf_counter() - started - out["seconds"]) / len(batch))
+    ray.kill(actor)
+    return statistics.median(overheads) * 1000
 
 
 def worker_store_ms(base, model, tmp, size: int, count: int = 12) -> float:  # noqa: ANN001
