@@ -182,7 +182,8 @@ def worker_store_ms(base, model, tmp, size: int, count: int = 12) -> float:  # n
         small = rng.integers(0, 256, (size // 16, size // 16, 3), dtype=np.uint8)
         data = encode_png(Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC))
         started = time.perf_counter()
-        generator._store([item], [decode_png(data)], host={"hostname": "bench", "ip": ""})
+        generator._store([item], [decode_png(data)], host={"hostname": "bench", "ip": ""},
+                         raw=[data])
         times.append(time.perf_counter() - started)
     return statistics.median(times) * 1000
 

@@ -154,7 +154,7 @@ def run_on_ray(generator: Any, reporter: Reporter,  # noqa: ANN401 - a Generator
                 for note in out["notes"]:
                     reporter.log(f"{out['host']['hostname']}: {note}", level="warning")
                 images = [decode_png(data) for data in out["images"]]
-                added = generator._store(batch, images, host=out["host"])
+                added = generator._store(batch, images, host=out["host"], raw=out["images"])
                 stats.made += added
                 stats.hosts[out["host"]["hostname"]] += added
                 stats.actor_seconds += out["seconds"]

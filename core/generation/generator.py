@@ -242,11 +242,12 @@ class Generator:
         return images
 
     def _store(self, batch: list[WorkItem], images: list[Any],
-               host: dict[str, str] | None = None) -> int:
+               host: dict[str, str] | None = None, raw: list[bytes] | None = None) -> int:
         """Files first, then every row of the batch in one transaction; returns the rows
         added. Idempotent by (job, class, index): an image already stored (by another
         process of a multi-GPU run, or by a retried Ray batch) is skipped. ``host`` (the
-        Ray node that made the batch) is recorded in each image's ``extra``."""
+        Ray node that made the batch) is recorded in each image's ``extra``; ``raw``: the
+        images' PNG bytes as received from it, kept as the files (core.generation.runner)."""
         config = self.config
         added = [0]
         extra: dict[str, Any] = {"base_seed": config.seed}
@@ -257,8 +258,8 @@ class Generator:
             rgb = image.convert("RGB") if image.mode != "RGB" else image
             decoded.append(DecodedImage(image=rgb, original_format="PNG", original_mode="RGB",
                                         sha256=pixel_hash(rgb), was_converted=False))
-        for item in decoded:
-            self.store.put(item)
+        for item, data in zip(decoded, raw or [None] * len(decoded)):
+            self.store.put(item, data)
 
         def write(session: Session) -> None:
             dataset = self._dataset(session)

@@ -140,10 +140,12 @@ class _PreviewReporter:
 
 
 def encode_png(image: Any) -> bytes:  # noqa: ANN401 - a PIL image
-    """Lossless bytes of a generated image, for the trip through Ray's object store."""
-    buffer = io.BytesIO()
-    (image.convert("RGB") if image.mode != "RGB" else image).save(buffer, format="PNG")
-    return buffer.getvalue()
+    """Lossless bytes of a generated image, for the trip through Ray's object store: the
+    store's own PNG encoding, so the worker keeps these bytes as the file (no re-encoding)
+    and the file is the one the local backend writes."""
+    from core.imageio import encode_png as store_png
+
+    return store_png(image.convert("RGB") if image.mode != "RGB" else image)
 
 
 def decode_png(data: bytes) -> Any:  # noqa: ANN401 - a PIL image
