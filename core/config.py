@@ -79,6 +79,16 @@ class Settings:
     demo_images_per_class: int = 200
     demo_generated_per_class: int = 8
     demo_epochs: int = 2
+    # Where heavy work runs (core.cluster): "local" (worker processes on this host, the
+    # default) or "ray" (a Ray cluster; this host's worker still does every write).
+    execution_backend: str = "local"
+    # With "ray": "auto" joins the cluster started on this host with `ray start`,
+    # "ray://host:10001" a remote head (Ray Client), "local" starts a private Ray instance.
+    ray_address: str = "auto"
+    # Generation actors per job; 0: one per GPU of the cluster (one per CPU without GPUs).
+    ray_actors: int = 0
+    # Object store size of a private Ray instance (ray_address=local), MB.
+    ray_object_store_mb: int = 200
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

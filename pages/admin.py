@@ -19,8 +19,8 @@ identity = current_identity()
 admin = is_admin(identity)
 
 st.title("Admin")
-users_tab, audit_tab, worker_tab, check_tab, settings_tab = st.tabs(
-    ["Users", "Audit log", "Worker", "Data check", "Server settings"])
+users_tab, audit_tab, worker_tab, cluster_tab, check_tab, settings_tab = st.tabs(
+    ["Users", "Audit log", "Worker", "Cluster", "Data check", "Server settings"])
 
 with users_tab:
     if not admin:
@@ -119,6 +119,11 @@ with worker_tab:
     if admin:  # the log holds server paths and other users' job details
         with st.expander("Worker log (last lines)"):
             st.code(status.log_tail or "(empty)", language=None)
+
+with cluster_tab:
+    from webui.cluster import show_cluster
+
+    show_cluster(settings)
 
 with check_tab:
     st.caption("Compares the index with the image folder: missing files, orphan files, "

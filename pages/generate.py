@@ -15,7 +15,7 @@ from core.db.models import ImageClass
 from core.generation.generator import (BATCH_SIZE_MAX, GUIDANCE_MAX, PER_CLASS_MAX, SIZE_MAX,
                                        SIZE_MIN, STEPS_MAX, GenerationConfig, GenerationError,
                                        load_prompt_config, save_prompt_config)
-from core.generation.jobs import KIND, extend_job, recent_images, submit_generation
+from core.generation.jobs import KIND, extend_job, job_hosts, recent_images, submit_generation
 from core.generation.loading import SCHEDULERS, ModelNotAvailable, load_tokenizer
 from core.generation.preview import CANCELLED, FAILED, PreviewRun
 from core.generation.prompts import (DEFAULT_NEGATIVE, PromptConfig, PromptError,
@@ -397,6 +397,10 @@ def _latest_images() -> None:
     if not images:
         return
     st.caption(f"Latest images of job #{job.id} ({job.status})")
+    hosts = job_hosts(job.id, settings)
+    if hosts:  # made on a Ray cluster (SYNTHLAB_EXECUTION_BACKEND=ray): say where
+        st.caption("Made on " + ", ".join(f"{escape_markdown(host)} ({count})"
+                                          for host, count in hosts.items()))
     store = ImageStore(settings)
     grid = st.columns(8)
     for column, image in zip(grid, images):

@@ -139,6 +139,10 @@ def render_job_list(kinds: tuple[str, ...] | None = None, *, user: str | None = 
                     st.caption(escape_markdown(public_text(job.message)))
                 if job.error:
                     st.error(error_text(public_text(job.error)))
+                hosts = (job.result or {}).get("hosts") if isinstance(job.result, dict) else None
+                if hosts:  # a generation job run on a Ray cluster (core.generation.distributed)
+                    st.caption("Made on " + ", ".join(f"{escape_markdown(str(host))} ({count})"
+                                                      for host, count in hosts.items()))
                 log_area = st
                 if job.status in jobs.ACTIVE_STATUSES:
                     allowed = (can_cancel or _may_cancel)(job)

@@ -77,6 +77,17 @@ def run_explain_job(ctx: JobContext) -> dict[str, Any]:
     total = len(image_ids)
     computed = cached = failed = 0
     ctx.progress(0, total, f"explaining {total} images with {config.describe()}", force=True)
+    from core.cluster import uses_ray
+
+    if uses_ray(ctx.settings):
+        from core.explain.distributed import explain_on_ray
+
+        counts = explain_on_ray(ctx, run, image_ids, config,
+                                target=params.get("target", "predicted"),
+                                input_mode=params.get("input_mode", "by-source"),
+                                input_seed=int(params.get("input_seed", 0)))
+        computed, cached, failed = counts["computed"], counts["cached"], counts["failed"]
+        image_ids = []  # all done on the cluster
     for done, image_id in enumerate(image_ids, start=1):
         try:
             subject = subject_from_image_id(image_id, ctx.settings)

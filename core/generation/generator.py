@@ -5,15 +5,14 @@ in batches aligned to ``batch_size`` (index ``i`` is in batch ``i // batch_size`
 is stored in one transaction (files first, then rows), so after a crash a batch is either
 fully stored or not at all, and the resumed job re-runs exactly the missing batches with
 the same composition: it ends with the same pixels as an uninterrupted run.
+
+The config lives in core.generation.config and the pipeline calls in
+core.generation.runner (re-exported here: callers import them from this module).
 """
 
 from __future__ import annotations
 
-import math
-import numbers
-import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -22,143 +21,15 @@ from core.catalog import add_image, class_key, get_or_create_class, get_or_creat
 from core.config import Settings
 from core.db.engine import run_write, session_scope
 from core.db.models import SOURCE_SYNTHETIC, Dataset, ImageClass
-from core.generation.loading import SCHEDULERS
+from core.generation.config import (BATCH_SIZE_MAX, GUIDANCE_MAX, PER_CLASS_MAX,  # noqa: F401
+                                    SIZE_MAX, SIZE_MIN, STEPS_MAX, GenerationConfig,
+                                    GenerationError, GenerationResult, Reporter, WorkItem)
 from core.generation.models import ClassPromptConfig, GenerationItem
 from core.generation.prompts import PromptConfig, default_prompt_config, prompt_for, token_warnings
-from core.generation.registry import preset_for
-from core.generation.seeds import MAX_SEED, image_seed
+from core.generation.runner import PipelineRunner  # noqa: F401
+from core.generation.seeds import image_seed
 from core.imageio import DecodedImage, pixel_hash
 from core.store import ImageStore
-
-
-class Reporter(Protocol):
-    """What a running generation tells the outside world (``core.jobs.JobContext`` fits)."""
-
-    def progress(self, done: int, total: int | None = None, message: str | None = None,
-                 *, force: bool = False) -> None: ...
-
-    def log(self, message: str, level: str = "info") -> None: ...
-
-    def check_cancelled(self, refresh: bool = True) -> None: ...
-
-
-class GenerationError(RuntimeError):
-    """A generation job cannot go on; the message says why and what to change."""
-
-
-# The numbers a generation job may take. The Generate page's inputs use these bounds and
-# GenerationConfig refuses anything outside them, so the page, the CLI and a stored job
-# agree; NaN and infinities are refused too (an infinite guidance stored black images).
-PER_CLASS_MAX = 100_000
-STEPS_MAX = 200
-GUIDANCE_MAX = 30.0
-SIZE_MIN, SIZE_MAX = 16, 2048
-BATCH_SIZE_MAX = 64
-
-
-def _check_whole(name: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
-            or not low <= value <= high:
-        raise GenerationError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
-
-
-@dataclass
-class GenerationConfig:
-    """Everything that decides a job's images (stored as the job's params)."""
-
-    model: str
-    classes: list[str]
-    per_class: int
-    steps: int | None = None  # None: the model preset's default
-    guidance: float | None = None
-    size: int | None = None  # width = height, pixels
-    seed: int = 0
-    batch_size: int = 4
-    scheduler: str = "default"
-    start_index: int = 0  # > 0 when extending an earlier job
-    dataset_name: str | None = None  # None: "generated-job-<id>"
-    prompt_template: str | None = None  # overrides every class's templates
-    negative_prompt: str | None = None  # overrides every class's negative prompt
-    # Snapshot of each class's prompt config taken at submit time, keyed by class key.
-    prompts: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        preset = preset_for(self.model)
-        defaults = {"steps": 25, "guidance": 7.5, "size": 512}
-        if preset:
-            defaults = {"steps": preset.steps, "guidance": preset.guidance, "size": preset.size}
-        self.steps = int(self.steps if self.steps is not None else defaults["steps"])
-        self.guidance = float(self.guidance if self.guidance is not None else defaults["guidance"])
-        self.size = int(self.size if self.size is not None else defaults["size"])
-        self.classes = [c for c in (str(c).strip() for c in self.classes) if c]
-        # Here, not only in validate(): no config with impossible numbers exists at all,
-        # whichever way it was made (page, CLI, a stored job's params).
-        self.check_numbers()
-
-    def check_numbers(self) -> None:
-        """Refuse numbers outside the Generate page's bounds, with one clear sentence."""
-        _check_whole("images per class", self.per_class, 1, PER_CLASS_MAX)
-        _check_whole("steps", self.steps, 1, STEPS_MAX)
-        if not (math.isfinite(self.guidance) and 0 <= self.guidance <= GUIDANCE_MAX):
-            raise GenerationError(f"guidance must be a number from 0 to {GUIDANCE_MAX:g}, "
-                                  f"not {self.guidance!r}")
-        _check_whole("size", self.size, SIZE_MIN, SIZE_MAX)
-        if self.size % 8:
-            raise GenerationError(f"size must be a multiple of 8 pixels, not {self.size}")
-        _check_whole("batch size", self.batch_size, 1, BATCH_SIZE_MAX)
-        _check_whole("seed", self.seed, 0, MAX_SEED)
-        if self.start_index < 0:
-            raise GenerationError("start index must not be negative")
-
-    def validate(self) -> None:
-        if not self.model.strip():
-            raise GenerationError("choose a model")
-        if not self.classes:
-            raise GenerationError("choose at least one class")
-        self.check_numbers()  # again: per_class may have been changed (extension_config)
-        if len({class_key(c) for c in self.classes}) != len(self.classes):
-            raise GenerationError("a class is listed twice")
-        if (self.scheduler or "default") not in SCHEDULERS:
-            raise GenerationError(f"unknown scheduler {self.scheduler!r}; choose one of "
-                                  f"{', '.join(SCHEDULERS)}")
-
-    @property
-    def total(self) -> int:
-        return self.per_class * len(self.classes)
-
-    def to_params(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "GenerationConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in params.items() if k in known})
-
-    def prompt_config(self, key: str, prompt_name: str) -> PromptConfig:
-        stored = self.prompts.get(key)
-        config = PromptConfig.from_dict(stored) if stored else default_prompt_config(prompt_name)
-        if self.prompt_template:
-            config.templates = [self.prompt_template]
-        if self.negative_prompt is not None:
-            config.negative_prompt = self.negative_prompt
-        return config
-
-
-@dataclass(frozen=True)
-class WorkItem:
-    class_key: str
-    index: int
-    seed: int
-    prompt: str
-    negative_prompt: str
-
-
-@dataclass
-class GenerationResult:
-    image_ids: list[int]
-    made: int  # images generated by this run (not counting resumed ones)
-    total: int
-
 
 # --- prompt configs as stored in the DB ------------------------------------------------
 
@@ -312,6 +183,10 @@ class Generator:
         if not batches:
             return GenerationResult(self.image_ids(), 0, total)
         self.ensure_dataset()
+        from core.cluster import uses_ray
+
+        if uses_ray(self.settings):
+            return self._run_on_ray(reporter, batches)
         loaded = self.pipeline
         from core.generation.loading import prepare_for_batch, set_scheduler
 
@@ -333,6 +208,24 @@ class Generator:
         reporter.progress(self.stored_count(), total, "finished", force=True)
         return GenerationResult(self.image_ids(), made, total)
 
+    def _run_on_ray(self, reporter: Reporter, batches: list[list[WorkItem]]) -> GenerationResult:
+        from types import SimpleNamespace
+
+        from core.generation.distributed import run_on_ray
+        from core.generation.loading import load_tokenizer
+
+        # The token-limit warning as on the local path, from the tokenizer alone (cheap);
+        # none when the model is only on the cluster's hosts.
+        self._warn_long_prompts(SimpleNamespace(
+            tokenizer=load_tokenizer(self.config.model, self.settings)), batches, reporter)
+        stats = run_on_ray(self, reporter, batches)
+        total = self.config.total
+        reporter.progress(self.stored_count(), total, "finished", force=True)
+        reporter.log(f"Ray: made {stats.made} image(s) on {dict(stats.hosts)}"
+                     + (f"; {stats.actor_deaths} actor(s) died, {stats.retried_batches} "
+                        f"batch(es) retried" if stats.actor_deaths else ""))
+        return GenerationResult(self.image_ids(), stats.made, total)
+
     def _warn_long_prompts(self, loaded: Any, batches: list[list[WorkItem]], reporter: Reporter) -> None:
         tokenizer = loaded.tokenizer
         if tokenizer is None:
@@ -347,16 +240,25 @@ class Generator:
         self.batch_size = self.runner.batch_size
         return images
 
-    def _store(self, batch: list[WorkItem], images: list[Any]) -> None:
-        """Files first, then every row of the batch in one transaction."""
+    def _store(self, batch: list[WorkItem], images: list[Any],
+               host: dict[str, str] | None = None, raw: list[bytes] | None = None) -> int:
+        """Files first, then every row of the batch in one transaction; returns the rows
+        added. Idempotent by (job, class, index): an image already stored (by another
+        process of a multi-GPU run, or by a retried Ray batch) is skipped. ``host`` (the
+        Ray node that made the batch) is recorded in each image's ``extra``; ``raw``: the
+        images' PNG bytes as received from it, kept as the files (core.generation.runner)."""
         config = self.config
+        added = [0]
+        extra: dict[str, Any] = {"base_seed": config.seed}
+        if host:
+            extra.update(host=host.get("hostname"), node_ip=host.get("ip"))
         decoded = []
         for image in images:
             rgb = image.convert("RGB") if image.mode != "RGB" else image
             decoded.append(DecodedImage(image=rgb, original_format="PNG", original_mode="RGB",
                                         sha256=pixel_hash(rgb), was_converted=False))
-        for item in decoded:
-            self.store.put(item)
+        for item, data in zip(decoded, raw or [None] * len(decoded)):
+            self.store.put(item, data)
 
         def write(session: Session) -> None:
             dataset = self._dataset(session)
@@ -379,12 +281,14 @@ class Generator:
                                 "scheduler": config.scheduler, "steps": config.steps,
                                 "guidance": config.guidance, "gen_width": config.size,
                                 "gen_height": config.size},
-                    extra={"base_seed": config.seed})
+                    extra=dict(extra))
                 session.flush()
+                added[0] += 1
                 session.add(GenerationItem(job_id=self.job_id, class_id=image_class.id,
                                            gen_index=item.index, seed=item.seed,
                                            image_id=result.image.id))
         run_write(write, self.settings)
+        return added[0]
 
     def ensure_dataset(self) -> None:
         """Create the job's dataset up front (before several processes store into it)."""
@@ -400,91 +304,3 @@ class Generator:
         if dataset.source != SOURCE_SYNTHETIC:
             raise GenerationError(f"dataset {dataset.name!r} holds real images; choose another name")
         return dataset
-
-
-class PipelineRunner:
-    """Calls a loaded pipeline on work items: per-image seeds, OOM back-off, cancel checks."""
-
-    def __init__(self, loaded: Any, config: GenerationConfig, batch_size: int | None = None) -> None:
-        self.loaded = loaded
-        self.config = config
-        self.batch_size = batch_size or config.batch_size
-
-    def generate(self, batch: list[WorkItem], reporter: Reporter) -> list[Any]:
-        """Images of ``batch``; on out-of-memory, halve the batch and go on."""
-        import torch
-
-        images: list[Any] = []
-        position = 0
-        while position < len(batch):
-            part = batch[position:position + self.batch_size]
-            try:
-                images.extend(self._call_pipeline(part, reporter))
-            except (torch.OutOfMemoryError, RuntimeError) as exc:
-                # CUDA raises OutOfMemoryError; MPS a RuntimeError saying "out of memory".
-                if not _is_out_of_memory(exc):
-                    raise
-                if self.batch_size == 1:
-                    raise GenerationError(
-                        f"out of GPU memory even at batch size 1 ({self.config.size} px): lower "
-                        f"the size, close other GPU programs or use a smaller model") from exc
-                self._empty_device_cache()
-                self.batch_size = max(1, self.batch_size // 2)
-                reporter.log(f"out of memory with a batch of {len(part)}: batch size lowered to "
-                             f"{self.batch_size}", level="warning")
-                continue
-            position += len(part)
-        return images
-
-    @staticmethod
-    def _empty_device_cache() -> None:
-        import gc
-
-        import torch
-
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-    def _call_pipeline(self, part: list[WorkItem], reporter: Reporter) -> list[Any]:
-        import torch
-
-        loaded = self.loaded
-        kwargs: dict[str, Any] = {
-            "prompt": [item.prompt for item in part],
-            "num_inference_steps": self.config.steps,
-            "guidance_scale": self.config.guidance,
-            "height": self.config.size, "width": self.config.size,
-            # CPU generators: the same seed gives the same image on any device.
-            "generator": [torch.Generator("cpu").manual_seed(item.seed) for item in part],
-            "output_type": "pil",
-        }
-        if loaded.call_accepts("negative_prompt") and any(item.negative_prompt for item in part):
-            kwargs["negative_prompt"] = [item.negative_prompt for item in part]
-        if loaded.call_accepts("callback_on_step_end"):
-            kwargs["callback_on_step_end"] = _CancelCheck(reporter)
-        with torch.inference_mode():
-            output = loaded.pipe(**kwargs)
-        return list(output.images)
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
-class _CancelCheck:
-    """A diffusers step callback that checks for a cancel request every few seconds."""
-
-    def __init__(self, reporter: Reporter, every_seconds: float = 2.0) -> None:
-        self.reporter = reporter
-        self.every_seconds = every_seconds
-        self.last = time.monotonic()
-
-    def __call__(self, _pipe: Any, _step: int, _timestep: Any, callback_kwargs: dict) -> dict:
-        now = time.monotonic()
-        if now - self.last >= self.every_seconds:
-            self.last = now
-            self.reporter.check_cancelled()
-        return callback_kwargs

@@ -22,9 +22,14 @@ KIND = "generate"
 
 def require_model(source: str, settings: Settings) -> None:
     """Refuse a job for a model that is not on this machine, with the command to get it."""
+    from core.cluster import uses_ray
     from core.generation.loading import ModelNotAvailable, missing_model_message
     from core.generation.registry import locate
 
+    if uses_ray(settings):
+        # The cluster's hosts load the model, not this one (which may have neither the
+        # weights nor a GPU); an actor without it fails with this same message.
+        return
     if locate(source, settings) is None:
         raise ModelNotAvailable(missing_model_message(source))
 
@@ -76,8 +81,26 @@ def run_generation_job(ctx: JobContext) -> dict[str, Any]:
     config = GenerationConfig.from_params(ctx.params)
     generator = Generator(config, ctx.settings, job_id=ctx.job_id, created_by=ctx.created_by)
     result = generator.run(ctx)
-    return {"image_ids": result.image_ids, "images": len(result.image_ids),
-            "made_this_run": result.made, "dataset": generator.dataset_name()}
+    out = {"image_ids": result.image_ids, "images": len(result.image_ids),
+           "made_this_run": result.made, "dataset": generator.dataset_name()}
+    hosts = job_hosts(ctx.job_id, ctx.settings)
+    if hosts:  # images made on a Ray cluster say where (core.generation.distributed)
+        out["hosts"] = hosts
+    return out
+
+
+def job_hosts(job_id: int, settings: Settings | None = None) -> dict[str, int]:
+    """How many of a job's images each Ray host made ({} for a job run locally)."""
+    with session_scope(settings) as session:
+        extras = session.scalars(select(Image.extra)
+                                 .join(GenerationItem, GenerationItem.image_id == Image.id)
+                                 .where(GenerationItem.job_id == job_id))
+        counts: dict[str, int] = {}
+        for extra in extras:
+            host = (extra or {}).get("host")
+            if host:
+                counts[host] = counts.get(host, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def job_image_ids(job_id: int, settings: Settings | None = None) -> list[int]:

@@ -49,6 +49,10 @@ def run_training_job(ctx: JobContext) -> dict[str, Any]:
     done_units = 0
     results: dict[str, Any] = {}
     ctx.progress(0, total, f"{len(run_ids)} run(s)", force=True)
+    from core.cluster import uses_ray
+
+    if uses_ray(ctx.settings):
+        return _run_on_ray(ctx, run_ids, units, total)
     for position, run_id in enumerate(run_ids):
         run = get_run(run_id, ctx.settings)
         if run is None or run.status in (RUN_FAILED, RUN_CANCELLED):
@@ -76,3 +80,27 @@ def run_training_job(ctx: JobContext) -> dict[str, Any]:
         ctx.set_result({"runs": results})
     ctx.progress(total, total, "done", force=True)
     return {"runs": results, "run_ids": run_ids}
+
+
+def _run_on_ray(ctx: JobContext, run_ids: list[int], units: dict[int, int],
+                total: int) -> dict[str, Any]:
+    """All unfinished runs at once, as Ray tasks (core.training.distributed)."""
+    from core.training.distributed import run_training_on_ray
+
+    pending, done_units, results = [], 0, {}
+    for run_id in run_ids:
+        run = get_run(run_id, ctx.settings)
+        if run is None or run.status in (RUN_FAILED, RUN_CANCELLED):
+            continue
+        if run.status == RUN_DONE:
+            done_units += units[run_id]
+            real = (run.metrics or {}).get("real_test", {})
+            results[str(run_id)] = {"accuracy": real.get("accuracy"), "f1_macro": real.get("f1"),
+                                    "f1_weighted": real.get("f1_weighted")}
+        else:
+            pending.append(run_id)
+    if pending:
+        results.update(run_training_on_ray(ctx, pending, done_units, total))
+    ctx.progress(total, total, "done", force=True)
+    return {"runs": {key: results[key] for key in map(str, run_ids) if key in results},
+            "run_ids": run_ids}
