@@ -71,6 +71,9 @@ class Settings:
     # real and synthetic alike, so neither the file nor its byte size gives the answer (a
     # compressed format would: its size follows the picture's entropy).
     quiz_image_px: int = 256
+    # Dealing a round counts the index per class and model once and keeps the counts while
+    # no image is curated (new images are added to them); at most this many seconds.
+    quiz_census_seconds: float = 60.0
     # Pages: the longest a cached count or list of choices (Home's totals, the Gallery's
     # splits) is reused; any write to the database renews it sooner (core.db.changes).
     page_cache_seconds: float = 30.0
