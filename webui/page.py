@@ -46,8 +46,10 @@ def boot() -> Settings:
             raise
         st.error(exc.strerror)
         st.stop()
+    # Started in the background (see device_info) before the sign-in gate: torch loads
+    # while a visitor types their password, not after they press "Sign in".
+    _device_future()
     _auth_gate(settings)
-    _device_future()  # started in the background; see device_info()
     if not st.session_state.get("_worker_checked"):
         from core.worker import ensure_worker
 
