@@ -235,6 +235,41 @@ def measure_sign_in(repeats: int) -> tuple[float, float]:
         os.environ.pop("SYNTHLAB_AUTH_MODE")
 
 
+COLD_SCRIPT = """
+import os, sys, time
+os.environ["STREAMLIT_LOGGER_LEVEL"] = "error"
+from streamlit.testing.v1 import AppTest
+root, what = sys.argv[1], sys.argv[2]
+if what == "sign-in":
+    app = AppTest.from_file(root + "/pages/home.py", default_timeout=300)
+    start = time.perf_counter(); app.run(); form = time.perf_counter() - start
+    time.sleep(5)  # typing the name and password
+    app.text_input(key="_sign_in_name").input(sys.argv[3])
+    app.text_input(key="_sign_in_password").input(sys.argv[4])
+    start = time.perf_counter(); app.button[0].click().run(); done = time.perf_counter() - start
+    assert [t.value for t in app.title] == ["SynthLab"], "sign-in did not land on Home"
+    print(form, done)
+else:
+    app = AppTest.from_file(root + "/app.py", default_timeout=300)
+    app.switch_page(what)
+    start = time.perf_counter(); app.run(); print(time.perf_counter() - start)
+    assert not app.exception
+"""
+
+
+def cold_start(what: str) -> list[float]:
+    """A fresh server process: its first page (``what``: a page file), or its sign-in form
+    and, 5 s of typing later, signing in (auth mode ``password``)."""
+    env = dict(os.environ)
+    if what == "sign-in":
+        env["SYNTHLAB_AUTH_MODE"] = "password"
+    out = subprocess.run([sys.executable, "-c", COLD_SCRIPT, str(ROOT), what, BENCH_USER,
+                          BENCH_PASSWORD], cwd=ROOT, env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(out.stderr[-2000:])
+    return [float(x) for x in out.stdout.split()]
+
+
 HEAVY = ("torch", "sklearn", "plotly.express", "plotly.graph_objects", "diffusers",
          "transformers", "captum", "datasets", "pandas")
 
@@ -298,6 +333,10 @@ def main() -> None:
         seconds, heavy = import_time()
         print(f"import webui + webui.jobs + core.gallery (fresh interpreter): {seconds:.2f} s; "
               f"heavy modules loaded: {', '.join(heavy) or 'none'}")
+        cold_gallery = cold_start("pages/gallery.py")[0]
+        cold_form, cold_sign_in = cold_start("sign-in")
+        print(f"fresh server process: first page (Gallery) {cold_gallery:.2f} s; sign-in form "
+              f"{cold_form:.2f} s, then signing in (5 s of typing later) {cold_sign_in:.2f} s")
         pages = menu()
         if args.pages:
             wanted = {t.strip().lower() for t in args.pages.split(",")}
