@@ -57,3 +57,29 @@ def _splits(_settings: Settings, key: tuple) -> list[str]:
 def image_splits(settings: Settings) -> list[str]:
     """``core.gallery.splits``: the split names in use."""
     return _splits(settings, _key(settings))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _training_choices(_settings: Settings, key: tuple):  # noqa: ANN202
+    from core.training.data import available_choices
+
+    return available_choices(_settings)
+
+
+def training_choices(settings: Settings):  # noqa: ANN201 - core.training.data.Choices
+    """``core.training.data.available_choices``: images per dataset and class (two GROUP BYs)."""
+    return _training_choices(settings, _key(settings))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _class_options(_settings: Settings, key: tuple) -> list:
+    from core.db.engine import session_scope
+    from core.preprocess.compare import class_options
+
+    with session_scope(_settings) as session:
+        return class_options(session)
+
+
+def preprocess_class_options(settings: Settings) -> list:
+    """``core.preprocess.compare.class_options``: classes with their usable images."""
+    return _class_options(settings, _key(settings))
