@@ -73,10 +73,10 @@ if importlib.util.find_spec("core.generation.registry") is None:
     st.info("The generation module is not installed in this copy of SynthLab, so no "
             "diffusion models can be listed.")
 else:
-    from core.generation import registry
+    from webui.cached import diffusion_models
 
     try:
-        entries = registry.list_models(settings)
+        entries = diffusion_models(settings)
     except Exception as exc:  # noqa: BLE001 - a broken model folder must not break Home
         st.error(f"Could not list the models: {escape_markdown(exc)}")
         entries = []

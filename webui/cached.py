@@ -83,3 +83,16 @@ def _class_options(_settings: Settings, key: tuple) -> list:
 def preprocess_class_options(settings: Settings) -> list:
     """``core.preprocess.compare.class_options``: classes with their usable images."""
     return _class_options(settings, _key(settings))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _diffusion_models(_settings: Settings, key: tuple) -> list:
+    from core.generation import registry
+
+    return registry.list_models(_settings)
+
+
+def diffusion_models(settings: Settings) -> list:
+    """``core.generation.registry.list_models`` (it walks the model folders and the Hugging
+    Face cache): a model downloaded outside SynthLab shows within ``page_cache_seconds``."""
+    return _diffusion_models(settings, _key(settings))
