@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 
+from tests.test_postgres import pg_settings, postgres_server  # noqa: F401 - fixtures
 from tests.test_quiz_helpers import add_pool
 
 
@@ -44,3 +45,26 @@ def test_deal_follows_unaudited_exclusions_and_new_images(settings):
     add_pool(settings, classes=("lime",), real_per_class=2, synthetic={"sd-turbo": 2})
     lime = rounds.new_round("ann", rounds.RoundRequest(mode="pair", class_name="lime"), settings)
     assert lime.class_name == "lime"  # new images are dealt at once
+
+
+def test_deal_and_change_marker_on_postgres(pg_settings):
+    from core import gallery
+    from core.db.changes import change_marker
+    from core.quiz import rounds
+
+    from core.db.engine import init_db
+
+    settings = pg_settings
+    init_db(settings)
+    before = change_marker(settings)
+    add_pool(settings, real_per_class=2, synthetic={"sd-turbo": 2})
+    assert change_marker(settings) != before
+    dealt = [_round_images(rounds.new_round("ann", rounds.RoundRequest(mode="pair"), settings).token,
+                           settings) for _ in range(2)]
+    assert len(set(dealt[0]) | set(dealt[1])) == 4  # no repeat until the pool is used up
+    marker = change_marker(settings)
+    gallery.set_excluded(dealt[0][:1], True, actor="ann", settings=settings)
+    assert change_marker(settings) != marker  # a curation is seen too
+    for _ in range(2):
+        token = rounds.new_round("ben", rounds.RoundRequest(mode="pair"), settings).token
+        assert dealt[0][0] not in _round_images(token, settings)
