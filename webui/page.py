@@ -46,10 +46,8 @@ def boot() -> Settings:
             raise
         st.error(exc.strerror)
         st.stop()
-    # Started in the background (see device_info) before the sign-in gate: torch loads
-    # while a visitor types their password, not after they press "Sign in".
-    _device_future()
     _auth_gate(settings)
+    _device_future()  # started in the background; see device_info()
     if not st.session_state.get("_worker_checked"):
         from core.worker import ensure_worker
 
@@ -242,6 +240,9 @@ def _password_gate(settings: Settings) -> None:
                 st.session_state[_COOKIE_KEY] = token
             st.rerun()
     st.caption("No account? Ask an admin to run `python -m core user add NAME`.")
+    # The form is drawn: torch loads in the background while the visitor types, not after
+    # they press "Sign in" (started no sooner, so it does not slow the form itself down).
+    _device_future()
     st.stop()
 
 
