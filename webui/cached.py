@@ -1,10 +1,12 @@
 """Read-only answers about the index that pages show on every rerun, cached per process.
 
 A Streamlit page reruns from the top on every click, so a GROUP BY over 100,000 images
-(Home's totals: tens of milliseconds) or a DISTINCT scan (the Gallery's splits) would run
-again each time. These are cached with ``st.cache_data`` keyed on the database's change
-marker (``core.db.changes``): any committed write, from this server, the worker or the CLI,
-gives a new key, and ``Settings.page_cache_seconds`` bounds the age of an answer besides.
+(Home's totals, Train's and Preprocess's counts: tens of milliseconds each) or a DISTINCT
+scan (the Gallery's splits) would run again each time. These are cached with
+``st.cache_data`` keyed on the database's change marker (``core.db.changes``): any committed
+write, from this server, the worker or the CLI, gives a new key, and
+``Settings.page_cache_seconds`` bounds the age of an answer besides (and is all that renews
+Home's list of diffusion models, which comes from folders, not the database).
 """
 
 from __future__ import annotations
