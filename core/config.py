@@ -89,6 +89,12 @@ class Settings:
     ray_actors: int = 0
     # Object store size of a private Ray instance (ray_address=local), MB.
     ray_object_store_mb: int = 200
+    # Dealing a round counts the index per class and model once and keeps the counts while
+    # no image is curated (new images are added to them); at most this many seconds.
+    quiz_census_seconds: float = 60.0
+    # Pages: the longest a cached count or list of choices (Home's totals, the Gallery's
+    # splits) is reused; any write to the database renews it sooner (core.db.changes).
+    page_cache_seconds: float = 30.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

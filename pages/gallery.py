@@ -19,6 +19,7 @@ from core.users.permissions import PermissionDenied, can_modify
 from core.wording import plural
 from webui import boot, current_identity, error_text, escape_markdown
 from webui.gallery import DETAIL_FIRST_FIELDS, detail_facts, grid_style
+from webui.cached import image_splits
 
 settings = boot()
 identity = current_identity()
@@ -40,7 +41,7 @@ with st.sidebar.form("gallery_filters"):
     f_sources = st.multiselect("Source", ["real", "synthetic"], key="g_sources")
     f_datasets = st.multiselect("Dataset", list(dataset_labels), format_func=dataset_labels.get,
                                 key="g_datasets")
-    f_splits = st.multiselect("Split", [*gallery.splits(settings), NO_SPLIT], key="g_splits")
+    f_splits = st.multiselect("Split", [*image_splits(settings), NO_SPLIT], key="g_splits")
     f_prompt = st.text_input("Prompt contains", key="g_prompt")
     f_excluded = st.radio("Excluded images", ["hide", "show too", "only"], horizontal=True,
                           key="g_excluded")

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 
-import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 from core import demo, gallery
 from core.figure_layout import readable
 from webui import boot, current_identity, current_user, device_info, escape_markdown
+from webui.cached import index_overview
 from webui.jobs import render_job_list
 
 settings = boot()
@@ -42,7 +41,8 @@ st.title("SynthLab")
 st.caption("Can images made by a text-to-image diffusion model enhance or replace a real "
            "training set?")
 
-stats = gallery.stats(settings)
+# One read of the totals (cached until the database changes): the chart's counts come with it.
+stats = index_overview(settings)
 total_cols = st.columns(4)
 total_cols[0].metric("Images", f"{stats['images']:,}")
 total_cols[1].metric("Real", f"{stats['by_source'].get('real', 0):,}")
@@ -50,10 +50,11 @@ total_cols[2].metric("Synthetic", f"{stats['by_source'].get('synthetic', 0):,}")
 total_cols[3].metric("Excluded", f"{stats['excluded']:,}")
 
 st.subheader("Images per class and source")
-counts = gallery.counts_by_class_and_source(settings)
+counts = stats["chart"]
 if counts:
-    frame = pd.DataFrame(counts)
-    figure = px.bar(frame, x="display_name", y="count", color="source", barmode="group",
+    import plotly.express as px  # only with images to chart (it loads pandas too)
+
+    figure = px.bar(counts, x="display_name", y="count", color="source", barmode="group",
                     labels={"display_name": "class", "count": "images"},
                     color_discrete_map={"real": "#2e7d32", "synthetic": "#7b1fa2"})
     figure.update_layout(height=360)
@@ -92,10 +93,10 @@ with left:
     recent = gallery.datasets(settings)[:8]
     if recent:
         per_dataset = stats["per_dataset"]
-        st.dataframe(pd.DataFrame([{
+        st.dataframe([{
             "dataset": d.name, "source": d.source, "layout": d.layout or "-",
             "images": per_dataset.get(d.name, 0), "by": d.created_by or "-",
-            "when": d.created_at.strftime("%Y-%m-%d %H:%M")} for d in recent]),
+            "when": d.created_at.strftime("%Y-%m-%d %H:%M")} for d in recent],
             hide_index=True, width="stretch")
     else:
         st.caption("Nothing imported yet.")
@@ -120,17 +121,17 @@ if importlib.util.find_spec("core.generation.registry") is None:
     st.info("The generation module is not installed in this copy of SynthLab, so no "
             "diffusion models can be listed.")
 else:
-    from core.generation import registry
+    from webui.cached import diffusion_models
 
     try:
-        entries = registry.list_models(settings)
+        entries = diffusion_models(settings)
     except Exception as exc:  # noqa: BLE001 - a broken model folder must not break Home
         st.error(f"Could not list the models: {escape_markdown(exc)}")
         entries = []
     available = [e for e in entries if e.available]
     if available:
-        st.dataframe(pd.DataFrame([{"model": e.label, "kind": e.kind, "folder": e.location}
-                                   for e in available]), hide_index=True, width="stretch")
+        st.dataframe([{"model": e.label, "kind": e.kind, "folder": e.location}
+                      for e in available], hide_index=True, width="stretch")
     else:
         st.warning("No diffusion model is available locally, so images cannot be generated "
                    "yet. Everything else works.")

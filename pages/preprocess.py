@@ -14,7 +14,7 @@ from core.db.engine import session_scope
 from core.db.models import SOURCE_REAL, SOURCE_SYNTHETIC, Dataset
 from core.preprocess import (BUILTIN_DESCRIPTIONS, DEFAULT_NAMES, Pipeline, PipelineError,
                              list_presets, load_pipeline)
-from core.preprocess.compare import (aspect_figure, class_options, compare_aspects, image_choices,
+from core.preprocess.compare import (aspect_figure, compare_aspects, image_choices,
                                      open_image, random_image_id, stretched)
 from core.preprocess.presets import delete_preset, get_preset, save_preset
 from core.preprocess.stats import ImageFilter, random_margin_from_dataset
@@ -22,6 +22,7 @@ from core.preprocess.transforms import (LETTERBOX_FILLS, RESAMPLING, RandomMargi
                                         TransformError, transform_types)
 from core.users.permissions import PermissionDenied, can_modify
 from webui import boot, current_identity, error_text, escape_markdown
+from webui.cached import preprocess_class_options
 
 settings = boot()
 identity = current_identity()
@@ -225,8 +226,8 @@ def _aspects(real_json: str, synthetic_json: str, class_name: str | None, seed: 
 
 # --- what to look at ----------------------------------------------------------------------
 
+classes = preprocess_class_options(settings)  # cached until the index changes
 with session_scope(settings) as session:
-    classes = class_options(session)
     real_datasets = list(session.scalars(
         select(Dataset.name).where(Dataset.source == SOURCE_REAL).order_by(Dataset.name)))
 presets = list_presets(settings)

@@ -129,6 +129,18 @@ if eval_set == "real_test":
 PLOT_CONFIG = {"toImageButtonOptions": {"format": "png", "scale": 2}, "displaylogo": False}
 
 
+@st.cache_resource(show_spinner=False, max_entries=256)
+def cached_figure(kind: str, key: tuple, _build):  # noqa: ANN001, ANN201 - a plotly Figure
+    """A finished run's figure, built once per process: building a dozen plotly figures on
+    every click took most of this page's rerun. ``key`` names everything the figure shows
+    (the runs' ids and finish times, the test set, the options); a finished run never changes."""
+    return _build()
+
+
+def runs_key(chosen: list) -> tuple:  # noqa: ANN001
+    return tuple((run.id, str(run.finished_at)) for run in chosen)
+
+
 def show(fig, key: str) -> None:  # noqa: ANN001
     st.plotly_chart(fig, key=key, config={**PLOT_CONFIG, "toImageButtonOptions": {
         **PLOT_CONFIG["toImageButtonOptions"], "filename": key}})
@@ -142,7 +154,8 @@ if len({row["real_per_class"] for row in efficiency}) > 1:
     st.caption("Accuracy on the real test set against real training images per class, with and "
                "without synthetic images added. Where the lines part, synthetic data helps; the "
                "horizontal gap says how much real data it replaces.")
-    show(data_efficiency_figure(efficiency), "data_efficiency")
+    show(cached_figure("efficiency", runs_key(runs), lambda: data_efficiency_figure(efficiency)),
+         "data_efficiency")
     # "all" beside numbers: one text column, so Arrow need not guess a type.
     st.dataframe(pd.DataFrame(efficiency).astype({"real_per_class": str}), hide_index=True,
                  width="stretch")
@@ -150,9 +163,11 @@ if len({row["real_per_class"] for row in efficiency}) > 1:
 st.subheader("Training curves")
 curve_left, curve_right = st.columns(2)
 with curve_left:
-    show(history_figure(runs, "loss"), "training_loss")
+    show(cached_figure("loss", runs_key(runs), lambda: history_figure(runs, "loss")),
+         "training_loss")
 with curve_right:
-    show(history_figure(runs, "acc"), "training_accuracy")
+    show(cached_figure("acc", runs_key(runs), lambda: history_figure(runs, "acc")),
+         "training_accuracy")
 
 st.subheader("Per run")
 normalised = st.toggle("Normalise the confusion matrices (rows sum to 1)", key="r_norm")
@@ -174,10 +189,14 @@ for column, run in zip(columns, shown):
         for note in (run.config or {}).get("notes", []):
             if "fewer available" in note or "not enough" in note:
                 st.caption(f":orange[{escape_markdown(note)}]")
-        show(roc_figure(curves, f"ROC, run {run.id}"), f"roc_{run.id}")
-        show(pr_figure(curves, f"Precision-recall, run {run.id}"), f"pr_{run.id}")
-        show(confusion_figure(curves, run.class_names, normalised=normalised,
-                              title=f"Confusion, run {run.id}"), f"confusion_{run.id}")
+        key = (*runs_key([run]), eval_set)
+        show(cached_figure("roc", key, lambda: roc_figure(curves, f"ROC, run {run.id}")),
+             f"roc_{run.id}")
+        show(cached_figure("pr", key, lambda: pr_figure(curves, f"Precision-recall, run {run.id}")),
+             f"pr_{run.id}")
+        show(cached_figure("confusion", (*key, normalised), lambda: confusion_figure(
+            curves, run.class_names, normalised=normalised, title=f"Confusion, run {run.id}")),
+            f"confusion_{run.id}")
         with st.expander("Per-class report"):
             st.dataframe(pd.DataFrame(curves.get("report", [])), hide_index=True, width="stretch")
         with st.expander("Configuration and seeds"):

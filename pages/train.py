@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.preprocess import DEFAULT_NAMES, list_presets
-from core.training.data import MODES, DataError, DataSpec, available_choices
+from core.training.data import MODES, DataError, DataSpec
 from core.training.experiments import (DEFAULT_SWEEP_LEVELS, REPEATS_MAX, SEED_MAX,
                                        ExperimentRequest, create_runs, list_runs, reconcile_runs)
 from core.training.figures import history_figure
@@ -19,6 +19,7 @@ from core.wording import plural
 from core.training.trainer import (BATCH_SIZE_MAX, EPOCHS_MAX, IMAGE_SIZE_MAX, IMAGE_SIZE_MIN,
                                    LR_MAX, LR_MIN, PATIENCE_MAX, WEIGHT_DECAY_MAX, TrainConfig)
 from webui import boot, current_identity, current_user, escape_markdown
+from webui.cached import training_choices
 from webui.jobs import live_fragment, render_job_list
 
 settings = boot()
@@ -40,7 +41,7 @@ MIX_HELP = {"count": "N synthetic per class added to all real",
             "ratio": "by ratio",
             "half": "half of each set per class (the original study)"}
 
-choices = available_choices(settings)
+choices = training_choices(settings)  # cached until the index changes
 if len(choices.classes) < 2 or not choices.real_datasets:
     st.info("Training needs real images of at least two classes (the test set is always real). "
             "Import some on the **Import** page, or from the command line with "

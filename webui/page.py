@@ -12,10 +12,21 @@ from core.db.engine import init_db
 
 
 @st.cache_resource(show_spinner=False)
-def _device_info():  # noqa: ANN202 - cached across sessions: the hardware does not change
-    from core.device import detect_device
+def _device_future():  # noqa: ANN202 - a Future of core.device.DeviceInfo
+    """Detect the device once per process, in a thread: it imports torch (seconds on a
+    busy machine), which only the pages that show the device or use torch need to wait for;
+    every other page's first render goes on meanwhile (``boot`` starts it)."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    return detect_device()
+    def detect():  # noqa: ANN202
+        from core.device import detect_device
+
+        return detect_device()
+
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="synthlab-device")
+    future = executor.submit(detect)
+    executor.shutdown(wait=False)
+    return future
 
 
 def boot() -> Settings:
@@ -36,6 +47,7 @@ def boot() -> Settings:
         st.error(error_text(exc.strerror))
         st.stop()
     _auth_gate(settings)
+    _device_future()  # started in the background; see device_info()
     if not st.session_state.get("_worker_checked"):
         from core.worker import ensure_worker
 
@@ -237,6 +249,9 @@ def _password_gate(settings: Settings) -> None:
                 st.session_state[_COOKIE_KEY] = token
             st.rerun()
     st.caption("No account? Ask an admin to run `python -m core user add NAME`.")
+    # The form is drawn: torch loads in the background while the visitor types, not after
+    # they press "Sign in" (started no sooner, so it does not slow the form itself down).
+    _device_future()
     st.stop()
 
 
@@ -323,10 +338,12 @@ def sidebar(settings: Settings) -> None:
                           help="Recorded on every import, job and quiz answer you make. "
                                "This browser remembers it.")
             _remember_name()
-        device = _device_info()
-        st.caption(f"Device: {device.label}")
+        device = _device_future()
+        # Not waited for: the sidebar is drawn before the page, on every page.
+        st.caption(f"Device: {device.result().label}" if device.done() else "Device: checking...")
         st.caption(f"Data: `{settings.home_path}`")
 
 
-def device_info():  # noqa: ANN201
-    return _device_info()
+def device_info():  # noqa: ANN201 - core.device.DeviceInfo
+    """This machine's device (waits for the detection ``boot`` started)."""
+    return _device_future().result()

@@ -24,8 +24,7 @@ from core.db.engine import run_write, session_scope
 from core.db.models import ImageClass, utcnow
 from core.quiz.answers import (GUESSES, SKIPPED, Reveal, RevealedImage, answer_round,
                                judge_answer, reveal_round, skip_round)
-from core.quiz.choosing import (IMAGES_PER_MODE, UNKNOWN_MODEL, candidates,
-                                choose_images, times_shown)
+from core.quiz.choosing import IMAGES_PER_MODE, UNKNOWN_MODEL, choose_images
 from core.quiz.delivery import (ServedImage, ServedRound, image_seed, round_images,
                                 serve_round, served_image)
 from core.quiz.errors import (MAX_PLAYER_NAME, AlreadyAnswered, QuizError,
@@ -127,8 +126,8 @@ def new_round(player: str, request: RoundRequest, settings: Settings | None = No
 
     def write(session: Session) -> RoundView:
         rng = np.random.default_rng(seed)
-        choice = choose_images(candidates(session, request), request.mode,
-                               times_shown(session, player), rng)
+        choice = choose_images(session, request, player, rng,
+                               max_age_s=settings.quiz_census_seconds)
         positions = rng.permutation(len(choice.images))
         # The picture's resolution: the size cap, but never above the smallest image of
         # either pool, so no side is ever enlarged by resampling (a blown-up small photo
