@@ -100,6 +100,11 @@ def _rows(session: Session, ids: list[int]) -> list[ImageRow]:
 
 def _seek_ids(session: Session, flt: GalleryFilter, sort: str, limit: int,
               after: ImageRow | None, before: ImageRow | None) -> list[int]:
+    if sort == "class":
+        return gallery_sql.class_sorted_ids(
+            session, flt, limit=limit,
+            after=gallery_sql.sort_key(after, sort) if after is not None else None,
+            before=gallery_sql.sort_key(before, sort) if before is not None else None)
     query = _where(select(Image.id), flt, session)
     if after is not None:
         query = query.where(gallery_sql.beyond(sort, gallery_sql.sort_key(after, sort)))
@@ -144,6 +149,8 @@ def page(flt: GalleryFilter, *, sort: str = "newest", offset: int = 0, limit: in
             ids = _seek_ids(session, flt, sort, limit, after, before)
             if len(ids) < expected:
                 ids = None
+        if ids is None and sort == "class":
+            ids = gallery_sql.class_sorted_ids(session, flt, limit=limit, offset=offset)
         if ids is None:
             query = _where(select(Image.id), flt, session)
             if offset > total // 2 and expected:
@@ -156,6 +163,14 @@ def page(flt: GalleryFilter, *, sort: str = "newest", offset: int = 0, limit: in
                                            .offset(offset).limit(limit)))
         rows = _rows(session, ids)
     return Page(rows=rows, total=total, offset=offset, limit=limit)
+
+
+def refresh_statistics(settings: Settings | None = None) -> None:
+    """Let the query planner see the table as it is now (ANALYZE), after a bulk import: on
+    SQLite, without statistics, a filter may pick a worse index. Sampled on SQLite (at
+    most ~1,000 rows per index), so it takes milliseconds at a million rows."""
+    with session_scope(settings, write=True) as session:
+        gallery_sql.analyze(session)
 
 
 def image_detail(image_id: int, settings: Settings | None = None) -> dict[str, Any] | None:

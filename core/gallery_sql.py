@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, column, false, func, or_, select, table, true
+from sqlalchemy import ColumnElement, Select, and_, column, false, func, or_, select, table, text, true
 from sqlalchemy.orm import Session
 
 from core.db.models import Image, ImageClass, ImageCount
@@ -55,6 +55,16 @@ def forget_prompt_index() -> None:
         _fts_known.clear()
 
 
+def analyze(session: Session) -> None:
+    """Refresh the planner's statistics of the gallery's tables (see ``refresh_statistics``)."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(text("PRAGMA analysis_limit=1000"))
+        session.execute(text("ANALYZE images"))
+        session.execute(text("ANALYZE image_counts"))
+    else:
+        session.execute(text("ANALYZE images, image_counts"))
+
+
 def _like_pattern(text: str) -> str:
     # The user's wildcards are escaped: the text is matched literally.
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -89,8 +99,13 @@ def _split_clause(col: Any, splits: Sequence[str], none_value: str | None) -> Co
     return or_(*clauses)
 
 
-def _class_ids(names: Sequence[str]) -> Any:
-    return select(ImageClass.id).where(ImageClass.name.in_(list(names))).scalar_subquery()
+def _class_ids(names: Sequence[str], session: Session | None) -> Any:
+    # Looked up first when there is a session: the planner then sees ``class_id = 5`` and
+    # reads the class's index in id order; behind a subquery it cannot know it is one value.
+    query = select(ImageClass.id).where(ImageClass.name.in_(list(names)))
+    if session is None:
+        return query.scalar_subquery()
+    return list(session.scalars(query))
 
 
 def where(query: Select, flt: Any, session: Session | None = None) -> Select:
@@ -99,7 +114,7 @@ def where(query: Select, flt: Any, session: Session | None = None) -> Select:
     if excluded is not None:
         query = query.where(excluded)
     if flt.classes:
-        query = query.where(Image.class_id.in_(_class_ids(flt.classes)))
+        query = query.where(Image.class_id.in_(_class_ids(flt.classes, session)))
     if flt.sources:
         query = query.where(Image.source.in_(flt.sources))
     if flt.datasets:
@@ -117,19 +132,34 @@ def count(session: Session, flt: Any) -> int:
     prompts (which that table does not cover); exact either way."""
     if flt.prompt_contains.strip():
         return session.scalar(where(select(func.count(Image.id)), flt, session)) or 0
-    query = select(func.coalesce(func.sum(ImageCount.n), 0))
+    return int(session.scalar(_counts_where(select(func.coalesce(func.sum(ImageCount.n), 0)),
+                                            flt, session)) or 0)
+
+
+def count_by_class(session: Session, flt: Any) -> dict[int, int]:
+    """``{class id: matching images}`` for the classes with any."""
+    if flt.prompt_contains.strip():
+        query = where(select(Image.class_id, func.count(Image.id)), flt, session)
+        found = list(session.execute(query.group_by(Image.class_id)))
+    else:
+        query = _counts_where(select(ImageCount.class_id, func.sum(ImageCount.n)), flt, session)
+        found = list(session.execute(query.group_by(ImageCount.class_id)))
+    return {class_id: int(n) for class_id, n in found if n}
+
+
+def _counts_where(query: Select, flt: Any, session: Session) -> Select:
     excluded = _excluded_clause(ImageCount.excluded, flt)
     if excluded is not None:
         query = query.where(excluded)
     if flt.classes:
-        query = query.where(ImageCount.class_id.in_(_class_ids(flt.classes)))
+        query = query.where(ImageCount.class_id.in_(_class_ids(flt.classes, session)))
     if flt.sources:
         query = query.where(ImageCount.source.in_(flt.sources))
     if flt.datasets:
         query = query.where(ImageCount.dataset_id.in_(flt.datasets))
     if flt.splits:
         query = query.where(_split_clause(ImageCount.split, flt.splits, ""))
-    return int(session.scalar(query) or 0)
+    return query
 
 
 def _sort_columns(sort: str) -> list[tuple[Any, bool]]:
@@ -174,3 +204,49 @@ def beyond(sort: str, key: tuple[Any, ...], *, backwards: bool = False) -> Colum
         equal = [c == key[k] for k, (c, _) in enumerate(columns[:depth])]
         clauses.append(and_(*equal, ahead) if equal else ahead)
     return or_(*clauses) if len(clauses) > 1 else clauses[0]
+
+
+def class_sorted_ids(session: Session, flt: Any, *, limit: int, offset: int = 0,
+                     after: tuple[str, int] | None = None,
+                     before: tuple[str, int] | None = None) -> list[int]:
+    """Ids of one "by class" page (class name A-Z, newest first within a class), read one
+    class at a time: each step is ``class_id = ? ... ORDER BY id DESC`` on a class index, so
+    no query sorts the whole filtered set (a join ordered by name would). Per-class totals
+    (from the count table) say which class an offset falls in and which classes to skip.
+    ``after``/``before`` are a boundary row's ``(class name, id)``: keyset paging."""
+    per_class = count_by_class(session, flt)
+    names = {class_id: name for class_id, name in session.execute(
+        select(ImageClass.id, ImageClass.name).where(ImageClass.id.in_(list(per_class))))}
+    order_ = sorted(per_class, key=lambda class_id: names[class_id])
+    backwards = before is not None
+    boundary = after or before
+    if backwards:
+        order_.reverse()
+    if boundary is not None:
+        name, _ = boundary
+        # Start at the boundary's class (or the first one beyond it in this direction).
+        order_ = [c for c in order_ if (names[c] <= name if backwards else names[c] >= name)]
+    ids: list[int] = []
+    for class_id in order_:
+        want = limit - len(ids)
+        if want <= 0:
+            break
+        total = per_class[class_id]
+        if boundary is None and offset >= total:
+            offset -= total
+            continue
+        query = where(select(Image.id), flt, session).where(Image.class_id == class_id)
+        descending = not backwards
+        if boundary is not None and names[class_id] == boundary[0]:
+            query = query.where(Image.id > boundary[1] if backwards else Image.id < boundary[1])
+        elif boundary is None and offset > total // 2:
+            # Deep in a big class: read it from its other end (see ``core.gallery.page``).
+            take = min(want, total - offset)
+            query = query.order_by(Image.id.asc()).offset(total - offset - take).limit(take)
+            ids.extend(list(session.scalars(query))[::-1])
+            offset = 0
+            continue
+        query = query.order_by(Image.id.desc() if descending else Image.id.asc())
+        ids.extend(session.scalars(query.offset(offset).limit(want)))
+        offset = 0
+    return ids[::-1] if backwards else ids
