@@ -89,7 +89,8 @@ def populate(settings, rows: int, seed: int) -> None:
 
 
 def naive_page(settings, flt, sort: str, offset: int, limit: int):
-    """What a page without SQL filtering does: fetch everything, filter in Python."""
+    """What a page without SQL filtering does: fetch everything, filter in Python (the
+    next page too, to check the keyset one)."""
     from sqlalchemy import select
 
     from core.db.engine import session_scope
@@ -122,7 +123,7 @@ def naive_page(settings, flt, sort: str, offset: int, limit: int):
         keep.sort(key=lambda r: -r.id)
     elif sort == "class":
         keep.sort(key=lambda r: (r[3], -r.id))
-    return len(keep), keep[offset:offset + limit]
+    return len(keep), keep[offset:offset + limit], keep[offset + limit:offset + 2 * limit]
 
 
 def timed(fn, repeats: int, cpu: list | None = None) -> tuple[float, object]:
@@ -225,7 +226,7 @@ def main() -> None:
         for label, flt, sort, offset in cases:
             real_s, page = timed(lambda: gallery.page(flt, sort=sort, offset=offset, limit=PAGE,
                                                       settings=settings), args.repeats, page_cpu)
-            naive_s, (n_total, naive_rows) = timed(
+            naive_s, (n_total, naive_rows, naive_next) = timed(
                 lambda: naive_page(settings, flt, sort, offset, PAGE), max(1, args.repeats // 3),
                 naive_cpu)
             assert page.rows, f"{label}: matches nothing"
@@ -234,7 +235,6 @@ def main() -> None:
             next_s, following = timed(lambda: gallery.seek(flt, sort=sort, after=page.rows[-1],
                                                             limit=PAGE, settings=settings),
                                       args.repeats)
-            naive_next = naive_page(settings, flt, sort, offset + PAGE, PAGE)[1]
             assert [r.id for r in following] == [r.id for r in naive_next], label
             pages.append(real_s)
             nexts.append(next_s)
