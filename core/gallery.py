@@ -135,7 +135,7 @@ def page(flt: GalleryFilter, *, sort: str = "newest", offset: int = 0, limit: in
 
     With ``after`` (or ``before``) the page is read by keyset from that row, ``offset``
     then only says which page it is; if the rows around it changed so that the seek comes
-    back short, the page is read by offset instead. An offset past the middle is read from
+    back short, or the page is the first, the page is read by offset instead. An offset past the middle is read from
     the other end, so the last page costs what the first does.
     """
     limit = max(1, min(int(limit), 1000))
@@ -145,7 +145,8 @@ def page(flt: GalleryFilter, *, sort: str = "newest", offset: int = 0, limit: in
             total = gallery_sql.count(session, flt)
         expected = max(0, min(limit, total - offset))
         ids: list[int] | None = None
-        if after is not None or before is not None:
+        # The first page is read from the top (cheap), so it always shows the newest rows.
+        if (after is not None or before is not None) and offset > 0:
             ids = _seek_ids(session, flt, sort, limit, after, before)
             if len(ids) < expected:
                 ids = None
