@@ -1,9 +1,10 @@
 """Browsing and curating the image index: filtered, sorted, paginated queries in SQL.
 
-Every filter is a WHERE clause on indexed columns (the ``ix_images_filter`` index starts
-with ``excluded, class_id, source, dataset_id, split``), pages are LIMIT/OFFSET over an
-ORDER BY that ends with the primary key, so a page costs the same at 100 or 100,000
-images and nothing is filtered in Python.
+The SQL lives in ``core.gallery_sql``: every filter is served by an index ending in ``id``
+(so a page reads LIMIT index entries), totals come from the trigger-kept ``image_counts``
+table, prompt search uses a trigram index. Next/previous pages seek from the last row shown
+(keyset); an OFFSET is used only for a jump, and read from the nearer end. Nothing is
+filtered in Python.
 """
 
 from __future__ import annotations
@@ -12,23 +13,18 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from core import neardup
+from core import gallery_sql, neardup
 from core.catalog import get_or_create_class
 from core.config import Settings, get_settings
 from core.db.engine import run_write, session_scope
-from core.db.models import Dataset, Image, ImageClass
+from core.db.models import Dataset, Image, ImageClass, ImageCount
 from core.store import ImageStore
 from core.users.permissions import refusals_audited
 
-SORTS = {
-    "newest": "newest first",
-    "oldest": "oldest first",
-    "class": "by class",
-    "size": "largest first",
-}
+SORTS = gallery_sql.SORTS
 
 
 @dataclass
@@ -72,43 +68,9 @@ class Page:
         return max(1, -(-self.total // self.limit))
 
 
-def _where(query: Select, flt: GalleryFilter) -> Select:
-    if flt.only_excluded:
-        query = query.where(Image.excluded.is_(True))
-    elif not flt.include_excluded:
-        query = query.where(Image.excluded.is_(False))
-    if flt.classes:
-        ids = select(ImageClass.id).where(ImageClass.name.in_(flt.classes)).scalar_subquery()
-        query = query.where(Image.class_id.in_(ids))
-    if flt.sources:
-        query = query.where(Image.source.in_(flt.sources))
-    if flt.datasets:
-        query = query.where(Image.dataset_id.in_(flt.datasets))
-    if flt.splits:
-        named = [s for s in flt.splits if s]
-        clauses = [Image.split.in_(named)] if named else []
-        if "" in flt.splits:
-            clauses.append(Image.split.is_(None))
-        query = query.where(or_(*clauses))
-    if flt.prompt_contains.strip():
-        # LIKE with the user's wildcards escaped: the text is matched literally.
-        text = flt.prompt_contains.strip()
-        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(Image.prompt.ilike(f"%{escaped}%", escape="\\"))
-    return query
-
-
-def _order(query: Select, sort: str) -> Select:
-    if sort == "oldest":
-        return query.order_by(Image.id.asc())
-    if sort == "class":
-        return (query.join(ImageClass, Image.class_id == ImageClass.id)
-                .order_by(ImageClass.name.asc(), Image.id.desc()))
-    if sort == "size":
-        return query.order_by((Image.width * Image.height).desc(), Image.id.desc())
-    if sort != "newest":
-        raise ValueError(f"unknown sort {sort!r}; one of {', '.join(SORTS)}")
-    return query.order_by(Image.id.desc())
+def _where(query: Select, flt: GalleryFilter, session: Session | None = None) -> Select:
+    # With a session, prompt search may use the trigram index (same rows either way).
+    return gallery_sql.where(query, flt, session)
 
 
 _ROW_COLUMNS = (Image.id, Image.path, Image.sha256, ImageClass.name, ImageClass.display_name,
@@ -117,28 +79,95 @@ _ROW_COLUMNS = (Image.id, Image.path, Image.sha256, ImageClass.name, ImageClass.
 
 
 def count(flt: GalleryFilter, settings: Settings | None = None) -> int:
+    """How many images match (exact: from the count table, or counted for a prompt search)."""
     with session_scope(settings) as session:
-        return session.scalar(_where(select(func.count(Image.id)), flt)) or 0
+        return gallery_sql.count(session, flt)
+
+
+def _rows(session: Session, ids: list[int]) -> list[ImageRow]:
+    # The page's ids were picked on the images table alone (index only); now join the names.
+    if not ids:
+        return []
+    query = (select(*_ROW_COLUMNS).join(ImageClass, Image.class_id == ImageClass.id)
+             .join(Dataset, Image.dataset_id == Dataset.id).where(Image.id.in_(ids)))
+    by_id = {r[0]: ImageRow(*r) for r in session.execute(query)}
+    return [by_id[i] for i in ids if i in by_id]
+
+
+def _seek_ids(session: Session, flt: GalleryFilter, sort: str, limit: int,
+              after: ImageRow | None, before: ImageRow | None) -> list[int]:
+    if sort == "class":
+        return gallery_sql.class_sorted_ids(
+            session, flt, limit=limit,
+            after=gallery_sql.sort_key(after, sort) if after is not None else None,
+            before=gallery_sql.sort_key(before, sort) if before is not None else None)
+    query = _where(select(Image.id), flt, session)
+    if after is not None:
+        query = query.where(gallery_sql.beyond(sort, gallery_sql.sort_key(after, sort)))
+        return list(session.scalars(gallery_sql.order(query, sort).limit(limit)))
+    assert before is not None
+    query = query.where(gallery_sql.beyond(sort, gallery_sql.sort_key(before, sort), backwards=True))
+    ids = list(session.scalars(gallery_sql.order(query, sort, reverse=True).limit(limit)))
+    return ids[::-1]
+
+
+def seek(flt: GalleryFilter, *, sort: str = "newest", after: ImageRow | None = None,
+         before: ImageRow | None = None, limit: int = 48,
+         settings: Settings | None = None) -> list[ImageRow]:
+    """Keyset paging: the ``limit`` rows just after ``after`` (the last row shown: the next
+    page) or just before ``before`` (the first row shown: the previous page), in ``sort``
+    order. Costs the same on page 2 and page 2,000, unlike an OFFSET."""
+    if (after is None) == (before is None):
+        raise ValueError("give exactly one of after= or before=")
+    limit = max(1, min(int(limit), 1000))
+    with session_scope(settings) as session:
+        return _rows(session, _seek_ids(session, flt, sort, limit, after, before))
 
 
 def page(flt: GalleryFilter, *, sort: str = "newest", offset: int = 0, limit: int = 48,
-         total: int | None = None, settings: Settings | None = None) -> Page:
-    """One page of images and the total matching the filter (pass ``total`` if known)."""
+         total: int | None = None, after: ImageRow | None = None,
+         before: ImageRow | None = None, settings: Settings | None = None) -> Page:
+    """One page of images and the total matching the filter (pass ``total`` if known).
+
+    With ``after`` (or ``before``) the page is read by keyset from that row, ``offset``
+    then only says which page it is; if the rows around it changed so that the seek comes
+    back short, or the page is the first, the page is read by offset instead. An offset past the middle is read from
+    the other end, so the last page costs what the first does.
+    """
     limit = max(1, min(int(limit), 1000))
     offset = max(0, int(offset))
     with session_scope(settings) as session:
         if total is None:
-            total = session.scalar(_where(select(func.count(Image.id)), flt)) or 0
-        # Pick the page's ids on the images table alone (index only), then join the names.
-        ids_query = _order(_where(select(Image.id), flt), sort).offset(offset).limit(limit)
-        ids = list(session.scalars(ids_query))
-        rows = []
-        if ids:
-            query = (select(*_ROW_COLUMNS).join(ImageClass, Image.class_id == ImageClass.id)
-                     .join(Dataset, Image.dataset_id == Dataset.id).where(Image.id.in_(ids)))
-            by_id = {r[0]: ImageRow(*r) for r in session.execute(query)}
-            rows = [by_id[i] for i in ids if i in by_id]
+            total = gallery_sql.count(session, flt)
+        expected = max(0, min(limit, total - offset))
+        ids: list[int] | None = None
+        # The first page is read from the top (cheap), so it always shows the newest rows.
+        if (after is not None or before is not None) and offset > 0:
+            ids = _seek_ids(session, flt, sort, limit, after, before)
+            if len(ids) < expected:
+                ids = None
+        if ids is None and sort == "class":
+            ids = gallery_sql.class_sorted_ids(session, flt, limit=limit, offset=offset)
+        if ids is None:
+            query = _where(select(Image.id), flt, session)
+            if offset > total // 2 and expected:
+                # Reverse order from the end: OFFSET walks total - offset entries, not offset.
+                from_end = max(0, total - offset - limit)
+                ids = list(session.scalars(gallery_sql.order(query, sort, reverse=True)
+                                           .offset(from_end).limit(expected)))[::-1]
+            else:
+                ids = list(session.scalars(gallery_sql.order(query, sort)
+                                           .offset(offset).limit(limit)))
+        rows = _rows(session, ids)
     return Page(rows=rows, total=total, offset=offset, limit=limit)
+
+
+def refresh_statistics(settings: Settings | None = None) -> None:
+    """Let the query planner see the table as it is now (ANALYZE), after a bulk import: on
+    SQLite, without statistics, a filter may pick a worse index. Sampled on SQLite (at
+    most ~1,000 rows per index), so it takes milliseconds at a million rows."""
+    with session_scope(settings, write=True) as session:
+        gallery_sql.analyze(session)
 
 
 def image_detail(image_id: int, settings: Settings | None = None) -> dict[str, Any] | None:
@@ -181,21 +210,24 @@ def datasets(settings: Settings | None = None) -> list[Dataset]:
 
 
 def splits(settings: Settings | None = None) -> list[str]:
+    """Every split name in use (from the count table: no scan of the images)."""
     with session_scope(settings) as session:
-        return sorted(s for s in session.scalars(select(Image.split).distinct()) if s)
+        return sorted(s for s in session.scalars(select(ImageCount.split).distinct()) if s)
 
 
 def counts_by_class_and_source(settings: Settings | None = None, *,
                                include_excluded: bool = False) -> list[dict[str, Any]]:
     """``[{class, display_name, source, count}]`` for charts and ``stats``."""
     with session_scope(settings) as session:
-        query = (select(ImageClass.name, ImageClass.display_name, Image.source, func.count(Image.id))
-                 .join(ImageClass, Image.class_id == ImageClass.id)
-                 .group_by(ImageClass.name, ImageClass.display_name, Image.source)
-                 .order_by(ImageClass.name, Image.source))
+        query = (select(ImageClass.name, ImageClass.display_name, ImageCount.source,
+                        func.sum(ImageCount.n))
+                 .join(ImageClass, ImageCount.class_id == ImageClass.id)
+                 .group_by(ImageClass.name, ImageClass.display_name, ImageCount.source)
+                 .having(func.sum(ImageCount.n) > 0)
+                 .order_by(ImageClass.name, ImageCount.source))
         if not include_excluded:
-            query = query.where(Image.excluded.is_(False))
-        return [{"class": name, "display_name": display, "source": source, "count": n}
+            query = query.where(ImageCount.excluded == False)  # noqa: E712 - SQL, indexable
+        return [{"class": name, "display_name": display, "source": source, "count": int(n)}
                 for name, display, source, n in session.execute(query)]
 
 
@@ -206,11 +238,13 @@ def stats(settings: Settings | None = None) -> dict[str, Any]:
     for row in rows:
         per_class.setdefault(row["class"], {})[row["source"]] = row["count"]
     with session_scope(settings) as session:
-        total = session.scalar(select(func.count(Image.id))) or 0
-        excluded = session.scalar(select(func.count(Image.id)).where(Image.excluded.is_(True))) or 0
-        per_dataset = {name: n for name, n in session.execute(
-            select(Dataset.name, func.count(Image.id)).join(Image, Image.dataset_id == Dataset.id)
-            .group_by(Dataset.name).order_by(Dataset.name))}
+        total = int(session.scalar(select(func.coalesce(func.sum(ImageCount.n), 0))) or 0)
+        excluded = int(session.scalar(select(func.coalesce(func.sum(ImageCount.n), 0))
+                                      .where(ImageCount.excluded == True)) or 0)  # noqa: E712
+        per_dataset = {name: int(n) for name, n in session.execute(
+            select(Dataset.name, func.sum(ImageCount.n))
+            .join(ImageCount, ImageCount.dataset_id == Dataset.id)
+            .group_by(Dataset.name).having(func.sum(ImageCount.n) > 0).order_by(Dataset.name))}
     by_source: dict[str, int] = {}
     for row in rows:
         by_source[row["source"]] = by_source.get(row["source"], 0) + row["count"]
@@ -333,7 +367,7 @@ def update_filtered(flt: GalleryFilter, *, excluded: bool | None = None,
         from core.users.identity import Identity
         from core.users.permissions import require_current
 
-        ids = _where(select(Image.id), flt).scalar_subquery()
+        ids = _where(select(Image.id), flt, session).scalar_subquery()
         if isinstance(actor, Identity):
             # Re-read the role now (see _authorise), then check each owner.
             fresh = require_current(actor, None, None, "change images", session=session)
@@ -348,7 +382,7 @@ def update_filtered(flt: GalleryFilter, *, excluded: bool | None = None,
             audit_detail = {"class": target.name, **_old_classes(session, Image.id.in_(ids))}
         else:
             values["excluded"] = excluded
-        matching = list(session.scalars(_where(select(Image.id), flt)))
+        matching = list(session.scalars(_where(select(Image.id), flt, session)))
         changed = 0
         for start in range(0, len(matching), 500):
             chunk = matching[start:start + 500]
@@ -377,7 +411,7 @@ def curation_state(image_ids: list[int] | None = None, flt: GalleryFilter | None
         query = select(Image.id, ImageClass.name, Image.excluded).join(
             ImageClass, Image.class_id == ImageClass.id)
         if flt is not None:
-            query = _where(query, flt)
+            query = _where(query, flt, session)
         else:
             query = query.where(Image.id.in_(list(image_ids or [])))
         return {image_id: (name, bool(excluded)) for image_id, name, excluded in session.execute(query)}

@@ -43,7 +43,7 @@ def iter_rows(flt: GalleryFilter, settings: Settings | None = None,
         with session_scope(settings) as session:
             query = (_where(select(*_EXPORT_COLUMNS)
                             .join(ImageClass, Image.class_id == ImageClass.id)
-                            .join(Dataset, Image.dataset_id == Dataset.id), flt)
+                            .join(Dataset, Image.dataset_id == Dataset.id), flt, session)
                      .where(Image.id > last).order_by(Image.id).limit(batch))
             rows = [dict(zip(keys, row, strict=True)) for row in session.execute(query)]
         if not rows:

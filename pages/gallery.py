@@ -63,23 +63,32 @@ if st.session_state.get("g_filter_key") != filter_key:
 total = gallery.count(flt, settings)
 pages = max(1, -(-total // f_size))
 st.session_state["g_page"] = min(max(1, st.session_state.get("g_page", 1)), pages)
+# Next/previous seek from the row at the edge of the page shown (keyset: as quick on page
+# 2,000 as on page 2); a page typed into the box is read by offset.
+cursor = st.session_state.get("g_cursor") or {}
+if cursor.get("filter") != filter_key or cursor.get("page") != st.session_state["g_page"]:
+    cursor = {}
+result = gallery.page(flt, sort=f_sort, offset=(st.session_state["g_page"] - 1) * f_size,
+                      limit=f_size, total=total, after=cursor.get("after"),
+                      before=cursor.get("before"), settings=settings)
 nav = st.columns([1, 1, 2, 4])
 
 
-def _turn(step: int) -> None:
-    # A callback, so the buttons below are drawn with the new page's state.
+def _turn(step: int, edge: gallery.ImageRow | None) -> None:
+    # A callback, so the buttons below are drawn with the new page's state. ``edge``: the
+    # last row shown (next) or the first (previous), where the new page's seek starts.
     st.session_state["g_page"] = min(max(1, st.session_state["g_page"] + step), pages)
+    st.session_state["g_cursor"] = edge and {"filter": filter_key, "page": st.session_state["g_page"],
+                                             "after" if step > 0 else "before": edge}
 
 
 nav[0].button("‹ Previous", disabled=st.session_state["g_page"] <= 1, key="g_prev",
-              on_click=_turn, args=(-1,))
+              on_click=_turn, args=(-1, result.rows[0] if result.rows else None))
 nav[1].button("Next ›", disabled=st.session_state["g_page"] >= pages, key="g_next",
-              on_click=_turn, args=(1,))
+              on_click=_turn, args=(1, result.rows[-1] if result.rows else None))
 nav[2].number_input("Page", min_value=1, max_value=pages, key="g_page", label_visibility="collapsed")
 nav[3].markdown(f"**{plural(total, 'image')}** · page {st.session_state['g_page']} of {pages}")
 
-result = gallery.page(flt, sort=f_sort, offset=(st.session_state["g_page"] - 1) * f_size,
-                      limit=f_size, total=total, settings=settings)
 page_ids = [row.id for row in result.rows]
 # Next/Previous in the detail view stepped over the page's edge: open the first (or last)
 # image of the page it turned to.

@@ -104,6 +104,8 @@ labels = _model_labels(entries)
 # The configured default model first when it is here, else the first available one.
 default_label = next((label for label, e in labels.items()
                       if e.available and settings.default_model in (e.source, e.location)), None)
+if default_label is None and available:
+    default_label = next((label for label, e in labels.items() if e.available), None)
 if default_label is None and not available:
     # Nothing here yet: preselect the model the advice above recommends, not another one.
     default_label = next((label for label, e in labels.items()

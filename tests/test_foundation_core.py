@@ -45,8 +45,14 @@ def test_migrations_build_exactly_the_schema_the_models_describe(settings):
     from core.db.engine import get_engine
     from core.db.models import Base
 
+    def modelled(name, kind, _parent):  # noqa: ANN001
+        # The FTS5 prompt index (a virtual table and its shadow tables, migration 0011) is
+        # SQLite-only and has no model; everything else must match.
+        return not (kind == "table" and name.startswith("images_prompt_fts"))
+
     with get_engine(settings).connect() as conn:
-        differences = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        context = MigrationContext.configure(conn, opts={"include_name": modelled})
+        differences = compare_metadata(context, Base.metadata)
     assert differences == []
 
 

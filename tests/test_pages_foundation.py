@@ -189,6 +189,15 @@ def test_gallery_pages_through_many_rows(imported, tmp_path):
     at.select_slider(key="g_page_size").set_value(12)
     at.sidebar.button[0].click().run()
     assert "**14 images** · page 1 of 2" in _texts(at) and len(at.get("image")) == 12
+    first = _shown_ids(at)
     at.button(key="g_next").click().run()
     assert "page 2 of 2" in _texts(at) and len(at.get("image")) == 2
     assert at.button(key="g_next").disabled
+    second = _shown_ids(at)
+    assert len(second) == 2 and not set(second) & set(first)
+    at.button(key="g_prev").click().run()  # keyset back from page 2's first row
+    assert "page 1 of 2" in _texts(at) and _shown_ids(at) == first
+
+
+def _shown_ids(at) -> list[int]:
+    return [int(b.key.removeprefix("g_open_")) for b in at.button if b.key.startswith("g_open_")]

@@ -116,7 +116,7 @@ def test_migrations_import_gallery_train_and_check_on_postgres(pg_settings, tmp_
     from core.db.engine import current_revision, init_db
 
     init_db(pg_settings)
-    assert current_revision(pg_settings) == "0010"
+    assert current_revision(pg_settings) == "0011"
     folder = make_imagefolder(tmp_path / "photos", ["apple", "banana"], 12, size=(40, 32))
     (folder / "apple" / "broken.jpg").write_bytes(b"not an image")
     report = _cli("ingest", str(folder), "--dataset", "photos")
@@ -177,3 +177,26 @@ def test_gallery_undo_of_a_huge_bulk_change_on_postgres(pg_settings, tmp_path):
     gone = {10_000_000 + i: ("apple", False) for i in range(66_000)}  # deleted since
     assert gallery.revert({**before, **gone}, actor=unverified("gil")) == 2
     assert gallery.curation_state(flt=gallery.GalleryFilter()) == before
+
+
+def test_gallery_counts_search_and_paging_match_a_python_filter_on_postgres(pg_settings):
+    """The count table's statement-level triggers, the pg_trgm prompt index and keyset /
+    reversed-offset paging give what a Python filter over all rows gives."""
+    from sqlalchemy import text
+
+    from core.db.engine import init_db, session_scope
+    from core.gallery import GalleryFilter
+    from tests import gallery_cases
+
+    init_db(pg_settings)
+    gallery_cases.populate(pg_settings, rows=200)
+    with session_scope(pg_settings) as session:
+        assert session.scalar(text("SELECT count(*) FROM pg_indexes "
+                                   "WHERE indexname = 'ix_images_prompt_trgm'")) == 1
+    gallery_cases.check_counts_table(pg_settings)
+    gallery_cases.mutate(pg_settings)
+    gallery_cases.check_counts_table(pg_settings)
+    assert gallery_cases.check_every_combination(pg_settings, combinations=25) > 25
+    for sort in ("newest", "class"):
+        gallery_cases.check_paging(pg_settings, GalleryFilter(prompt_contains="green"), sort,
+                                   limit=8)

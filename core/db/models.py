@@ -114,9 +114,14 @@ class Image(Base):
     __tablename__ = "images"
     __table_args__ = (
         UniqueConstraint("sha256", name="uq_images_sha256"),
-        Index("ix_images_filter", "excluded", "class_id", "source", "dataset_id", "split", "id"),
+        # Each gallery filter's equality columns, then ``id``: a filtered "newest first"
+        # page is read in index order and stops after LIMIT rows (migration 0011).
+        Index("ix_images_excluded_id", "excluded", "id"),
+        Index("ix_images_class_excluded_id", "class_id", "excluded", "id"),
+        Index("ix_images_class_source_split", "class_id", "source", "split", "excluded", "id"),
         Index("ix_images_source_id", "excluded", "source", "id"),
-        Index("ix_images_dataset_id", "dataset_id", "id"),
+        Index("ix_images_dataset_excluded_id", "dataset_id", "excluded", "id"),
+        Index("ix_images_dataset_class", "dataset_id", "excluded", "class_id", "id"),
         Index("ix_images_job", "job_id", "gen_index"),
     )
 
@@ -129,7 +134,7 @@ class Image(Base):
     colour_sig: Mapped[str | None] = mapped_column(String(24), default=None)
     # Relative to ``Settings.images_dir`` so a data folder can be moved.
     path: Mapped[str] = mapped_column(String(300))
-    class_id: Mapped[int] = mapped_column(ForeignKey("classes.id"), index=True)
+    class_id: Mapped[int] = mapped_column(ForeignKey("classes.id"))
     source: Mapped[str] = mapped_column(String(16), default=SOURCE_REAL)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
     split: Mapped[str | None] = mapped_column(String(16), default=None)
@@ -157,3 +162,19 @@ class Image(Base):
 
     image_class: Mapped[ImageClass] = relationship(lazy="joined")
     dataset: Mapped[Dataset] = relationship(lazy="joined")
+
+
+class ImageCount(Base):
+    """How many images share one (class, source, dataset, split, excluded): the gallery's
+    counts, split list and per-class charts read this small table instead of counting
+    images. Database triggers (migration 0011) keep it in the same transaction as every
+    insert, update and delete on ``images``; nothing in Python writes it."""
+
+    __tablename__ = "image_counts"
+
+    class_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(16), primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    split: Mapped[str] = mapped_column(String(16), primary_key=True)  # '' = no split
+    excluded: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    n: Mapped[int] = mapped_column(Integer)
