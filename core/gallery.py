@@ -259,8 +259,6 @@ def stats(settings: Settings | None = None) -> dict[str, Any]:
 
 def _authorise(session: Session, image_ids: list[int], actor: Any, action: str) -> str:
     from core.users.identity import Identity, unverified
-    from core.users.permissions import require
-
     from core.users.permissions import require_current
 
     identity = actor if isinstance(actor, Identity) else unverified(actor)
