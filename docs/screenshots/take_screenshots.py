@@ -1,15 +1,23 @@
-"""Re-take the README's screenshots in a real browser (Debian Chromium through Playwright).
+"""Re-take the README's screenshots from a demo run, in a real browser (Debian Chromium
+through Playwright).
 
     python docs/screenshots/take_screenshots.py
 
-Starts the dashboard on a throw-away data folder, imports a small generated fruit set
-(real) and a few images tagged synthetic, imports one more folder through the Import
-page, and saves home.png, import.png, gallery.png and gallery-detail.png here. Then it
-builds the tiny random-weight test diffusion model (tests/tiny_sd.py) into the data
-folder's models/, generates a few images with it through the Generate page, trains a
-short run through the Train page and saves generate.png, preprocess.png, train.png,
-results.png, explain.png, quiz.png and admin.png. The tiny model's images are noise:
-the pictures show the pages, not image quality. Takes a few minutes on a 2-core CPU.
+Does what a newcomer does on a fresh install: starts the dashboard (with its own worker)
+on a throw-away data folder, opens the empty Home page and clicks **Build the demo**. The
+dashboard's worker then draws and imports the demo's fruit pictures, builds the demo model
+(a tiny random-weight diffusion pipeline: its "generated" images are noise) and runs the
+demo's generation, training and attribution jobs; the script follows those jobs in the
+database until every one has finished (no fixed waits) and stops with their errors if one
+failed. Then it visits every page (Home, Import, Gallery grid, Gallery detail by a click on
+a thumbnail, Generate, Preprocess, Train, Results, Explain, Quiz, Admin) and saves
+home.png, import.png, gallery.png, gallery-detail.png, generate.png, preprocess.png,
+train.png, results.png, explain.png, quiz.png and admin.png here, shrunk and quantized so
+the files stay small. Error boxes found on a page are printed at the end.
+
+The demo's sizes are the defaults (Settings.demo_images_per_class and friends); any
+SYNTHLAB_DEMO_* variable set in this script's environment is passed on to the dashboard.
+Takes a few minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -17,9 +25,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -27,7 +35,10 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.browser import launch_browser, start_server, wait_for_app  # noqa: E402
-from tests.imagemaker import make_imagefolder  # noqa: E402
+
+SHOTS = ("home.png", "import.png", "gallery.png", "gallery-detail.png", "generate.png",
+         "preprocess.png", "train.png", "results.png", "explain.png", "quiz.png", "admin.png")
+DEMO_TIMEOUT_S = 1800  # the whole demo (build and its three jobs) on a busy 2-core machine
 
 
 def shrink(path: Path, width: int = 1400, max_height: int = 2000) -> None:
@@ -51,12 +62,6 @@ def content_bottom(image) -> int:  # noqa: ANN001 - PIL image
     return int(busy[-1]) if len(busy) else image.height
 
 
-def images_loaded(page) -> None:  # noqa: ANN001 - playwright Page
-    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\\'stImage\\'] img')]"
-                           ".every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)
-    page.wait_for_timeout(500)
-
-
 def work_folder() -> Path:
     """A throw-away folder with a plain name, since the sidebar shows the data folder's path.
 
@@ -74,151 +79,160 @@ def work_folder() -> Path:
     return Path(tempfile.mkdtemp(prefix="synthlab-shots-"))
 
 
+def wait_for_demo(settings, timeout_s: float = DEMO_TIMEOUT_S) -> None:  # noqa: ANN001 - Settings
+    """Follow the demo's jobs in the database until the build and the jobs it queued ended.
+
+    The build job queues the generation, training and attribution jobs as it goes, so the
+    demo is finished only once the build is done and every demo job it left is final.
+    """
+    from core.demo import demo_job_ids
+    from core.jobs import DONE, FINAL_STATUSES, get_job
+
+    started = time.monotonic()
+    last = None
+    while True:
+        jobs = demo_job_ids(settings)
+        state = sorted((job_id, kind, status) for job_id, (kind, status) in jobs.items())
+        if state != last:
+            print(f"{time.monotonic() - started:6.0f} s  demo jobs:",
+                  ", ".join(f"#{i} {k} {s}" for i, k, s in state), flush=True)
+            last = state
+        kinds = {kind for _, kind, _ in state}
+        if ({"demo", "generate", "train", "explain"} <= kinds
+                and all(status in FINAL_STATUSES for _, _, status in state)):
+            failed = [(i, k, s) for i, k, s in state if s != DONE]
+            if failed:
+                details = [f"#{i} {k} {s}: {getattr(get_job(i, settings), 'error', '')}"
+                           for i, k, s in failed]
+                raise RuntimeError("demo jobs did not finish:\n" + "\n".join(details))
+            return
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"the demo did not finish in {timeout_s} s: {state}")
+        time.sleep(1)
+
+
 def main() -> None:
     work = work_folder()
     home = work / "data"
-    real = make_imagefolder(work / "fruit-photos", ["apple", "banana", "lime", "plum"], 10, size=(128, 96))
-    synthetic = make_imagefolder(work / "sd-turbo-batch", ["apple", "banana", "lime"], 4, seed=9,
-                                 size=(128, 128))
-    orchard = make_imagefolder(work / "orchard", ["apple", "plum"], 5, seed=4, size=(128, 96))
-    (orchard / "plum" / "broken.jpg").write_bytes(b"not really a jpeg")
-    env = {"SYNTHLAB_HOME": str(home), "SYNTHLAB_AUTOSTART_WORKER": "0"}
-    from tests.tiny_sd import build_tiny_sd
-
-    build_tiny_sd(home / "models" / "tiny-sd")  # listed by the Generate page as a local model
-    for args in ([str(real), "--dataset", "fruit-photos"],
-                 [str(synthetic), "--dataset", "sd-turbo-batch", "--source", "synthetic"]):
-        subprocess.run([sys.executable, "-m", "core", "ingest", *args], cwd=ROOT, check=True,
-                       env={**os.environ, **env}, capture_output=True)
-    server = start_server(home, env={"SYNTHLAB_IMAGE_SIZE": "64"})
+    # start_server hands the dashboard no SYNTHLAB_* variable of ours unless named here.
+    demo_env = {k: v for k, v in os.environ.items() if k.startswith("SYNTHLAB_DEMO_")}
+    server = start_server(home, env=demo_env)
+    problems: list[str] = []
     try:
         with launch_browser((1400, 1100)) as page:
-            page.goto(server.url)
-            wait_for_app(page)
-            name = page.get_by_label("Your name", exact=True)
-            name.fill("erin")
-            name.press("Enter")  # not in a form: Enter applies it
-            wait_for_app(page)
-            page.evaluate("document.activeElement && document.activeElement.blur()")  # no focus ring
-            page.get_by_text("Images per class and source").wait_for()
-            page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=60_000)
-            page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=60_000)
-            page.wait_for_timeout(3000)
-            page.screenshot(path=HERE / "home.png")
-
-            page.get_by_role("link", name="Import").click()
-            page.get_by_role("heading", name="Import a dataset").wait_for()
-            wait_for_app(page)
-            page.get_by_text("Folder or zip on the server").click()
-            page.get_by_label("Server path (a folder or a .zip)").fill(str(orchard))
-            page.get_by_label("Dataset name").fill("orchard")
-            page.get_by_role("button", name="Import", exact=True).click()
-            page.get_by_text("Dataset orchard (imagefolder layout)").wait_for(timeout=90_000)
-            page.get_by_text("done").first.wait_for(timeout=30_000)
-            page.mouse.wheel(0, 700)
-            page.wait_for_timeout(1500)
-            page.screenshot(path=HERE / "import.png")
-
-            page.get_by_role("link", name="Gallery").click()
-            page.get_by_role("heading", name="Gallery").wait_for()
-            wait_for_app(page)
-            page.locator('[data-testid="stImage"] img').nth(11).wait_for()
-            images_loaded(page)
-            page.screenshot(path=HERE / "gallery.png")
-            page.get_by_role("button", name="#50", exact=True).click()
-            page.get_by_text("Image #50").wait_for()
-            wait_for_app(page)
-            images_loaded(page)
-            page.screenshot(path=HERE / "gallery-detail.png")
-            problems = more_pages(page, server)
+            take_all(page, server, problems)
+    except Exception:
+        print(server.log_tail(), file=sys.stderr)
+        raise
     finally:
         server.stop()
     for problem in problems:
         print("error-styled on the page (look at the picture):", problem)
-    for name in ("home.png", "import.png", "gallery.png", "gallery-detail.png", *MORE_SHOTS):
+    for name in SHOTS:
         shrink(HERE / name)
         print(HERE / name, (HERE / name).stat().st_size // 1024, "KB")
 
 
-MORE_SHOTS = ("generate.png", "preprocess.png", "train.png", "results.png", "explain.png",
-              "quiz.png", "admin.png")
+def choose_by_typing(page, label: str, option: str) -> None:  # noqa: ANN001 - playwright Page
+    """Pick ``option`` in a select box the way a keyboard user does: type it, press Enter."""
+    box = page.get_by_role("combobox", name=label, exact=True)
+    box.click()
+    page.keyboard.type(option)
+    page.keyboard.press("Enter")
+    wait_for_app(page)
 
 
-def more_pages(page, server) -> list[str]:  # noqa: ANN001 - playwright Page, LiveServer
-    """Generate, train, and visit the other pages (steps as in tests/test_e2e_browser.py)."""
-    from tests.test_e2e_browser import Flow, _submit, _wait_for_job
+def take_all(page, server, problems: list[str]) -> None:  # noqa: ANN001 - Page, LiveServer
+    from tests.test_e2e_browser import Flow
 
-    problems: list[str] = []
+    flow = Flow(page, server, HERE)
 
-    def shot(name: str) -> None:
+    def shot(name: str, viewport_height: int = 1100) -> None:
+        page.set_viewport_size({"width": 1400, "height": viewport_height})
         flow.idle()
         page.wait_for_function(
-            "() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)",
-            timeout=30_000)
+            "() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
         page.wait_for_timeout(1500)
         # Exceptions and st.error boxes (the quiz's "Fooled" verdict is one by design).
         errors = page.locator("[data-testid='stException'], [data-testid='stAlertContentError']")
         for index in range(errors.count()):
             problems.append(f"{name}: {errors.nth(index).inner_text()[:500]}")
+        page.evaluate("document.activeElement && document.activeElement.blur()")  # no focus ring
         page.screenshot(path=HERE / f"{name}.png")
 
-    settings = server.settings
-    flow = Flow(page, server, HERE)
-    page.set_viewport_size({"width": 1400, "height": 1500})
+    # Home, empty: a newcomer builds the demo with one click.
+    page.goto(server.url)
+    flow.idle()
+    name = page.get_by_label("Your name", exact=True)
+    name.fill("erin")
+    name.press("Enter")  # not in a form: Enter applies it
+    flow.idle()
+    flow.click("Build the demo")
+    flow.see("Demo queued as job")
+    wait_for_demo(server.settings)
+
+    page.reload()
+    flow.idle()
+    flow.see("Images per class and source")
+    page.locator(".js-plotly-plot .main-svg").first.wait_for()
+    page.locator('[data-testid="stDataFrame"]').first.wait_for()
+    shot("home")
+
+    flow.open("Import")
+    page.get_by_role("heading", name="Import a dataset").wait_for()
+    shot("import")
+
+    flow.open("Gallery")
+    page.get_by_role("heading", name="Gallery").wait_for()
+    # By class: drawn pictures and generated noise side by side (newest first is all noise).
+    page.set_viewport_size({"width": 1400, "height": 1400})  # the whole filter form in view
+    choose_by_typing(page, "Sort", "by class")
+    page.get_by_role("button", name="Apply", exact=True).click()
+    flow.idle()
+    thumbs = page.locator('[class*="st-key-g_cell_"] [data-testid="stImage"] img')
+    thumbs.nth(11).wait_for()
+    shot("gallery", 1400)
+    # The picture itself is the click target (its own "open" button lies over it).
+    box = thumbs.nth(0).bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.get_by_role("heading", name=re.compile(r"^Image #\d+:")).wait_for()
+    page.get_by_text("Class:").first.wait_for()
+    shot("gallery-detail", 1400)
 
     flow.open("Generate")
     flow.see("Generate synthetic images")
-    flow.choose("Model", "tiny-sd")
-    flow.text("New classes (comma-separated)", "apple, banana, lime, plum")
-    flow.number("Images per class", 4)
-    flow.number("Steps", 2)
-    flow.number("Size (px)", 64)
-    flow.text("Dataset name", "tiny-sd-fruit")
-    _submit(flow, "Queue job", settings, "generate")
-    flow.see(re.compile(r"Queued job #\d+: 16 images"))
-    _wait_for_job(settings, "generate", 300)
-    flow.idle()
-    page.wait_for_timeout(3000)
-    shot("generate")
+    shot("generate", 1500)
 
     flow.open("Preprocess")
     flow.see("Preprocess")
-    shot("preprocess")
+    shot("preprocess", 1500)
 
     flow.open("Train")
-    page.get_by_text("mixed: all real images plus synthetic ones", exact=False).first.click()
-    flow.number("Epochs", 3)
-    flow.number("Batch size", 8)
-    flow.number("Early-stopping patience (0 = off)", 0)
-    flow.number("Image size", 32)
-    _submit(flow, "Start training", settings, "train")
-    flow.see(re.compile(r"Queued job \d+ with 1 run"))
-    _wait_for_job(settings, "train", 400)
-    page.wait_for_timeout(3000)
-    shot("train")
+    shot("train", 1500)
 
     flow.open("Results")
     flow.see("Metrics")
-    page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=60_000)
-    shot("results")
+    page.locator(".js-plotly-plot .main-svg").first.wait_for()
+    shot("results", 1500)
 
     flow.open("Explain")
-    flow.see("Predicted", timeout=180)
-    shot("explain")
+    flow.see("Predicted")
+    choose_by_typing(page, "Source", "real")  # a drawn fruit rather than the newest image (noise)
+    flow.see("Predicted")
+    shot("explain", 1500)
 
     flow.open("Quiz")
     flow.click("Deal a round")
     flow.see("This one is real")
     flow.click("This one is real")
     flow.see(re.compile(r"^(Right!|Fooled|Wrong)"))
-    shot("quiz")
+    shot("quiz", 1500)
 
     flow.open("Admin")
     flow.see("Audit log")
     page.get_by_role("tab", name="Worker").click()
     flow.see("Restart worker")
-    shot("admin")
-    return problems
+    shot("admin", 1500)
 
 
 if __name__ == "__main__":
