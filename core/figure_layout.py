@@ -38,11 +38,15 @@ def title_layout(title: str | None, *, subtitle: str | None = None,
     sub = wrap_text(subtitle, width_px, SUBTITLE_FONT_PX) if subtitle else []
     lines += [f'<span style="font-size:{SUBTITLE_FONT_PX}px">{html.escape(line)}</span>'
               for line in sub]
-    height = len(lines) * round(TITLE_FONT_PX * 1.35) + 10
+    line_px = round(TITLE_FONT_PX * 1.35)
+    height = len(lines) * line_px + 10
+    # Just above the plot area, from its left edge: clear of the toolbar (top right). With
+    # yanchor "bottom" plotly stands the *first* line on the plot area and lets the others
+    # hang below it, over the plot: lift the title by its extra lines.
     return ({"text": "<br>".join(lines), "font": {"size": TITLE_FONT_PX},
-             # Just above the plot area, from its left edge: clear of the toolbar (top right).
              "x": 0, "xref": "paper", "xanchor": "left",
-             "y": 1, "yref": "paper", "yanchor": "bottom", "pad": {"b": 8}},
+             "y": 1, "yref": "paper", "yanchor": "bottom",
+             "pad": {"b": 8 + (len(lines) - 1) * line_px}},
             MODEBAR_PX + height)
 
 

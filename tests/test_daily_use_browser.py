@@ -34,6 +34,9 @@ MEASURE = """() => {
              .map(t => ({box: box(t), text: t.textContent})),
     modebar: [...plot.querySelectorAll('.modebar-group')].map(box)
                .filter(b => b.x1 > b.x0 && b.y1 > b.y0),
+    // The plot areas (their drag rectangles): a wrapped title must stay above them.
+    areas: [...plot.querySelectorAll('.draglayer .nsewdrag')].map(box)
+             .filter(b => b.x1 > b.x0 && b.y1 > b.y0),
     bars: [...plot.querySelectorAll('.barlayer .point path')].map(box)
             .filter(b => b.x1 - b.x0 > 1 && b.y1 - b.y0 > 1),
     labels: [...plot.querySelectorAll('.barlayer text, .scatterlayer .textpoint text')]
@@ -63,6 +66,8 @@ def layout_problems(charts: list[dict], page: str) -> list[str]:
                 problems.append(f"{where}: title cut at the chart's edge: {title['text']!r}")
             if any(_overlap(box, bar) for bar in chart["modebar"]):
                 problems.append(f"{where}: title under the toolbar: {title['text']!r}")
+            if any(_overlap(box, area) for area in chart["areas"]):
+                problems.append(f"{where}: title over the plot: {title['text']!r}")
         if any(_overlap(bar, tool) for bar in chart["bars"] for tool in chart["modebar"]):
             problems.append(f"{where}: a bar reaches under the toolbar")
         for label in chart["labels"]:
@@ -161,14 +166,15 @@ def test_figures_are_readable_at_their_width(server: LiveServer, browser_page,  
     _open(page, "Results", "Per run")
     problems += _measure(page, "results", 5, output_dir)
     _open(page, "Explain", "Top predictions")
+    problems += _measure(page, "explain-saliency", 2, output_dir)  # the default method
     page.get_by_label("Method").click()  # the longest title: occlusion's parameters
     page.get_by_role("option", name="Occlusion").click()
     wait_for_app(page)
-    page.get_by_text("occlusion_window").first.wait_for(timeout=60_000)
+    page.get_by_text("occlusion_window").first.wait_for()
     problems += _measure(page, "explain", 2, output_dir)
     _open(page, "Quiz", "Play")
     page.get_by_role("tab", name="Analysis").click()
-    page.get_by_text("How often a synthetic image passed as real").first.wait_for(timeout=60_000)
+    page.get_by_text("How often a synthetic image passed as real").first.wait_for()
     wait_for_app(page)
     problems += _measure(page, "quiz-analysis", 3, output_dir)
     assert not problems, "\n".join(problems)
