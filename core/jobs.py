@@ -334,7 +334,10 @@ class JobContext:
         self._rate_window.append((now, done))
         self._rate_window = [(t, d) for t, d in self._rate_window
                              if now - t <= RATE_WINDOW_SECONDS]
-        if not force and now - self._last_write < 0.5:
+        # The last step is always written: a rate-limited one left a finished job showing
+        # an earlier step's message ("1/6 images") under its "6/6".
+        final = total is not None and done >= total
+        if not force and not final and now - self._last_write < 0.5:
             return
         self._last_write = now
         rate = window_rate(self._rate_window, now)

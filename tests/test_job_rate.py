@@ -32,3 +32,15 @@ def test_job_line_shows_the_stored_rate_and_its_time_left_only(settings):
     # Exactly one rate on the line, the stored one; and none in the bar's text.
     assert re.findall(r"[\d.]+ images/s", line) == [f"{rate:.2f} images/s"]
     assert "/s" not in (job.message or "")
+
+
+def test_the_last_step_is_always_recorded_even_right_after_another(settings):
+    """A finished job showed an earlier step's message ("1/6 images") under its "6/6": the
+    last step came within the half-second rate limit and was dropped."""
+    job_id = submit("rate-test", {}, title="steps", total=6, unit="images", settings=settings)
+    assert jobs.claim_next("w", kinds=["rate-test"], settings=settings) == job_id
+    ctx = JobContext(job_id, "rate-test", {}, settings, "w")
+    for done in range(1, 7):  # all within the rate limit of the first write
+        ctx.progress(done, 6, f"{done}/6 images")
+    job = jobs.get_job(job_id, settings)
+    assert (job.progress_done, job.message) == (6, "6/6 images")
