@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from core.jobs import JobCancelled, JobContext, register_handler
-from core.training.experiments import (execute_run, get_run, mark_runs, plan_for_run,
-                                       training_units)
+from core.training.execute import STAGE_EVALUATING, execute_run, training_units
+from core.training.experiments import get_run, mark_runs, plan_for_run
 from core.training.models import RUN_CANCELLED, RUN_DONE, RUN_FAILED
 
 JOB_KIND = "train"
@@ -28,6 +28,12 @@ def submit_training(run_ids: list[int], *, title: str, created_by: str | None = 
                     unit="samples", settings=settings)
     attach_job(run_ids, job_id, settings)
     return job_id
+
+
+def stage_text(stage: str) -> str:
+    if stage == STAGE_EVALUATING:
+        return "evaluating the trained model (validation, test sets, saving)"
+    return stage
 
 
 @register_handler(JOB_KIND)
@@ -56,11 +62,20 @@ def run_training_job(ctx: JobContext) -> dict[str, Any]:
         if run.status != RUN_DONE:
             ctx.log(f"run {run_id} ({position + 1}/{len(run_ids)}): {run.name}")
 
+            last_done = [done_units]
+
             def report(done: int, _total: int, name: str) -> None:
+                last_done[0] = done
                 ctx.progress(done, total, f"run {run_id}: {name}")
+
+            def stage(name: str) -> None:
+                # Seconds with no batch to count: the panel shows the stage, not "0:00:00 left".
+                ctx.progress(last_done[0], total, f"run {run_id}: {stage_text(name)}", force=True)
+                ctx.set_result({"runs": results, "stage": name})
+                ctx.log(f"run {run_id}: {stage_text(name)}")
             try:
                 execute_run(run_id, ctx.settings, on_progress=report, progress_offset=done_units,
-                            progress_total=total)
+                            progress_total=total, on_stage=stage)
             except JobCancelled:
                 mark_runs(run_ids[position:], RUN_CANCELLED, ctx.settings, error="cancelled")
                 raise
