@@ -148,6 +148,9 @@ def _train(args: argparse.Namespace) -> int:
     from core.training.data import DataError
     from core.training.experiments import create_runs, list_runs
 
+    from core.training.speed import warm_optimizer_imports
+
+    warm_optimizer_imports()  # overlaps planning the runs below
     settings = get_settings()
     if args.threads is not None:
         if args.threads < 0:
@@ -188,17 +191,13 @@ def train_in_foreground(run_ids: list[int], settings: Any) -> list[dict[str, Any
     from core.training.data import DataError
     from core.training.execute import execute_run, training_units
     from core.training.experiments import get_run, labelled, mark_runs, plan_for_run
-    from core.training.speed import warm_optimizer_imports
-
-    warm_optimizer_imports()  # overlaps planning the data below
     from core.training.models import RUN_CANCELLED, RUN_FAILED
 
-    plans = {}
+    plans, units = {}, {}
     for run_id in run_ids:
-        run = get_run(run_id, settings)
-        _, train, data = plan_for_run(run, settings)
-        plans[run_id] = training_units(train, data)
-    total = sum(plans.values())
+        plans[run_id] = plan_for_run(get_run(run_id, settings), settings)
+        units[run_id] = training_units(plans[run_id][1], plans[run_id][2])
+    total = sum(units.values())
     done = 0
     results = []
     with tqdm(total=total, unit="img", file=sys.stderr, disable=None,
@@ -212,7 +211,7 @@ def train_in_foreground(run_ids: list[int], settings: Any) -> list[dict[str, Any
                 bar.set_description(name)
             try:
                 execute_run(run_id, settings, on_progress=report, progress_offset=done,
-                            progress_total=total, on_stage=stage)
+                            progress_total=total, on_stage=stage, planned=plans.pop(run_id))
             except DataError as exc:
                 mark_runs(run_ids, RUN_FAILED, settings, error=str(exc))
                 raise CliError(str(exc)) from exc
@@ -222,7 +221,7 @@ def train_in_foreground(run_ids: list[int], settings: Any) -> list[dict[str, Any
             except Exception as exc:
                 mark_runs([run_id], RUN_FAILED, settings, error=f"{type(exc).__name__}: {exc}")
                 raise
-            done += plans[run_id]
+            done += units[run_id]
             run = get_run(run_id, settings)
             entry: dict[str, Any] = {"run_id": run_id, "name": run.name, "seed": run.seeds.get("train"),
                                      "seeds": run.seeds, "real_test": labelled(run.metrics, "real_test")}

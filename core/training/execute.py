@@ -15,7 +15,7 @@ import numpy as np
 from core.config import Settings, get_settings
 from core.db.models import utcnow
 from core.training.checkpoint import LAST_FILE, MODEL_FILE, run_dir, save_checkpoint
-from core.training.data import ExperimentData, load_pixels, pipelines_for
+from core.training.data import DataSpec, ExperimentData, load_pixels, pipelines_for
 from core.training.experiments import _record_roles, _update_run, get_run, plan_for_run
 from core.training.models import RUN_DONE, RUN_RUNNING
 from core.training.trainer import Classifier, TrainConfig
@@ -51,11 +51,13 @@ def training_pixels(records: list, pipelines: dict[str, Any], settings: Settings
 def execute_run(run_id: int, settings: Settings | None = None, *,
                 on_progress: ProgressCallback | None = None, progress_offset: int = 0,
                 progress_total: int | None = None,
-                on_stage: StageCallback | None = None) -> dict[str, Any]:
+                on_stage: StageCallback | None = None,
+                planned: tuple[DataSpec, TrainConfig, ExperimentData] | None = None) -> dict[str, Any]:
     """Train and evaluate one run; resumes from its last checkpoint. Returns its metrics.
 
     ``on_stage(STAGE_EVALUATING)`` is called once the training batches are done (what
-    follows has no batches to count)."""
+    follows has no batches to count). ``planned``: what ``plan_for_run`` just returned for
+    this run (the caller planned it to count the job's units), so it is not planned twice."""
     from core.training.speed import choose_threads, warm_optimizer_imports
 
     warm_optimizer_imports()  # overlaps the data planning and loading below
@@ -65,7 +67,7 @@ def execute_run(run_id: int, settings: Settings | None = None, *,
         raise ValueError(f"no run with id {run_id}")
     if run.status == RUN_DONE:
         return dict(run.metrics or {})
-    data_spec, train, data = plan_for_run(run, settings)
+    data_spec, train, data = planned or plan_for_run(run, settings)
     folder = run_dir(settings, run_id)
     folder.mkdir(parents=True, exist_ok=True)
     resuming = (folder / LAST_FILE).is_file()

@@ -42,6 +42,7 @@ def run_training_job(ctx: JobContext) -> dict[str, Any]:
     if not run_ids:
         raise ValueError("a train job needs run_ids")
     units: dict[int, int] = {}
+    plans: dict[int, Any] = {}
     for run_id in run_ids:
         run = get_run(run_id, ctx.settings)
         if run is None:
@@ -49,8 +50,8 @@ def run_training_job(ctx: JobContext) -> dict[str, Any]:
         if run.status in (RUN_DONE, RUN_FAILED, RUN_CANCELLED):
             units[run_id] = 0
             continue
-        _, train, data = plan_for_run(run, ctx.settings)
-        units[run_id] = training_units(train, data)
+        plans[run_id] = plan_for_run(run, ctx.settings)
+        units[run_id] = training_units(plans[run_id][1], plans[run_id][2])
     total = sum(units.values())
     done_units = 0
     results: dict[str, Any] = {}
@@ -75,7 +76,7 @@ def run_training_job(ctx: JobContext) -> dict[str, Any]:
                 ctx.log(f"run {run_id}: {stage_text(name)}")
             try:
                 execute_run(run_id, ctx.settings, on_progress=report, progress_offset=done_units,
-                            progress_total=total, on_stage=stage)
+                            progress_total=total, on_stage=stage, planned=plans.pop(run_id, None))
             except JobCancelled:
                 mark_runs(run_ids[position:], RUN_CANCELLED, ctx.settings, error="cancelled")
                 raise
