@@ -324,8 +324,10 @@ class Classifier:
                     raise ValueError(f"{len(pixels)} images but {n} labels")
                 model.train()
                 order = torch.randperm(n, generator=shuffle).to(self.device)
-                # Summed on the device and read once per epoch: no per-batch sync.
-                loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+                # Summed on the device and read once per epoch: no per-batch sync (MPS has
+                # no float64).
+                loss_sum = torch.zeros((), device=self.device, dtype=torch.float32
+                                       if self.device.type == "mps" else torch.float64)
                 correct_sum = torch.zeros((), dtype=torch.int64, device=self.device)
                 for b in range(batches_per_epoch):
                     index = order[b * config.batch_size:(b + 1) * config.batch_size]
@@ -342,7 +344,7 @@ class Classifier:
                         scaler.scale(loss).backward()
                         scaler.step(optimizer)
                         scaler.update()
-                    loss_sum += loss.detach().double() * len(index)
+                    loss_sum += loss.detach().to(loss_sum.dtype) * len(index)
                     correct_sum += (logits.detach().argmax(1) == target).sum()
                     if self.on_batch is not None:
                         self.on_batch((epoch - 1) * batches_per_epoch + b + 1, epochs * batches_per_epoch)
@@ -375,8 +377,13 @@ class Classifier:
                                          improved, row)
                 if stop:
                     break
-        finally:
-            writer.wait()  # no write outlives the fit, even one stopped by an error or a cancel
+        except BaseException:
+            # No write outlives the fit, even one stopped by an error or a cancel (whose
+            # exception is the one to raise, not a failed write's).
+            with contextlib.suppress(Exception):
+                writer.wait()
+            raise
+        writer.wait()
 
         if keep_best and best_state is not None:
             model.load_state_dict(best_state)
