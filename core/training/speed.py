@@ -28,9 +28,10 @@ def usable_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def _busy_cores_now(seconds: float = 0.3) -> float | None:
-    """Cores busy right now: non-idle CPU time over a short window, from ``/proc/stat``
-    (Linux); None where it cannot be read. This process sleeps meanwhile, so it is not
+def _busy_cores_now(seconds: float = 0.1) -> float | None:
+    """Cores busy right now: non-idle CPU time over a short window (0.1 s, 20 clock ticks
+    on 2 cores: every run pays it), from ``/proc/stat`` (Linux); None where it cannot be
+    read. This process sleeps meanwhile, so it is not
     counted."""
     def sample() -> tuple[int, int]:
         with open("/proc/stat", encoding="ascii") as handle:
@@ -52,7 +53,7 @@ def _busy_cores_now(seconds: float = 0.3) -> float | None:
 def free_cores(load: float | None = None, cores: int | None = None) -> int:
     """Cores not busy with other work: usable cores minus the busy ones, rounded, at least 1.
 
-    Busy: the lower of the 1-minute load average and the CPU time used over the last 0.3 s.
+    Busy: the lower of the 1-minute load average and the CPU time used over the last 0.1 s.
     The load average alone lags by a minute: right after a burst (a job that just ended)
     it still counted cores that had become free, and the run took 1 thread where 2 were
     1.6x faster (bench/train_cpu.py)."""
