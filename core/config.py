@@ -55,6 +55,10 @@ class Settings:
     # Preprocessing / training.
     image_size: int = 64
     preprocess_workers: int = 2
+    # torch threads while training (SYNTHLAB_TORCH_THREADS, ``train --threads``). 0 picks
+    # them per run from the cores really free: usable cores minus the 1-minute load
+    # average (on a busy 2-core host 2 threads ran at 0.4x the speed of 1).
+    torch_threads: int = 0
     # Near-duplicates (core.neardup): images whose 64-bit perceptual hashes differ in at
     # most this many bits, and whose quarters' mean colours differ by at most
     # ``near_duplicate_colour`` (of 255), are copies of one picture; splits keep them on one

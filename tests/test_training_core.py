@@ -189,3 +189,31 @@ def test_modes_and_clear_errors(settings) -> None:
         plan_experiment(DataSpec(classes=["apple"]), settings)
     with pytest.raises(DataError, match="unknown mode"):
         DataSpec(mode="both")
+
+
+def test_threads_come_from_free_cores_or_the_user_and_snapshots_are_copies(tmp_path, monkeypatch) -> None:
+    from core.training.checkpoint import CheckpointWriter, checkpoint_snapshot, load_checkpoint
+    from core.training.speed import choose_threads, free_cores
+
+    assert free_cores(load=0.1, cores=2) == 2 and free_cores(load=1.2, cores=2) == 1
+    assert free_cores(load=9.0, cores=2) == 1 and free_cores(load=1.4, cores=8) == 7
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert choose_threads(3) == 3 and choose_threads(0, fixed=True) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert choose_threads(0) == 2 and choose_threads(1) == 1
+
+    # A checkpoint written in the background holds the weights of the moment it was taken.
+    model = build_model("small", 2, image_size=16, conv1=2, conv2=2, hidden=4)
+    snapshot = checkpoint_snapshot(model.to(memory_format=torch.channels_last), {"epoch": 1})
+    taken = {k: v.clone() for k, v in model.state_dict().items()}
+    writer = CheckpointWriter()
+    published = []
+    writer.submit([(tmp_path / "last.safetensors", snapshot)], then=lambda: published.append(1))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(1.0)
+    writer.wait()
+    saved = load_checkpoint(tmp_path / "last.safetensors")
+    assert published == [1] and saved.epoch == 1
+    assert all(torch.equal(saved.model_state[k], taken[k]) for k in taken)
+    assert not list(tmp_path.glob(".part-*"))  # nothing half-written left behind

@@ -202,3 +202,50 @@ def test_runs_of_a_failed_job_do_not_look_alive(settings) -> None:
     run = get_run(run_id, settings)
     assert run.status == "failed" and "giving up" in run.error
     assert reconcile_runs(settings) == 0
+
+
+def test_job_says_evaluating_after_its_last_batch_and_reruns_are_identical(settings, monkeypatch) -> None:
+    """Issue 15: after the last batch the job shows "evaluating", not "N/N, 0:00:00 left".
+    Issue 14: the same seed (and thread count) gives identical metrics run after run."""
+    import dataclasses
+
+    from core.jobs import JobContext, claim_next
+    from core.training.jobs import run_training_job
+    from webui.jobs import _job_line, job_stage
+
+    add_fruit_images(settings, "orchard", per_class=8, seed=1)
+    pinned = dataclasses.replace(settings, torch_threads=1)
+    request = ExperimentRequest(train=TrainConfig(epochs=2, image_size=16, batch_size=8, seed=5,
+                                                  widths={"conv1": 4, "conv2": 8, "hidden": 16}),
+                                repeats=1)
+    first, second = (create_runs(request, settings=pinned)[0] for _ in range(2))
+    job_id = submit_training([first], title="stages", settings=pinned)
+    assert claim_next("test", settings=pinned) == job_id
+    seen = []
+
+    class Watched(JobContext):
+        """The real context; every partial result also snapshots the job row as a panel reads it."""
+
+        def set_result(self, result):  # noqa: ANN001, ANN202
+            super().set_result(result)
+            job = get_job(self.job_id, pinned)
+            seen.append((job.progress_done, job.progress_total, job_stage(job), _job_line(job)))
+
+    run_training_job(Watched(job_id=job_id, kind="train", params={"run_ids": [first]},
+                             settings=pinned, worker_id="test"))
+    evaluating = [s for s in seen if s[2] == "evaluating"]
+    assert len(evaluating) == 1, seen
+    done, total, _, line = evaluating[0]
+    assert done == total > 0 and "**evaluating**" in line and "left" not in line
+    assert seen[-1][2] is None  # the run's result clears the stage
+    assert any("evaluating" in e.message for e in job_events(job_id, settings=pinned))
+
+    from core.training.execution import execute_run
+    again = execute_run(second, pinned)
+    one, two = get_run(first, pinned), get_run(second, pinned)
+    assert one.config["threads"] == two.config["threads"] == 1 == again["_train"]["threads"]
+    assert {k: v for k, v in one.metrics.items() if k != "_train"} == \
+        {k: v for k, v in again.items() if k != "_train"}
+    untimed = [[{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")}
+                for row in run.history] for run in (one, two)]
+    assert untimed[0] == untimed[1]

@@ -22,13 +22,27 @@ def _format_seconds(seconds: float | None) -> str:
     return str(dt.timedelta(seconds=int(seconds)))
 
 
+def job_stage(job) -> str | None:  # noqa: ANN001
+    """What a running job does beyond its counted progress, as its handler reported it in
+    the partial result (``{"stage": "evaluating"}``); None otherwise."""
+    if job.status != jobs.RUNNING or not isinstance(job.result, dict):
+        return None
+    stage = job.result.get("stage")
+    return str(stage) if stage else None
+
+
 def _job_line(job) -> str:  # noqa: ANN001
     parts = [f"**#{job.id} {escape_markdown(job.title or job.kind)}**", f"`{job.status}`"]
     unit = f" {job.progress_unit}" if job.progress_unit else ""
     if job.progress_total:
         parts.append(f"{job.progress_done:,}/{job.progress_total:,}{unit}")
+    stage = job_stage(job)
     rate, seconds_left = jobs.progress_figures(job)
-    if rate is not None:
+    if stage:
+        # Past the counted steps (a training run's evaluation): a rate and "0:00:00 left"
+        # would say it is stuck.
+        parts.append(f"**{escape_markdown(stage)}**")
+    elif rate is not None:
         # The job's one rate (core.jobs.window_rate); progress messages carry no rate of
         # their own, so the bar below never shows a second, different figure.
         parts.append(f"{rate:.2f}{unit}/s, {_format_seconds(seconds_left)} left")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Any
 
@@ -88,6 +89,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "(each level with and without --synthetic-per-class synthetic images)")
     train.add_argument("--name", default="", help="a name for the run(s)")
     train.add_argument("--device", default=None, help="auto | cuda | mps | cpu")
+    train.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="torch threads while training (default: SYNTHLAB_TORCH_THREADS; 0 "
+                            "picks them from the cores free now: usable cores minus the load average)")
     train.add_argument("--json", action="store_true", help="machine-readable output")
     train.set_defaults(func=_train)
 
@@ -144,7 +148,14 @@ def _train(args: argparse.Namespace) -> int:
     from core.training.data import DataError
     from core.training.experiments import create_runs, list_runs
 
+    from core.training.speed import warm_optimizer_imports
+
+    warm_optimizer_imports()  # overlaps planning the runs below
     settings = get_settings()
+    if args.threads is not None:
+        if args.threads < 0:
+            raise CliError(f"--threads must be 0 (choose from the free cores) or more, not {args.threads}")
+        settings = dataclasses.replace(settings, torch_threads=args.threads)
     request = _request(args, settings)
     try:
         run_ids = create_runs(request, created_by="cli", settings=settings)
@@ -178,16 +189,15 @@ def train_in_foreground(run_ids: list[int], settings: Any) -> list[dict[str, Any
     from tqdm import tqdm
 
     from core.training.data import DataError
-    from core.training.experiments import (execute_run, get_run, labelled, mark_runs, plan_for_run,
-                                           training_units)
+    from core.training.execution import execute_run, training_units
+    from core.training.experiments import get_run, labelled, mark_runs, plan_for_run
     from core.training.models import RUN_CANCELLED, RUN_FAILED
 
-    plans = {}
+    plans, units = {}, {}
     for run_id in run_ids:
-        run = get_run(run_id, settings)
-        _, train, data = plan_for_run(run, settings)
-        plans[run_id] = training_units(train, data)
-    total = sum(plans.values())
+        plans[run_id] = plan_for_run(get_run(run_id, settings), settings)
+        units[run_id] = training_units(plans[run_id][1], plans[run_id][2])
+    total = sum(units.values())
     done = 0
     results = []
     with tqdm(total=total, unit="img", file=sys.stderr, disable=None,
@@ -196,9 +206,12 @@ def train_in_foreground(run_ids: list[int], settings: Any) -> list[dict[str, Any
             def report(units: int, _total: int, name: str) -> None:
                 bar.set_description(name[:60])
                 bar.update(max(0, units - bar.n))
+
+            def stage(name: str) -> None:
+                bar.set_description(name)
             try:
                 execute_run(run_id, settings, on_progress=report, progress_offset=done,
-                            progress_total=total)
+                            progress_total=total, on_stage=stage, planned=plans.pop(run_id))
             except DataError as exc:
                 mark_runs(run_ids, RUN_FAILED, settings, error=str(exc))
                 raise CliError(str(exc)) from exc
@@ -208,7 +221,7 @@ def train_in_foreground(run_ids: list[int], settings: Any) -> list[dict[str, Any
             except Exception as exc:
                 mark_runs([run_id], RUN_FAILED, settings, error=f"{type(exc).__name__}: {exc}")
                 raise
-            done += plans[run_id]
+            done += units[run_id]
             run = get_run(run_id, settings)
             entry: dict[str, Any] = {"run_id": run_id, "name": run.name, "seed": run.seeds.get("train"),
                                      "seeds": run.seeds, "real_test": labelled(run.metrics, "real_test")}

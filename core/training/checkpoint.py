@@ -16,6 +16,8 @@ the file's metadata under the key ``synthlab``. Each file is complete on its own
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,22 +79,85 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> d
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def checkpoint_snapshot(model: nn.Module, info: dict[str, Any], *,
+                        optimizer: torch.optim.Optimizer | None = None,
+                        rng_state: dict[str, torch.Tensor] | None = None
+                        ) -> tuple[dict[str, torch.Tensor], str]:
+    """Copies of the tensors and the JSON metadata of a checkpoint, taken now: training
+    may go on changing the model while the copies are written."""
+    def copy(value: torch.Tensor) -> torch.Tensor:
+        # clone, not contiguous(): contiguous() returns the live tensor itself when it is
+        # already contiguous, and a background write must not see later updates.
+        return value.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
+
+    tensors = {f"model.{k}": copy(v) for k, v in model.state_dict().items()}
+    meta = dict(info)
+    if optimizer is not None:
+        optim_tensors, optim_meta = _split_optimizer(optimizer.state_dict())
+        tensors.update({k: copy(v) for k, v in optim_tensors.items()})
+        meta["optimizer"] = optim_meta
+    for name, value in (rng_state or {}).items():
+        tensors[f"rng.{name}"] = copy(value)
+    return tensors, json.dumps(meta, default=_json_default)
+
+
+def write_snapshot(path: Path, snapshot: tuple[dict[str, torch.Tensor], str],
+                   tmp_dir: Path | None = None) -> Path:
+    """Write a snapshot atomically and durably (fsync before the rename): a reader, or the
+    disk after a power cut, sees the old file or the new one, never half of one."""
+    tensors, metadata = snapshot
+    atomic_write(Path(path), save_bytes(tensors, metadata={METADATA_KEY: metadata}), tmp_dir)
+    return Path(path)
+
+
 def save_checkpoint(path: Path, model: nn.Module, info: dict[str, Any], *,
                     optimizer: torch.optim.Optimizer | None = None,
                     rng_state: dict[str, torch.Tensor] | None = None,
                     tmp_dir: Path | None = None) -> Path:
     """Write ``path`` atomically: a reader sees the old file or the new one, never half."""
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = dict(info)
-    if optimizer is not None:
-        optim_tensors, optim_meta = _split_optimizer(optimizer.state_dict())
-        tensors.update(optim_tensors)
-        meta["optimizer"] = optim_meta
-    for name, value in (rng_state or {}).items():
-        tensors[f"rng.{name}"] = value.detach().cpu().contiguous()
-    data = save_bytes(tensors, metadata={METADATA_KEY: json.dumps(meta, default=_json_default)})
-    atomic_write(Path(path), data, tmp_dir)
-    return Path(path)
+    snapshot = checkpoint_snapshot(model, info, optimizer=optimizer, rng_state=rng_state)
+    return write_snapshot(path, snapshot, tmp_dir)
+
+
+class CheckpointWriter:
+    """Writes a fit's per-epoch checkpoints in one background thread, in order.
+
+    Serialising and fsyncing ~34 MB took 0.3 s per epoch on the training thread; here the
+    training thread only copies the tensors (``checkpoint_snapshot``) and goes on. At most
+    one epoch's files are in flight: ``submit`` waits for the previous ones first, so memory
+    stays bounded and a failed write surfaces (raised by the next ``submit`` or ``wait``).
+    ``then`` runs in the writer thread once the files are on disk, so what it publishes
+    (the run's history) is never ahead of the checkpoint a restart would resume from.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, files: list[tuple[Path, tuple[dict[str, torch.Tensor], str]]],
+               tmp_dir: Path | None = None, then: Callable[[], None] | None = None) -> None:
+        self.wait()
+
+        def work() -> None:
+            try:
+                for path, snapshot in files:
+                    write_snapshot(path, snapshot, tmp_dir)
+                if then is not None:
+                    then()
+            except BaseException as exc:  # noqa: BLE001 - handed to the training thread
+                self._error = exc
+
+        self._thread = threading.Thread(target=work, name="checkpoint-writer", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Block until the files submitted are written; raise what went wrong, if anything."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def _json_default(value: Any) -> Any:

@@ -25,14 +25,17 @@ import numpy as np
 from core.config import Settings, get_settings
 from core.db.models import utcnow
 from core.training.checkpoint import LAST_FILE, MODEL_FILE, run_dir, save_checkpoint
-from core.training.data import load_pixels, pipelines_for
-from core.training.experiments import (ProgressCallback, _record_roles, _update_run, get_run,
-                                       plan_for_run)
-from core.training.metrics import evaluate
+from core.training.data import DataSpec, ExperimentData, load_pixels, pipelines_for
+from core.training.experiments import _record_roles, _update_run, get_run, plan_for_run
 from core.training.models import RUN_DONE, RUN_RUNNING
 from core.training.trainer import Classifier, TrainConfig
 
 PixelSource = Any  # np.ndarray, or epoch -> np.ndarray (a fresh augmentation draw per epoch)
+ProgressCallback = Callable[[int, int, str], None]
+StageCallback = Callable[[str], None]
+# The stage a run reports once its last batch is done: the last validation, the test-set
+# evaluation (bootstrap intervals included) and the trained model's file take seconds more.
+STAGE_EVALUATING = "evaluating"
 
 
 def training_units(train: TrainConfig, data: Any) -> int:  # noqa: ANN401 - ExperimentData
@@ -95,6 +98,9 @@ class RunWork:
     bootstrap_seed: int
     resuming: bool = False
     notes: list[str] = field(default_factory=list)
+    # torch threads for the fit (None: as they are). The count changes float sums in the
+    # last bits, so a run records it and a resumed run keeps it.
+    threads: int | None = None
 
     @property
     def units(self) -> int:
@@ -112,21 +118,30 @@ class RunWork:
         return RunWork(**{**self.__dict__, "phases": phases})
 
 
-def prepare_run(run_id: int, settings: Settings) -> RunWork:
-    """The worker's part before training: plan (or reload) the data, record it, load pixels."""
+def prepare_run(run_id: int, settings: Settings, *,
+                planned: tuple[DataSpec, TrainConfig, ExperimentData] | None = None) -> RunWork:
+    """The worker's part before training: plan (or reload) the data, record it, load pixels.
+
+    ``planned``: what ``plan_for_run`` just returned for this run (the job planned it to
+    count its units), so it is not planned twice."""
+    from core.training.speed import choose_threads
+
     run = get_run(run_id, settings)
     if run is None:
         raise ValueError(f"no run with id {run_id}")
-    data_spec, train, data = plan_for_run(run, settings)
+    data_spec, train, data = planned or plan_for_run(run, settings)
     folder = run_dir(settings, run_id)
     resuming = (folder / LAST_FILE).is_file()
     _record_roles(run_id, data, settings)
     pipelines = pipelines_for(data_spec, settings, train.image_size)
+    recorded_threads = (run.config or {}).get("threads") if resuming else None
+    threads = int(recorded_threads) if recorded_threads else \
+        choose_threads(settings.torch_threads, fixed=train.deterministic)
     # The resolved pipelines, not just their preset names: a preset edited later must not
     # change what this run says it trained on.
     _update_run(run_id, settings, status=RUN_RUNNING, class_names=data.class_names,
                 counts=data.counts(), error=None,
-                config={**run.config, "notes": data.notes,
+                config={**run.config, "notes": data.notes, "threads": threads,
                         "pipelines": {k: p.to_dict() for k, p in pipelines.items()}})
     from core.preprocess import PreprocessedCache
 
@@ -166,7 +181,7 @@ def prepare_run(run_id: int, settings: Settings) -> RunWork:
                          "data_spec": data_spec.to_dict()},
                    phases=phases, eval_sets=eval_sets,
                    bootstrap_seed=int((run.seeds or {}).get("bootstrap", train.seed)),
-                   resuming=resuming, notes=list(data.notes))
+                   resuming=resuming, notes=list(data.notes), threads=threads)
 
 
 EpochCallback = Callable[[dict[str, Any], list[dict[str, Any]]], None]
@@ -174,29 +189,46 @@ EpochCallback = Callable[[dict[str, Any], list[dict[str, Any]]], None]
 
 def train_and_evaluate(work: RunWork, folder: Path, tmp_dir: Path | None, *,
                        on_epoch: EpochCallback | None = None,
-                       on_images: Callable[[int], None] | None = None) -> dict[str, Any]:
+                       on_images: Callable[[int], None] | None = None,
+                       on_stage: StageCallback | None = None) -> dict[str, Any]:
     """Train ``work``'s phases (resuming from ``folder``'s last checkpoint), evaluate, and
-    write the final model to ``folder / MODEL_FILE``. ``on_images(n)``: images done so far.
+    write the final model to ``folder / MODEL_FILE``. ``on_images(n)``: images done so far;
+    ``on_stage(STAGE_EVALUATING)`` once the training batches are done (what follows has no
+    batches to count).
 
     Returns ``{"metrics", "curves", "history"}``. Reads and writes nothing but ``folder``.
     """
+    from core.training.speed import warm_optimizer_imports
+
+    warm_optimizer_imports()  # overlaps the model's set-up below
     started = time.perf_counter()
     phase_start = [0]
     batch_size = work.train.batch_size
+    stage: list[str | None] = [None]
 
-    def on_batch(done_batches: int, _total_batches: int) -> None:
+    def enter_stage(name: str) -> None:
+        if on_stage is not None and stage[0] != name:
+            stage[0] = name
+            on_stage(name)
+
+    def on_batch(done_batches: int, total_batches: int) -> None:
         if on_images is not None:
             on_images(phase_start[0] + min(done_batches * batch_size, current[0].images))
+        if done_batches == total_batches and current[0] is work.phases[-1]:
+            enter_stage(STAGE_EVALUATING)
 
     current: list[PhaseWork] = [work.phases[0]]
     classifier = Classifier(work.train, class_names=work.class_names, checkpoint_dir=folder,
                             tmp_dir=tmp_dir, info=work.info, on_epoch=on_epoch,
-                            on_batch=on_batch)
+                            on_batch=on_batch, threads=work.threads)
     for phase in work.phases:
         current[0] = phase
         classifier.fit(phase.pixels, phase.labels, validation=phase.validation, phase=phase.name,
                        epochs=phase.epochs, lr=phase.lr, warm_start=phase.warm)
         phase_start[0] += phase.images
+
+    enter_stage(STAGE_EVALUATING)  # also after an early stop, which skips the last batches
+    from core.training.metrics import evaluate  # sklearn: imported where it is used
 
     metrics: dict[str, Any] = {}
     curves: dict[str, Any] = {}
@@ -210,7 +242,8 @@ def train_and_evaluate(work: RunWork, folder: Path, tmp_dir: Path | None, *,
                          "best_epoch": classifier.best_.get("epoch"),
                          "best_val_loss": classifier.best_.get("val_loss"),
                          "weights": classifier.best_.get("select"),
-                         "deterministic": work.train.deterministic}
+                         "deterministic": work.train.deterministic,
+                         "threads": classifier.threads}
     save_checkpoint(folder / MODEL_FILE, classifier.model_.cpu(),
                     {**classifier._checkpoint_info("final", len(classifier.history_), {}),
                      "metrics": {k: v for k, v in metrics.items() if not k.startswith("_")}},
@@ -227,15 +260,18 @@ def finish_run(run_id: int, outcome: dict[str, Any], settings: Settings) -> None
 
 def execute_run(run_id: int, settings: Settings | None = None, *,
                 on_progress: ProgressCallback | None = None, progress_offset: int = 0,
-                progress_total: int | None = None) -> dict[str, Any]:
-    """Train and evaluate one run here; resumes from its last checkpoint. Returns its metrics."""
+                progress_total: int | None = None, on_stage: StageCallback | None = None,
+                planned: tuple[DataSpec, TrainConfig, ExperimentData] | None = None) -> dict[str, Any]:
+    """Train and evaluate one run here; resumes from its last checkpoint. Returns its metrics.
+
+    ``on_stage``, ``planned``: see ``train_and_evaluate`` and ``prepare_run``."""
     settings = settings or get_settings()
     run = get_run(run_id, settings)
     if run is None:
         raise ValueError(f"no run with id {run_id}")
     if run.status == RUN_DONE:
         return dict(run.metrics or {})
-    work = prepare_run(run_id, settings)
+    work = prepare_run(run_id, settings, planned=planned)
     folder = run_dir(settings, run_id)
     folder.mkdir(parents=True, exist_ok=True)
     units_total = progress_total if progress_total is not None else work.units
@@ -248,7 +284,7 @@ def execute_run(run_id: int, settings: Settings | None = None, *,
         _update_run(run_id, settings, history=list(history))
 
     outcome = train_and_evaluate(work, folder, settings.tmp_dir, on_epoch=on_epoch,
-                                 on_images=on_images)
+                                 on_images=on_images, on_stage=on_stage)
     finish_run(run_id, outcome, settings)
     if on_progress is not None:
         on_progress(progress_offset + work.units, units_total, work.name)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from core.jobs import JobCancelled, JobContext, register_handler
-from core.training.experiments import (execute_run, get_run, mark_runs, plan_for_run,
-                                       training_units)
+from core.training.execution import STAGE_EVALUATING, execute_run, training_units
+from core.training.experiments import get_run, mark_runs, plan_for_run
 from core.training.models import RUN_CANCELLED, RUN_DONE, RUN_FAILED
 
 JOB_KIND = "train"
@@ -30,12 +30,19 @@ def submit_training(run_ids: list[int], *, title: str, created_by: str | None = 
     return job_id
 
 
+def stage_text(stage: str) -> str:
+    if stage == STAGE_EVALUATING:
+        return "evaluating the trained model (validation, test sets, saving)"
+    return stage
+
+
 @register_handler(JOB_KIND)
 def run_training_job(ctx: JobContext) -> dict[str, Any]:
     run_ids = [int(i) for i in ctx.params.get("run_ids", [])]
     if not run_ids:
         raise ValueError("a train job needs run_ids")
     units: dict[int, int] = {}
+    plans: dict[int, Any] = {}
     for run_id in run_ids:
         run = get_run(run_id, ctx.settings)
         if run is None:
@@ -43,8 +50,8 @@ def run_training_job(ctx: JobContext) -> dict[str, Any]:
         if run.status in (RUN_DONE, RUN_FAILED, RUN_CANCELLED):
             units[run_id] = 0
             continue
-        _, train, data = plan_for_run(run, ctx.settings)
-        units[run_id] = training_units(train, data)
+        plans[run_id] = plan_for_run(run, ctx.settings)
+        units[run_id] = training_units(plans[run_id][1], plans[run_id][2])
     total = sum(units.values())
     done_units = 0
     results: dict[str, Any] = {}
@@ -60,11 +67,20 @@ def run_training_job(ctx: JobContext) -> dict[str, Any]:
         if run.status != RUN_DONE:
             ctx.log(f"run {run_id} ({position + 1}/{len(run_ids)}): {run.name}")
 
+            last_done = [done_units]
+
             def report(done: int, _total: int, name: str) -> None:
+                last_done[0] = done
                 ctx.progress(done, total, f"run {run_id}: {name}")
+
+            def stage(name: str) -> None:
+                # Seconds with no batch to count: the panel shows the stage, not "0:00:00 left".
+                ctx.progress(last_done[0], total, f"run {run_id}: {stage_text(name)}", force=True)
+                ctx.set_result({"runs": results, "stage": name})
+                ctx.log(f"run {run_id}: {stage_text(name)}")
             try:
                 execute_run(run_id, ctx.settings, on_progress=report, progress_offset=done_units,
-                            progress_total=total)
+                            progress_total=total, on_stage=stage, planned=plans.pop(run_id, None))
             except JobCancelled:
                 mark_runs(run_ids[position:], RUN_CANCELLED, ctx.settings, error="cancelled")
                 raise

@@ -17,7 +17,6 @@ import math
 from typing import Any
 
 import numpy as np
-from sklearn import metrics as skm
 
 from core.training.bootstrap import DEFAULT_RESAMPLES, bootstrap_intervals
 
@@ -48,6 +47,7 @@ def _normalised_rows(proba: np.ndarray) -> np.ndarray:
 
 def roc_auc_ovr(y_true: np.ndarray, proba: np.ndarray) -> tuple[float | None, list[float | None]]:
     """Macro one-vs-rest ROC-AUC over the classes present (with at least one negative too)."""
+    from sklearn import metrics as skm  # here, not at import: 1.25 s nothing else needs
     per_class: list[float | None] = []
     for k in range(proba.shape[1]):
         positives = y_true == k
@@ -64,6 +64,8 @@ def evaluate(y_true: np.ndarray | list[int], proba: np.ndarray, class_names: lis
              resamples: int = DEFAULT_RESAMPLES) -> tuple[dict[str, Any], dict[str, Any]]:
     """``bootstrap_seed``: also store 95% bootstrap intervals over the test images
     (``ci95``) and how they were drawn (``bootstrap``)."""
+    from sklearn import metrics as skm  # here, not at import (see roc_auc_ovr)
+
     y_true = np.asarray(y_true, dtype=int)
     proba = np.asarray(proba, dtype=float)
     n_classes = len(class_names)

@@ -27,10 +27,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from core.training.checkpoint import (BEST_FILE, LAST_FILE, Checkpoint, load_checkpoint,
-                                      save_checkpoint)
+from core.training.checkpoint import (BEST_FILE, LAST_FILE, Checkpoint, CheckpointWriter,
+                                      checkpoint_snapshot, load_checkpoint, save_checkpoint)
 from core.training.model import ModelSpec, build_from_spec, initialise, to_input
 from core.training.protocols import INIT_SCHEMES, OPTIMIZERS, SELECT_RULES
+from core.training.speed import cpu_settings, load_optimizer_state, make_fast_optimizer
 
 # The numbers a training run may take. The Train page's inputs use these bounds and
 # TrainConfig refuses anything outside them (NaN and infinities included), so the page, the
@@ -161,11 +162,11 @@ def _restore_rng(state: dict[str, torch.Tensor], generator: torch.Generator) -> 
 
 def make_optimizer(name: str, parameters: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """``adamw`` (decoupled weight decay) or ``adam`` (plain Adam; its weight decay, if any,
-    is the classic L2 term added to the gradient)."""
+    is the classic L2 term added to the gradient), in their fused implementation."""
     if name == "adamw":
-        return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+        return make_fast_optimizer(torch.optim.AdamW, parameters, lr=lr, weight_decay=weight_decay)
     if name == "adam":
-        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+        return make_fast_optimizer(torch.optim.Adam, parameters, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 
@@ -197,7 +198,7 @@ class Classifier:
     def __init__(self, config: TrainConfig | None = None, *, class_names: list[str] | None = None,
                  checkpoint_dir: Path | None = None, info: dict[str, Any] | None = None,
                  on_epoch: EpochCallback | None = None, on_batch: BatchCallback | None = None,
-                 tmp_dir: Path | None = None) -> None:
+                 tmp_dir: Path | None = None, threads: int | None = None) -> None:
         self.config = config or TrainConfig()
         self.class_names = list(class_names or [])
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
@@ -205,6 +206,8 @@ class Classifier:
         self.on_epoch = on_epoch
         self.on_batch = on_batch
         self.tmp_dir = tmp_dir
+        # torch threads during fit (None: as they are; core.training.speed.choose_threads).
+        self.threads = threads
         self.device = resolve_device(self.config.device)
         self.model_: nn.Module | None = None
         self.history_: list[dict[str, Any]] = []
@@ -246,7 +249,7 @@ class Classifier:
         ``phase`` names this call (``pretrain`` then ``finetune`` for two-phase training,
         with ``warm_start=True`` on the second so it continues from the first's weights).
         """
-        with deterministic_algorithms(self.config.deterministic):
+        with deterministic_algorithms(self.config.deterministic), cpu_settings(self.threads):
             return self._fit(X, y, validation=validation, phase=phase, epochs=epochs, lr=lr,
                              warm_start=warm_start)
 
@@ -268,7 +271,8 @@ class Classifier:
         torch.manual_seed(config.seed)
         if self.model_ is None or not warm_start:
             self.model_ = initialise(build_from_spec(self._spec(num_classes)), config.init)
-        model = self.model_.to(self.device)
+        # Channels-last: max-pooling cost more than the convolutions in NCHW (issue 14).
+        model = self.model_.to(self.device, memory_format=torch.channels_last)
         optimizer = make_optimizer(config.optimizer, model.parameters(), lr, config.weight_decay)
         shuffle = torch.Generator().manual_seed(config.seed + 7919 * len(self.phases_done_))
         best = {"val_loss": math.inf, "epoch": 0}
@@ -287,7 +291,7 @@ class Classifier:
             if checkpoint.info.get("phase") == phase:
                 model.load_state_dict(checkpoint.model_state)
                 if checkpoint.optimizer_state:
-                    optimizer.load_state_dict(checkpoint.optimizer_state)
+                    load_optimizer_state(optimizer, checkpoint.optimizer_state)
                 _restore_rng(checkpoint.rng_state, shuffle)
                 best = dict(checkpoint.info.get("best", best))
                 start_epoch = checkpoint.epoch + 1
@@ -295,6 +299,9 @@ class Classifier:
 
         pixels_cache: dict[str, Any] = {}
         has_validation = validation is not None and len(validation[1]) > 0
+        if has_validation:  # made a tensor once, not every epoch
+            validation = (torch.from_numpy(np.ascontiguousarray(validation[0])),
+                          torch.as_tensor(np.asarray(validation[1], dtype=np.int64)))
         # best-val needs validation images; without them the last epoch's weights are kept
         # (choosing by training loss would reward overfitting).
         keep_best = config.select == "best-val" and has_validation
@@ -305,61 +312,78 @@ class Classifier:
         batches_per_epoch = math.ceil(n / config.batch_size)
         use_amp = config.mixed_precision and self.device.type == "cuda"
         amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+        # Loss scaling only where float16 gradients can underflow: never on the CPU.
+        scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
         labels = torch.as_tensor(y, device=self.device)
-
-        for epoch in range(start_epoch, epochs + 1):
-            started = time.perf_counter()
-            pixels = self._epoch_pixels(X, epoch, pixels_cache)
-            if len(pixels) != n:
-                raise ValueError(f"{len(pixels)} images but {n} labels")
-            model.train()
-            order = torch.randperm(n, generator=shuffle).to(self.device)
-            total_loss, correct = 0.0, 0
-            for b in range(batches_per_epoch):
-                index = order[b * config.batch_size:(b + 1) * config.batch_size]
-                inputs = to_input(pixels[index])
-                target = labels[index]
-                with torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_amp):
-                    logits = model(inputs)
-                    loss = F.cross_entropy(logits, target)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                total_loss += float(loss.detach()) * len(index)
-                correct += int((logits.detach().argmax(1) == target).sum())
-                if self.on_batch is not None:
-                    self.on_batch((epoch - 1) * batches_per_epoch + b + 1, epochs * batches_per_epoch)
-            if not math.isfinite(total_loss):
-                raise FloatingPointError(f"training diverged in epoch {epoch} (the loss is not a "
-                                         f"number); lower the learning rate (now {lr})")
-            row: dict[str, Any] = {"phase": phase, "epoch": epoch, "loss": total_loss / n,
-                                   "acc": correct / n, "lr": lr}
-            if has_validation:
-                val_loss, val_acc = self._loss_and_accuracy(validation[0], validation[1])
-                row.update(val_loss=val_loss, val_acc=val_acc)
-            improved = False
-            if keep_best:
-                improved = row["val_loss"] < best["val_loss"] - 1e-6
-                if improved:
-                    best = {"val_loss": row["val_loss"], "epoch": epoch}
-                    best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                    stale = 0
+        writer = CheckpointWriter()
+        try:
+            for epoch in range(start_epoch, epochs + 1):
+                started = time.perf_counter()
+                pixels = self._epoch_pixels(X, epoch, pixels_cache)
+                if len(pixels) != n:
+                    raise ValueError(f"{len(pixels)} images but {n} labels")
+                model.train()
+                order = torch.randperm(n, generator=shuffle).to(self.device)
+                # Summed on the device and read once per epoch: no per-batch sync (MPS has
+                # no float64).
+                loss_sum = torch.zeros((), device=self.device, dtype=torch.float32
+                                       if self.device.type == "mps" else torch.float64)
+                correct_sum = torch.zeros((), dtype=torch.int64, device=self.device)
+                for b in range(batches_per_epoch):
+                    index = order[b * config.batch_size:(b + 1) * config.batch_size]
+                    inputs = to_input(pixels[index], channels_last=True)
+                    target = labels[index]
+                    with torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_amp):
+                        logits = model(inputs)
+                        loss = F.cross_entropy(logits, target)
+                    optimizer.zero_grad(set_to_none=True)
+                    if scaler is None:
+                        loss.backward()
+                        optimizer.step()
+                    else:
+                        scaler.scale(loss).backward()
+                        scaler.step(optimizer)
+                        scaler.update()
+                    loss_sum += loss.detach().to(loss_sum.dtype) * len(index)
+                    correct_sum += (logits.detach().argmax(1) == target).sum()
+                    if self.on_batch is not None:
+                        self.on_batch((epoch - 1) * batches_per_epoch + b + 1, epochs * batches_per_epoch)
+                total_loss, correct = float(loss_sum), int(correct_sum)
+                if not math.isfinite(total_loss):
+                    raise FloatingPointError(f"training diverged in epoch {epoch} (the loss is not a "
+                                             f"number); lower the learning rate (now {lr})")
+                row: dict[str, Any] = {"phase": phase, "epoch": epoch, "loss": total_loss / n,
+                                       "acc": correct / n, "lr": lr}
+                if has_validation:
+                    val_loss, val_acc = self._loss_and_accuracy(validation[0], validation[1])
+                    row.update(val_loss=val_loss, val_acc=val_acc)
+                improved = False
+                if keep_best:
+                    improved = row["val_loss"] < best["val_loss"] - 1e-6
+                    if improved:
+                        best = {"val_loss": row["val_loss"], "epoch": epoch}
+                        best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                        stale = 0
+                    else:
+                        stale += 1
                 else:
-                    stale += 1
-            else:
-                best = {"val_loss": row.get("val_loss"), "epoch": epoch}
-            row["seconds"] = round(time.perf_counter() - started, 3)
-            row["images_per_s"] = round(n / max(row["seconds"], 1e-9), 1)
-            self.history_.append(row)
-            stop = keep_best and bool(patience) and stale >= patience
-            row["early_stop"] = stop
-            self._save(phase, epoch, best, model, optimizer, shuffle, improved)
-            if self.on_epoch is not None:
-                self.on_epoch(row, self.history_)
-            if stop:
-                break
+                    best = {"val_loss": row.get("val_loss"), "epoch": epoch}
+                row["seconds"] = round(time.perf_counter() - started, 3)
+                row["images_per_s"] = round(n / max(row["seconds"], 1e-9), 1)
+                self.history_.append(row)
+                stop = keep_best and bool(patience) and stale >= patience
+                row["early_stop"] = stop
+                self._save_in_background(writer, phase, epoch, best, model, optimizer, shuffle,
+                                         improved, row)
+                if stop:
+                    break
+        except BaseException:
+            # No write outlives the fit, even one stopped by an error or a cancel (whose
+            # exception is the one to raise, not a failed write's).
+            with contextlib.suppress(Exception):
+                writer.wait()
+            raise
+        writer.wait()
 
         if keep_best and best_state is not None:
             model.load_state_dict(best_state)
@@ -391,6 +415,25 @@ class Classifier:
         save_checkpoint(self.checkpoint_dir / LAST_FILE, model, info, optimizer=optimizer,
                         rng_state=_rng_state(shuffle), tmp_dir=self.tmp_dir)
 
+    def _save_in_background(self, writer: CheckpointWriter, phase: str, epoch: int,
+                            best: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+                            shuffle: torch.Generator, improved: bool, row: dict[str, Any]) -> None:
+        """This epoch's checkpoints, written while the next epoch trains; then ``on_epoch``
+        (in the writer's thread: what it publishes is never ahead of the files on disk)."""
+        history = list(self.history_)
+        publish = None if self.on_epoch is None else (lambda: self.on_epoch(row, history))
+        if self.checkpoint_dir is None:
+            if publish is not None:
+                publish()
+            return
+        info = self._checkpoint_info(phase, epoch, best)
+        files = []
+        if improved:
+            files.append((self.checkpoint_dir / BEST_FILE, checkpoint_snapshot(model, info)))
+        files.append((self.checkpoint_dir / LAST_FILE, checkpoint_snapshot(
+            model, info, optimizer=optimizer, rng_state=_rng_state(shuffle))))
+        writer.submit(files, self.tmp_dir, then=publish)
+
     def _epoch_pixels(self, X: PixelSource, epoch: int, cache: dict[str, Any]) -> torch.Tensor:
         """This epoch's uint8 images as a tensor on the training device (moved once for a
         fixed array: a few MB at 64 px, so the GPU never waits for host copies)."""
@@ -407,23 +450,26 @@ class Classifier:
             raise RuntimeError("this Classifier is not fitted yet; call fit() first")
         return self.model_
 
-    @torch.no_grad()
-    def _logits(self, X: np.ndarray) -> torch.Tensor:
+    def _logits(self, X: np.ndarray | torch.Tensor) -> torch.Tensor:
         model = self._check_fitted().to(self.device).eval()
-        pixels = torch.from_numpy(np.ascontiguousarray(X))
+        pixels = X if isinstance(X, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(X))
         use_amp = self.config.mixed_precision and self.device.type == "cuda"
         out = []
         step = max(self.config.batch_size, 256)
-        for start in range(0, len(pixels), step):
-            with torch.autocast(self.device.type, enabled=use_amp) if use_amp else contextlib.nullcontext():
-                out.append(model(to_input(pixels[start:start + step], self.device)).float().cpu())
+        # inference_mode: no autograd bookkeeping at all (cheaper than no_grad).
+        with torch.inference_mode():
+            for start in range(0, len(pixels), step):
+                with torch.autocast(self.device.type, enabled=use_amp) if use_amp else contextlib.nullcontext():
+                    batch = to_input(pixels[start:start + step], self.device, channels_last=True)
+                    out.append(model(batch).float().cpu())
         if not out:
             return torch.zeros((0, len(self.class_names)))
         return torch.cat(out)
 
-    def _loss_and_accuracy(self, X: np.ndarray, y: np.ndarray | list[int]) -> tuple[float, float]:
+    def _loss_and_accuracy(self, X: np.ndarray | torch.Tensor,
+                           y: np.ndarray | list[int] | torch.Tensor) -> tuple[float, float]:
         logits = self._logits(X)
-        target = torch.as_tensor(np.asarray(y, dtype=np.int64))
+        target = y if isinstance(y, torch.Tensor) else torch.as_tensor(np.asarray(y, dtype=np.int64))
         return float(F.cross_entropy(logits, target)), float((logits.argmax(1) == target).float().mean())
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
