@@ -110,20 +110,28 @@ def _class_ids(names: Sequence[str], session: Session | None) -> Any:
 
 def where(query: Select, flt: Any, session: Session | None = None) -> Select:
     """``query`` narrowed to the images ``flt`` (a ``GalleryFilter``) lets through."""
-    excluded = _excluded_clause(Image.excluded, flt)
-    if excluded is not None:
-        query = query.where(excluded)
-    if flt.classes:
-        query = query.where(Image.class_id.in_(_class_ids(flt.classes, session)))
-    if flt.sources:
-        query = query.where(Image.source.in_(flt.sources))
-    if flt.datasets:
-        query = query.where(Image.dataset_id.in_(flt.datasets))
-    if flt.splits:
-        query = query.where(_split_clause(Image.split, flt.splits, None))
+    query = _narrowed(query, flt, session, Image, no_split=None)
     text = flt.prompt_contains.strip()
     if text:
         query = query.where(prompt_clause(text, session))
+    return query
+
+
+def _narrowed(query: Select, flt: Any, session: Session | None, table: Any,
+              no_split: str | None) -> Select:
+    """``query`` narrowed by ``flt``'s column filters on ``table`` (``images``, or the
+    ``image_counts`` table with the same columns, where "no split" is stored as '')."""
+    excluded = _excluded_clause(table.excluded, flt)
+    if excluded is not None:
+        query = query.where(excluded)
+    if flt.classes:
+        query = query.where(table.class_id.in_(_class_ids(flt.classes, session)))
+    if flt.sources:
+        query = query.where(table.source.in_(flt.sources))
+    if flt.datasets:
+        query = query.where(table.dataset_id.in_(flt.datasets))
+    if flt.splits:
+        query = query.where(_split_clause(table.split, flt.splits, no_split))
     return query
 
 
@@ -148,18 +156,7 @@ def count_by_class(session: Session, flt: Any) -> dict[int, int]:
 
 
 def _counts_where(query: Select, flt: Any, session: Session) -> Select:
-    excluded = _excluded_clause(ImageCount.excluded, flt)
-    if excluded is not None:
-        query = query.where(excluded)
-    if flt.classes:
-        query = query.where(ImageCount.class_id.in_(_class_ids(flt.classes, session)))
-    if flt.sources:
-        query = query.where(ImageCount.source.in_(flt.sources))
-    if flt.datasets:
-        query = query.where(ImageCount.dataset_id.in_(flt.datasets))
-    if flt.splits:
-        query = query.where(_split_clause(ImageCount.split, flt.splits, ""))
-    return query
+    return _narrowed(query, flt, session, ImageCount, no_split="")
 
 
 def _sort_columns(sort: str) -> list[tuple[Any, bool]]:

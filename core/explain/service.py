@@ -358,19 +358,15 @@ def explain(run: LoadedRun | int, subject: Subject, config: AttributionConfig, *
     settings = settings or get_settings()
     if not isinstance(run, LoadedRun):
         run = load_run(run, settings)
+    if use_cache:
+        hit = cached_explanation(run, subject, config, target=target, input_mode=input_mode,
+                                 input_seed=input_seed, settings=settings)
+        if hit is not None:
+            return hit
     started = time.perf_counter()
     prepared, probabilities, predicted, target_index, key = _predict_and_key(
         run, subject, config, target, input_mode, input_seed)
     folder = attributions_dir(settings)
-
-    if use_cache:
-        hit = _cached_map(run.run_id, subject.sha256, config.method, key, folder, settings)
-        if hit is not None:
-            row, attribution = hit
-            if attribution.shape == prepared.pixels.shape[:2]:
-                return _explanation(run, subject, prepared, config, probabilities, predicted,
-                                    target_index, attribution, cached=True,
-                                    seconds=time.perf_counter() - started)
 
     try:
         with run.lock:
