@@ -122,6 +122,17 @@ def process_running(pid: int) -> bool:
     return state != "Z"
 
 
+def poll(condition, timeout: float, what: str, interval: float = 0.02) -> float:  # noqa: ANN001
+    """Wait for ``condition()`` with a deadline (a ceiling, not a pace); returns the seconds
+    it took."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+    return time.monotonic() - started
+
+
 def _worker_pids(home: Path) -> list[int]:
     """The workers this server's dashboard started (their pid files name them)."""
     pids = []

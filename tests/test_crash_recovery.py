@@ -21,6 +21,7 @@ from core.imageio import decode_image
 from core.store import ImageStore, StoreError
 from core.worker import run_worker
 from tests import crashjobs
+from tests.browser import poll, process_running
 
 ROOT = Path(__file__).resolve().parent.parent
 # How long to wait for a worker subprocess to make progress: a ceiling, not a pace. A busy
@@ -295,24 +296,6 @@ def _children_of(pid: int) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"  # a zombie has died; only its exit status waits to be collected
-
-
-def _poll(condition, timeout: float, what: str) -> float:  # noqa: ANN001
-    """Wait for ``condition()`` with a deadline; returns the seconds it took."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-    return time.monotonic() - started
-
-
 def _image_count(settings) -> int:  # noqa: ANN001
     with session_scope(settings) as session:
         return int(session.scalar(select(func.count()).select_from(Image)))
@@ -347,14 +330,14 @@ def test_a_forked_child_does_not_hold_the_worker_lock(settings):
         assert worker_alive(settings)
         os.kill(worker.pid, signal.SIGKILL)  # the worker dies; its busy child lives on
         worker.wait(timeout=10)
-        assert _alive(child)
+        assert process_running(child)
         # Before the fix the child's inherited descriptor kept the lock: "a worker is
         # alive", and every new worker exited.
         assert not worker_alive(settings)
     finally:
         if worker.poll() is None:
             worker.kill()
-        if child is not None and _alive(child):
+        if child is not None and process_running(child):
             os.kill(child, signal.SIGKILL)
         worker.stdout.close()
 
@@ -374,7 +357,7 @@ def test_worker_killed_mid_import_leaves_no_pool_and_the_next_worker_resumes(set
     first = subprocess.Popen([sys.executable, "-m", "core", "worker"], cwd=ROOT, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _poll(lambda: len(_children_of(first.pid)) >= 2 and _image_count(settings) > 0, LOAD_PROOF_S,
+        poll(lambda: len(_children_of(first.pid)) >= 2 and _image_count(settings) > 0, LOAD_PROOF_S,
               "the import to commit its first batch with two decoding processes")
         pool = _children_of(first.pid)
     finally:
@@ -385,7 +368,7 @@ def test_worker_killed_mid_import_leaves_no_pool_and_the_next_worker_resumes(set
     assert jobs.get_job(job_id, settings).status == jobs.RUNNING  # nobody told the DB
 
     # Before the fix the two decoding processes lived on, holding the worker's lock.
-    took = _poll(lambda: not any(_alive(pid) for pid in pool), 5,
+    took = poll(lambda: not any(process_running(pid) for pid in pool), 5,
                  f"the decoding processes {pool} to die with their worker")
     print(f"decoding processes gone {took:.2f} s after the worker's SIGKILL")
 
@@ -399,7 +382,7 @@ def test_worker_killed_mid_import_leaves_no_pool_and_the_next_worker_resumes(set
         def finished() -> bool:
             assert second.poll() is None, f"the new worker exited: {second_log.read_text()}"
             return jobs.get_job(job_id, settings).status in jobs.FINAL_STATUSES
-        _poll(finished, LOAD_PROOF_S, "the new worker to resume and finish the import")
+        poll(finished, LOAD_PROOF_S, "the new worker to resume and finish the import")
         print(f"import resumed and finished {time.monotonic() - started:.2f} s after the "
               "new worker started")
     finally:

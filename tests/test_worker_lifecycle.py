@@ -14,17 +14,9 @@ import pytest
 
 from core import jobs
 from core.worker import PARENT_WATCH_S, worker_alive
+from tests.browser import poll
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _poll(condition, timeout: float, what: str) -> float:  # noqa: ANN001
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-    return time.monotonic() - started
 
 
 def _env(home: Path, **extra: str) -> dict[str, str]:
@@ -76,16 +68,16 @@ def test_dashboard_loads_nothing_from_outside_and_its_worker_stops_with_it(tmp_p
         assert icon.startswith(("data:image/svg", server.url)), icon
 
         # The page load started a worker; give it a job to be inside when the server stops.
-        _poll(lambda: worker_alive(settings), 60, "the dashboard to start a worker")
+        poll(lambda: worker_alive(settings), 60, "the dashboard to start a worker")
         worker_pid = int((settings.home_path / "worker-default.pid").read_text())
         job_id = jobs.submit("test_slow_images", {"count": 200, "delay": 0.05},
                              created_by="ann", settings=settings)
-        _poll(lambda: jobs.get_job(job_id, settings).progress_done > 0, 60,
+        poll(lambda: jobs.get_job(job_id, settings).progress_done > 0, 60,
               "the job to store its first image")
 
         server.process.terminate()  # stop `streamlit run` by its PID, as Ctrl-C would
         server.process.wait(timeout=30)
-        took = _poll(lambda: not process_running(worker_pid) and not worker_alive(settings),
+        took = poll(lambda: not process_running(worker_pid) and not worker_alive(settings),
                      30, "the dashboard's worker to stop with it")
         assert took < 15
         job = jobs.get_job(job_id, settings)
@@ -108,7 +100,7 @@ def test_worker_stop_stops_a_hand_started_worker_which_outlives_its_parent(setti
     subprocess.run(["sh", "-c", f"'{sys.executable}' -m core worker >worker.out 2>&1 &"],
                    cwd=home, env=dict(_env(home), PYTHONPATH=str(ROOT)), check=True)
     log_file = home / "worker.out"
-    _poll(lambda: worker_alive(settings) or "No module named" in _text(log_file), 60,
+    poll(lambda: worker_alive(settings) or "No module named" in _text(log_file), 60,
           "the hand-started worker to take its lock")
     assert worker_alive(settings), _text(log_file)
     pid = int((home / "worker-default.pid").read_text())
@@ -148,7 +140,7 @@ def test_worker_log_has_one_line_per_job_event_and_no_progress_bars(settings, tm
     started = ensure_worker(dataclasses.replace(settings, autostart_worker=True))
     assert started
     try:
-        _poll(lambda: jobs.get_job(failing, settings).status == jobs.FAILED, 120,
+        poll(lambda: jobs.get_job(failing, settings).status == jobs.FAILED, 120,
               "both jobs to run")
     finally:
         stop_worker(settings, wait_seconds=30)
