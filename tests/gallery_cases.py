@@ -195,3 +195,88 @@ def mutate(settings: Any) -> None:
         session.execute(update(Image).where(Image.id.in_([20, 21, 22, 23]))
                         .values(prompt="GREEN MANGO edited", split="test", source="synthetic"))
         session.execute(update(Image).where(Image.id == 24).values(prompt=None))
+
+
+def import_row(number: int, class_id: int, *, dataset_id: int = 1, split: str | None = "train",
+               source: str = "real") -> dict[str, Any]:
+    """One ``images`` row as the importer writes it (no file: only the counts are tested).
+    ``number`` makes its hash and path unique; keep it above ``populate``'s rows."""
+    from core.db.models import utcnow
+
+    return {"sha256": f"{number:064x}", "path": f"ff/{number:064x}.png", "class_id": class_id,
+            "source": source, "dataset_id": dataset_id, "split": split, "width": 16,
+            "height": 16, "format": "PNG", "added_at": utcnow(), "excluded": False}
+
+
+def crossed_transactions(settings: Any, first: list[Any], second: list[Any]) -> list[BaseException]:
+    """Run two write transactions at once, each a list of steps ``fn(session)``: both run
+    their first step, then (once the other has too) the rest, then commit. With steps that
+    touch the same count keys in opposite orders, each holds what the other wants next: the
+    classic deadlock. Returns the errors the two raised (none, when writes cannot cross)."""
+    import threading
+
+    from core.db.engine import session_scope
+
+    barrier = threading.Barrier(2, timeout=10)
+    errors: list[BaseException] = []
+
+    def run(steps: list[Any]) -> None:
+        try:
+            with session_scope(settings, write=True) as session:
+                steps[0](session)
+                barrier.wait()
+                for step in steps[1:]:
+                    step(session)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            barrier.abort()
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(steps,)) for steps in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads), "a transaction never finished"
+    return errors
+
+
+def concurrent_writers(settings: Any, writers: int = 2, rounds: int = 6) -> int:
+    """``writers`` threads at once through the app's own write paths, each round: an import
+    batch written row by row (as the importer's executemany does) over every class, odd
+    writers in the opposite class order, then a relabel, an exclude and a delete of some of
+    those rows. Returns how many of the new rows remain (each round keeps 3 of 5)."""
+    import threading
+
+    from sqlalchemy import insert, select
+
+    from core import gallery
+    from core.db.engine import run_write, session_scope
+    from core.db.models import Image
+
+    errors: list[BaseException] = []
+    class_ids = list(range(1, len(CLASSES) + 1))
+
+    def writer(index: int) -> None:
+        order = class_ids if index % 2 == 0 else class_ids[::-1]
+        try:
+            for round_ in range(rounds):
+                base = 1_000_000 + (index * rounds + round_) * len(order)
+                rows = [import_row(base + k, class_id, dataset_id=1 + k % 2)
+                        for k, class_id in enumerate(order)]
+                run_write(lambda session, rows=rows: session.execute(insert(Image), rows), settings)
+                with session_scope(settings) as session:
+                    ids = list(session.scalars(select(Image.id).where(
+                        Image.sha256.in_([r["sha256"] for r in rows])).order_by(Image.id)))
+                gallery.relabel(ids[:2], CLASSES[round_ % len(CLASSES)], settings=settings)
+                gallery.set_excluded(ids[2:3], True, settings=settings)
+                gallery.delete_images(ids[3:5], settings=settings)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+    return writers * rounds * 3

@@ -65,3 +65,11 @@ def test_splits_counts_and_stats_come_from_the_count_table(small_index):
     assert stats["images"] == len(rows) and stats["excluded"] == sum(r.excluded for r in rows)
     gallery.delete_images([r.id for r in rows if r.split == "val"], settings=small_index)
     assert "val" not in gallery.splits(small_index)
+
+
+def test_concurrent_writers_keep_the_counts_exact(small_index):
+    """SQLite serialises writers (BEGIN IMMEDIATE), and the per-row triggers count inside
+    each writer's transaction: no count update is lost however the writers interleave."""
+    kept = gallery_cases.concurrent_writers(small_index, writers=3, rounds=5)
+    gallery_cases.check_counts_table(small_index)
+    assert len(gallery_cases.all_rows(small_index)) == 300 + kept

@@ -200,3 +200,65 @@ def test_gallery_counts_search_and_paging_match_a_python_filter_on_postgres(pg_s
     for sort in ("newest", "class"):
         gallery_cases.check_paging(pg_settings, GalleryFilter(prompt_contains="green"), sort,
                                    limit=8)
+
+
+def test_crossed_imports_relabels_and_deletes_do_not_deadlock_on_the_count_rows_on_postgres(
+        pg_settings):
+    """Two writers at once over the same (class, source, dataset, split) keys in opposite
+    orders: an import batch goes in row by row (psycopg's executemany runs one INSERT per
+    row, so the count triggers fire per row), a relabel or delete moves rows between keys.
+    Each transaction must not lock shared count rows as it goes (it would hold the one the
+    other wants next: "deadlock detected"), and the counts must stay exact."""
+    from sqlalchemy import delete, insert, select, update
+
+    from core.db.engine import init_db, session_scope
+    from core.db.models import Image
+    from tests import gallery_cases
+
+    init_db(pg_settings)
+    gallery_cases.populate(pg_settings, rows=40)
+    with session_scope(pg_settings, write=True) as session:
+        # Two rows of each class in the key the imports write (dataset 1, real, train).
+        session.execute(insert(Image), [gallery_cases.import_row(900 + 10 * i + c, c)
+                                        for i in (1, 2) for c in range(1, 6)])
+
+    def add(number: int, class_id: int):  # noqa: ANN202
+        return lambda session: session.execute(insert(Image), [gallery_cases.import_row(
+            number, class_id)])
+
+    def move(class_from: int, class_to: int):  # noqa: ANN202
+        def step(session) -> None:  # noqa: ANN001
+            victim = session.scalar(select(Image.id).where(
+                Image.class_id == class_from, Image.dataset_id == 1, Image.split == "train",
+                Image.excluded.is_(False), Image.source == "real").limit(1))
+            session.execute(update(Image).where(Image.id == victim).values(class_id=class_to))
+        return step
+
+    def drop(class_id: int):  # noqa: ANN202
+        def step(session) -> None:  # noqa: ANN001
+            session.execute(delete(Image).where(Image.id == session.scalar(select(Image.id).where(
+                Image.class_id == class_id, Image.dataset_id == 1, Image.split == "train",
+                Image.excluded.is_(False), Image.source == "real").limit(1))))
+        return step
+
+    apple, banana = 5, 4  # class ids (populate creates them in reverse name order)
+    crossings = [
+        ([add(2001, apple), add(2002, banana)], [add(2003, banana), add(2004, apple)]),
+        ([add(2005, apple), add(2006, banana)], [drop(banana), move(3, apple)]),
+        ([move(apple, banana), add(2007, 3)], [move(banana, apple), add(2008, 3)]),
+    ]
+    for first, second in crossings:
+        errors = gallery_cases.crossed_transactions(pg_settings, first, second)
+        assert not errors, [str(e).splitlines()[0] for e in errors]
+    gallery_cases.check_counts_table(pg_settings)
+
+
+def test_concurrent_writers_keep_the_counts_exact_on_postgres(pg_settings):
+    from core.db.engine import init_db
+    from tests import gallery_cases
+
+    init_db(pg_settings)
+    gallery_cases.populate(pg_settings, rows=40)
+    kept = gallery_cases.concurrent_writers(pg_settings, writers=3, rounds=5)
+    gallery_cases.check_counts_table(pg_settings)
+    assert len(gallery_cases.all_rows(pg_settings)) == 40 + kept
