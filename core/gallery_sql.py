@@ -3,7 +3,7 @@
 Each filter maps to an index of migration 0011 whose columns are the filter's equality
 columns followed by ``id``, so a "newest first" page reads LIMIT index entries and stops.
 Totals come from ``image_counts`` (kept by triggers in the writing transaction, so they are
-exact) unless the filter searches prompts. Prompt search uses the FTS5 trigram index on
+exact; on PostgreSQL applied at its commit, migration 0012) unless the filter searches prompts. Prompt search uses the FTS5 trigram index on
 SQLite and the pg_trgm GIN index (through ``ILIKE``) on PostgreSQL; a query shorter than a
 trigram, or a database without the index, falls back to a LIKE scan with the same result.
 """

@@ -116,7 +116,7 @@ def test_migrations_import_gallery_train_and_check_on_postgres(pg_settings, tmp_
     from core.db.engine import current_revision, init_db
 
     init_db(pg_settings)
-    assert current_revision(pg_settings) == "0011"
+    assert current_revision(pg_settings) == "0012"
     folder = make_imagefolder(tmp_path / "photos", ["apple", "banana"], 12, size=(40, 32))
     (folder / "apple" / "broken.jpg").write_bytes(b"not an image")
     report = _cli("ingest", str(folder), "--dataset", "photos")
@@ -209,7 +209,7 @@ def test_crossed_imports_relabels_and_deletes_do_not_deadlock_on_the_count_rows_
     row, so the count triggers fire per row), a relabel or delete moves rows between keys.
     Each transaction must not lock shared count rows as it goes (it would hold the one the
     other wants next: "deadlock detected"), and the counts must stay exact."""
-    from sqlalchemy import delete, insert, select, update
+    from sqlalchemy import delete, insert, select, text, update
 
     from core.db.engine import init_db, session_scope
     from core.db.models import Image
@@ -251,6 +251,8 @@ def test_crossed_imports_relabels_and_deletes_do_not_deadlock_on_the_count_rows_
         errors = gallery_cases.crossed_transactions(pg_settings, first, second)
         assert not errors, [str(e).splitlines()[0] for e in errors]
     gallery_cases.check_counts_table(pg_settings)
+    with session_scope(pg_settings) as session:  # each commit folded its own deltas
+        assert session.scalar(text("SELECT count(*) FROM image_count_deltas")) == 0
 
 
 def test_concurrent_writers_keep_the_counts_exact_on_postgres(pg_settings):
@@ -262,3 +264,20 @@ def test_concurrent_writers_keep_the_counts_exact_on_postgres(pg_settings):
     kept = gallery_cases.concurrent_writers(pg_settings, writers=3, rounds=5)
     gallery_cases.check_counts_table(pg_settings)
     assert len(gallery_cases.all_rows(pg_settings)) == 40 + kept
+
+
+def test_a_deadlock_or_serialization_failure_is_retried_whatever_the_server_language():
+    """``run_write`` retries PostgreSQL's 40P01 and 40001 by SQLSTATE: a server with German
+    messages says "Verklemmung entdeckt", not "deadlock detected"."""
+    import psycopg
+    from sqlalchemy.exc import OperationalError
+
+    from core.db.engine import is_transient
+
+    def wrapped(error: Exception) -> OperationalError:
+        return OperationalError("UPDATE image_counts ...", {}, error)
+
+    assert is_transient(wrapped(psycopg.errors.DeadlockDetected("Verklemmung entdeckt")))
+    assert is_transient(wrapped(psycopg.errors.SerializationFailure("konnte nicht serialisieren")))
+    assert not is_transient(wrapped(psycopg.errors.QueryCanceled("Anfrage abgebrochen")))
+    assert not is_transient(wrapped(psycopg.errors.UndefinedTable("Relation fehlt")))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import tempfile
 import threading
 import time
@@ -123,30 +124,43 @@ def session_scope(settings: Settings | None = None, *, write: bool = False) -> I
 
 
 def run_write(fn: Callable[[Session], T], settings: Settings | None = None, *, attempts: int = 5) -> T:
-    """Run ``fn`` in a write transaction, retrying if the database stays locked.
+    """Run ``fn`` in a write transaction, retrying if the database stays locked or the
+    server aborted it to break a deadlock or a serialization conflict.
 
-    ``fn`` must be safe to run again: it is retried from scratch on a lock error.
+    ``fn`` must be safe to run again: it is retried from scratch on such an error, after a
+    wait that doubles each time and differs between processes and threads (so two writers
+    that collided do not collide again in step).
     """
-    delay = 0.2
+    delay = 0.2 * (0.5 + _spread())
     for attempt in range(attempts):
         try:
             with session_scope(settings, write=True) as session:
                 return fn(session)
         except OperationalError as exc:
-            if not _is_transient(exc) or attempt == attempts - 1:
+            if not is_transient(exc) or attempt == attempts - 1:
                 raise
             time.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
 
 
+def _spread() -> float:
+    # A fixed fraction in [0, 1) per process and thread: jitter without a random draw.
+    return ((os.getpid() * 2654435761 + threading.get_ident()) % 1000) / 1000
+
+
 # Errors that a retry of the whole transaction cures: SQLite's lock wait running out, and
-# PostgreSQL's deadlock and serialization failures (same shared-server code on either).
+# PostgreSQL's deadlock (40P01) and serialization (40001) failures. PostgreSQL's are told by
+# SQLSTATE, which does not depend on the server's message language; the texts are a fallback.
+_TRANSIENT_SQLSTATES = ("40P01", "40001")
 _TRANSIENT_MARKERS = ("database is locked", "database table is locked", "deadlock detected",
                       "could not serialize access")
 
 
-def _is_transient(exc: OperationalError) -> bool:
+def is_transient(exc: OperationalError) -> bool:
+    """Whether retrying the whole transaction can cure ``exc``."""
+    if getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+        return True
     text = str(exc).lower()
     return any(marker in text for marker in _TRANSIENT_MARKERS)
 

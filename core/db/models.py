@@ -168,7 +168,9 @@ class ImageCount(Base):
     """How many images share one (class, source, dataset, split, excluded): the gallery's
     counts, split list and per-class charts read this small table instead of counting
     images. Database triggers (migration 0011) keep it in the same transaction as every
-    insert, update and delete on ``images``; nothing in Python writes it."""
+    insert, update and delete on ``images``; nothing in Python writes it. On PostgreSQL a
+    transaction's changes land at its commit, in key order (migration 0012: concurrent
+    writers cannot deadlock on these rows)."""
 
     __tablename__ = "image_counts"
 
