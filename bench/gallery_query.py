@@ -219,6 +219,7 @@ def main() -> None:
              "newest", 4 * PAGE),
             ("dataset=synthetic, by class, p2", F(datasets=[3]), "class", PAGE),
             ("prompt contains 'green mango'", F(prompt_contains="green mango"), "newest", 0),
+            ("prompt 'photo' (all synth.), class", F(prompt_contains="photo"), "class", PAGE),
         ]
         pages, nexts, naives, page_cpu, naive_cpu = [], [], [], [], []
         print(f"{'query':<34}{'rows':>9}{'SQL page':>11}{'(CPU)':>9}{'keyset next':>13}"

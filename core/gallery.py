@@ -94,9 +94,15 @@ def _rows(session: Session, ids: list[int]) -> list[ImageRow]:
     return [by_id[i] for i in ids if i in by_id]
 
 
+def _by_class_steps(flt: GalleryFilter, sort: str) -> bool:
+    # "By class" one class at a time spares sorting a big filtered set; a prompt search is
+    # bounded by its matches, and each step would search the prompt index again: one query.
+    return sort == "class" and not gallery_sql.searches_prompts(flt)
+
+
 def _seek_ids(session: Session, flt: GalleryFilter, sort: str, limit: int,
               after: ImageRow | None, before: ImageRow | None) -> list[int]:
-    if sort == "class":
+    if _by_class_steps(flt, sort):
         return gallery_sql.class_sorted_ids(
             session, flt, limit=limit,
             after=gallery_sql.sort_key(after, sort) if after is not None else None,
@@ -132,11 +138,17 @@ def page(flt: GalleryFilter, *, sort: str = "newest", offset: int = 0, limit: in
     With ``after`` (or ``before``) the page is read by keyset from that row, ``offset``
     then only says which page it is; if the rows around it changed so that the seek comes
     back short, or the page is the first, the page is read by offset instead. An offset past the middle is read from
-    the other end, so the last page costs what the first does.
+    the other end, so the last page costs what the first does. A prompt search without
+    ``total`` reads the page and the total in one search of the prompt index, by offset.
     """
     limit = max(1, min(int(limit), 1000))
     offset = max(0, int(offset))
     with session_scope(settings) as session:
+        if total is None and gallery_sql.searches_prompts(flt):
+            # Page and total in one search of the prompt index, read by offset: the search
+            # visits every match to count them, so a keyset seek would save nothing.
+            ids, total = gallery_sql.ids_and_total(session, flt, sort, offset=offset, limit=limit)
+            return Page(rows=_rows(session, ids), total=total, offset=offset, limit=limit)
         if total is None:
             total = gallery_sql.count(session, flt)
         expected = max(0, min(limit, total - offset))
@@ -146,7 +158,7 @@ def page(flt: GalleryFilter, *, sort: str = "newest", offset: int = 0, limit: in
             ids = _seek_ids(session, flt, sort, limit, after, before)
             if len(ids) < expected:
                 ids = None
-        if ids is None and sort == "class":
+        if ids is None and _by_class_steps(flt, sort):
             ids = gallery_sql.class_sorted_ids(session, flt, limit=limit, offset=offset)
         if ids is None:
             query = _where(select(Image.id), flt, session)

@@ -138,15 +138,34 @@ def _narrowed(query: Select, flt: Any, session: Session | None, table: Any,
 def count(session: Session, flt: Any) -> int:
     """How many images match: summed from ``image_counts`` unless the filter searches
     prompts (which that table does not cover); exact either way."""
-    if flt.prompt_contains.strip():
+    if searches_prompts(flt):
         return session.scalar(where(select(func.count(Image.id)), flt, session)) or 0
     return int(session.scalar(_counts_where(select(func.coalesce(func.sum(ImageCount.n), 0)),
                                             flt, session)) or 0)
 
 
+def searches_prompts(flt: Any) -> bool:
+    return bool(flt.prompt_contains.strip())
+
+
+def ids_and_total(session: Session, flt: Any, sort: str, *, offset: int,
+                  limit: int) -> tuple[list[int], int]:
+    """One page of ids and the total, from one pass over the matches (``count(*) OVER ()``).
+
+    For a prompt search, which the count table does not cover: counting must visit every
+    match through the prompt index anyway, so the page comes from the same pass instead of
+    a second search of the index. (An offset past the end finds no row to carry the
+    total: it is then counted apart.)"""
+    query = order(where(select(Image.id, func.count().over()), flt, session), sort)
+    found = session.execute(query.offset(offset).limit(limit)).all()
+    if found:
+        return [row[0] for row in found], int(found[0][1])
+    return [], count(session, flt) if offset else 0
+
+
 def count_by_class(session: Session, flt: Any) -> dict[int, int]:
     """``{class id: matching images}`` for the classes with any."""
-    if flt.prompt_contains.strip():
+    if searches_prompts(flt):
         query = where(select(Image.class_id, func.count(Image.id)), flt, session)
         found = list(session.execute(query.group_by(Image.class_id)))
     else:

@@ -60,17 +60,22 @@ if st.session_state.get("g_filter_key") != filter_key:
     st.session_state["g_filter_key"] = filter_key
     st.session_state["g_page"] = 1
 
-total = gallery.count(flt, settings)
-pages = max(1, -(-total // f_size))
-st.session_state["g_page"] = min(max(1, st.session_state.get("g_page", 1)), pages)
 # Next/previous seek from the row at the edge of the page shown (keyset: as quick on page
-# 2,000 as on page 2); a page typed into the box is read by offset.
+# 2,000 as on page 2); a page typed into the box is read by offset. The page brings its
+# total (a prompt search then searches its index once per render, not for a count first).
+requested = max(1, st.session_state.get("g_page", 1))
 cursor = st.session_state.get("g_cursor") or {}
-if cursor.get("filter") != filter_key or cursor.get("page") != st.session_state["g_page"]:
+if cursor.get("filter") != filter_key or cursor.get("page") != requested:
     cursor = {}
-result = gallery.page(flt, sort=f_sort, offset=(st.session_state["g_page"] - 1) * f_size,
-                      limit=f_size, total=total, after=cursor.get("after"),
-                      before=cursor.get("before"), settings=settings)
+result = gallery.page(flt, sort=f_sort, offset=(requested - 1) * f_size, limit=f_size,
+                      after=cursor.get("after"), before=cursor.get("before"), settings=settings)
+total = result.total
+pages = max(1, -(-total // f_size))
+st.session_state["g_page"] = min(requested, pages)
+if st.session_state["g_page"] != requested:
+    # Fewer pages than before (images went meanwhile): show the last one there is.
+    result = gallery.page(flt, sort=f_sort, offset=(pages - 1) * f_size, limit=f_size,
+                          total=total, settings=settings)
 nav = st.columns([1, 1, 2, 4])
 
 

@@ -73,3 +73,42 @@ def test_concurrent_writers_keep_the_counts_exact(small_index):
     kept = gallery_cases.concurrent_writers(small_index, writers=3, rounds=5)
     gallery_cases.check_counts_table(small_index)
     assert len(gallery_cases.all_rows(small_index)) == 300 + kept
+
+
+def test_a_prompt_search_reads_the_prompt_index_once_per_page(small_index):
+    """The page and its total come from one search of the FTS index (not a count, then a
+    page: the index's posting lists read twice), and Next from one search, whatever the
+    sort (not one per class for "by class"); the rows stay exact."""
+    from sqlalchemy import event
+
+    from core import gallery
+    from core.db.engine import get_engine
+
+    searches: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args) -> None:  # noqa: ANN001
+        if "images_prompt_fts" in statement:
+            searches.append(statement)
+
+    engine = get_engine(small_index, write=False)
+    rows = gallery_cases.all_rows(small_index)
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        for sort in gallery.SORTS:
+            for offset in (0, 8):
+                flt = gallery.GalleryFilter(prompt_contains="green")
+                searches.clear()
+                page = gallery.page(flt, sort=sort, offset=offset, limit=8, settings=small_index)
+                assert len(searches) == 1, (sort, offset, searches)
+                expected = gallery_cases.python_filter(rows, flt, sort)
+                assert page.total == len(expected)
+                assert [r.id for r in page.rows] == expected[offset:offset + 8], (sort, offset)
+                searches.clear()  # Next, by keyset: one search too (not one per class)
+                following = gallery.seek(flt, sort=sort, after=page.rows[-1], limit=8,
+                                         settings=small_index)
+                assert len(searches) == 1, (sort, offset, searches)
+                assert [r.id for r in following] == expected[offset + 8:offset + 16]
+        beyond = gallery.page(flt, offset=10_000, limit=8, settings=small_index)
+        assert beyond.rows == [] and beyond.total == len(expected)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
