@@ -112,3 +112,37 @@ def test_a_prompt_search_reads_the_prompt_index_once_per_page(small_index):
         assert beyond.rows == [] and beyond.total == len(expected)
     finally:
         event.remove(engine, "before_cursor_execute", seen)
+
+
+def test_train_and_preprocess_counts_come_from_the_count_table(small_index):
+    """Train's dataset/class choices and Preprocess's class options sum ``image_counts``;
+    they equal a count over the rows, before and after relabels, exclusions and deletes."""
+    from core.db.engine import session_scope
+    from core.preprocess.compare import class_options
+    from core.training.data import available_choices
+
+    dataset_names = {1: "real-a", 2: "real-b", 3: "gen-1"}
+
+    def expected() -> tuple[dict, dict, dict]:
+        real: dict = {}
+        synthetic: dict = {}
+        classes: dict = {}
+        for r in gallery_cases.all_rows(small_index):
+            if r.excluded:
+                continue
+            side = real if r.source == "real" else synthetic
+            side[dataset_names[r.dataset_id]] = side.get(dataset_names[r.dataset_id], 0) + 1
+            per = classes.setdefault(r.cls, {"real": 0, "synthetic": 0})
+            per[r.source] += 1
+        return real, synthetic, classes
+
+    for _ in range(2):
+        real, synthetic, classes = expected()
+        choices = available_choices(small_index)
+        assert (choices.real_datasets, choices.synthetic_datasets) == (real, synthetic)
+        assert choices.classes == classes
+        with session_scope(small_index) as session:
+            options = class_options(session)
+        assert [o.name for o in options] == sorted(classes)
+        assert {o.name: {"real": o.real, "synthetic": o.synthetic} for o in options} == classes
+        gallery_cases.mutate(small_index)

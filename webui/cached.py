@@ -1,8 +1,10 @@
 """Read-only answers about the index that pages show on every rerun, cached per process.
 
-A Streamlit page reruns from the top on every click, so a GROUP BY over 100,000 images
-(Home's totals, Train's and Preprocess's counts: tens of milliseconds each) or a DISTINCT
-scan (the Gallery's splits) would run again each time. These are cached with
+A Streamlit page reruns from the top on every click, so each answer would be read again
+each time. Home's totals, the Gallery's splits and Train's and Preprocess's counts now sum
+the trigger-kept ``image_counts`` table (about a millisecond, where a GROUP BY over 100,000
+images took 110-160 CPU-ms), so for them the cache saves little; the model list walks
+folders and the Hugging Face cache. These are cached with
 ``st.cache_data`` keyed on the database's change marker (``core.db.changes``): any committed
 write, from this server, the worker or the CLI, gives a new key, and
 ``Settings.page_cache_seconds`` bounds the age of an answer besides (and is all that renews
@@ -69,7 +71,7 @@ def _training_choices(_settings: Settings, key: tuple):  # noqa: ANN202
 
 
 def training_choices(settings: Settings):  # noqa: ANN201 - core.training.data.Choices
-    """``core.training.data.available_choices``: images per dataset and class (two GROUP BYs)."""
+    """``core.training.data.available_choices``: images per dataset and class."""
     return _training_choices(settings, _key(settings))
 
 

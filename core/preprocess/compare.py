@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from core.config import Settings
 from core.db.engine import session_scope
-from core.db.models import SOURCE_REAL, SOURCE_SYNTHETIC, Image, ImageClass
+from core.db.models import SOURCE_REAL, SOURCE_SYNTHETIC, Image, ImageClass, ImageCount
 from core.preprocess.pipeline import Pipeline
 from core.preprocess.stats import ImageFilter, aspect_ratios_after, image_sizes, log_aspect_distance
 from core.preprocess.transforms import Resize
@@ -39,12 +39,13 @@ class ImageChoice:
 
 
 def class_options(session: Session) -> list[ClassOption]:
-    """Classes with their count of usable real and synthetic images."""
+    """Classes with their count of usable real and synthetic images (from the trigger-kept
+    count table: its few rows summed, not the images counted)."""
     rows = session.execute(
-        select(ImageClass.name, ImageClass.display_name, Image.source, func.count(Image.id))
-        .join(Image, Image.class_id == ImageClass.id)
-        .where(Image.excluded.is_(False))
-        .group_by(ImageClass.name, ImageClass.display_name, Image.source)
+        select(ImageClass.name, ImageClass.display_name, ImageCount.source, func.sum(ImageCount.n))
+        .join(ImageCount, ImageCount.class_id == ImageClass.id)
+        .where(ImageCount.excluded == False)  # noqa: E712 - SQL
+        .group_by(ImageClass.name, ImageClass.display_name, ImageCount.source)
         .order_by(ImageClass.name)).all()
     counts: dict[str, dict[str, int | str]] = {}
     for name, display, source, count in rows:

@@ -33,7 +33,7 @@ from sqlalchemy import select
 
 from core.config import Settings, get_settings
 from core.db.engine import session_scope
-from core.db.models import SOURCE_REAL, SOURCE_SYNTHETIC, Dataset, Image, ImageClass
+from core.db.models import SOURCE_REAL, SOURCE_SYNTHETIC, Dataset, Image, ImageClass, ImageCount
 from core.neardup import Limits
 from core.training.families import (merge_near_duplicate_families, near_duplicates_across,
                                     pin_to_real_split, without_near_duplicates_of)
@@ -442,18 +442,20 @@ def available_choices(settings: Settings | None = None) -> Choices:
     from sqlalchemy import func
 
     settings = settings or get_settings()
+    # From the trigger-kept count table (exact): summing its few rows, not counting images.
+    usable = ImageCount.excluded == False  # noqa: E712 - SQL
     with session_scope(settings) as session:
         per_dataset = session.execute(
-            select(Dataset.name, Image.source, func.count(Image.id))
-            .join(Image, Image.dataset_id == Dataset.id).where(Image.excluded.is_(False))
-            .group_by(Dataset.name, Image.source)).all()
+            select(Dataset.name, ImageCount.source, func.sum(ImageCount.n))
+            .join(ImageCount, ImageCount.dataset_id == Dataset.id).where(usable)
+            .group_by(Dataset.name, ImageCount.source)).all()
         per_class = session.execute(
-            select(ImageClass.name, Image.source, func.count(Image.id))
-            .join(Image, Image.class_id == ImageClass.id).where(Image.excluded.is_(False))
-            .group_by(ImageClass.name, Image.source)).all()
-    real = {name: n for name, source, n in per_dataset if source == SOURCE_REAL}
-    synthetic = {name: n for name, source, n in per_dataset if source == SOURCE_SYNTHETIC}
+            select(ImageClass.name, ImageCount.source, func.sum(ImageCount.n))
+            .join(ImageCount, ImageCount.class_id == ImageClass.id).where(usable)
+            .group_by(ImageClass.name, ImageCount.source)).all()
+    real = {name: int(n) for name, source, n in per_dataset if source == SOURCE_REAL}
+    synthetic = {name: int(n) for name, source, n in per_dataset if source == SOURCE_SYNTHETIC}
     classes: dict[str, dict[str, int]] = {}
     for name, source, n in per_class:
-        classes.setdefault(name, {"real": 0, "synthetic": 0})[source] = n
+        classes.setdefault(name, {"real": 0, "synthetic": 0})[source] = int(n)
     return Choices(dict(sorted(real.items())), dict(sorted(synthetic.items())), dict(sorted(classes.items())))
