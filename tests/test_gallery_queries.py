@@ -49,7 +49,8 @@ def test_offset_and_keyset_pages_agree_from_both_ends(small_index):
             gallery_cases.check_paging(small_index, flt, sort)
 
 
-def test_splits_counts_and_stats_come_from_the_count_table(small_index):
+def test_splits_counts_stats_and_train_and_preprocess_counts_come_from_the_count_table(
+        small_index):
     from core import gallery
 
     rows = gallery_cases.all_rows(small_index)
@@ -63,8 +64,11 @@ def test_splits_counts_and_stats_come_from_the_count_table(small_index):
     assert by_class == expected
     stats = gallery.stats(small_index)
     assert stats["images"] == len(rows) and stats["excluded"] == sum(r.excluded for r in rows)
+    _check_train_and_preprocess_counts(small_index)
     gallery.delete_images([r.id for r in rows if r.split == "val"], settings=small_index)
     assert "val" not in gallery.splits(small_index)
+    gallery_cases.mutate(small_index)
+    _check_train_and_preprocess_counts(small_index)
 
 
 def test_concurrent_writers_keep_the_counts_exact(small_index):
@@ -114,35 +118,27 @@ def test_a_prompt_search_reads_the_prompt_index_once_per_page(small_index):
         event.remove(engine, "before_cursor_execute", seen)
 
 
-def test_train_and_preprocess_counts_come_from_the_count_table(small_index):
-    """Train's dataset/class choices and Preprocess's class options sum ``image_counts``;
-    they equal a count over the rows, before and after relabels, exclusions and deletes."""
+def _check_train_and_preprocess_counts(settings) -> None:  # noqa: ANN001
+    """Train's dataset/class choices and Preprocess's class options (which sum
+    ``image_counts``) equal a count over the rows."""
     from core.db.engine import session_scope
     from core.preprocess.compare import class_options
     from core.training.data import available_choices
 
     dataset_names = {1: "real-a", 2: "real-b", 3: "gen-1"}
-
-    def expected() -> tuple[dict, dict, dict]:
-        real: dict = {}
-        synthetic: dict = {}
-        classes: dict = {}
-        for r in gallery_cases.all_rows(small_index):
-            if r.excluded:
-                continue
-            side = real if r.source == "real" else synthetic
-            side[dataset_names[r.dataset_id]] = side.get(dataset_names[r.dataset_id], 0) + 1
-            per = classes.setdefault(r.cls, {"real": 0, "synthetic": 0})
-            per[r.source] += 1
-        return real, synthetic, classes
-
-    for _ in range(2):
-        real, synthetic, classes = expected()
-        choices = available_choices(small_index)
-        assert (choices.real_datasets, choices.synthetic_datasets) == (real, synthetic)
-        assert choices.classes == classes
-        with session_scope(small_index) as session:
-            options = class_options(session)
-        assert [o.name for o in options] == sorted(classes)
-        assert {o.name: {"real": o.real, "synthetic": o.synthetic} for o in options} == classes
-        gallery_cases.mutate(small_index)
+    real: dict = {}
+    synthetic: dict = {}
+    classes: dict = {}
+    for r in gallery_cases.all_rows(settings):
+        if r.excluded:
+            continue
+        side = real if r.source == "real" else synthetic
+        side[dataset_names[r.dataset_id]] = side.get(dataset_names[r.dataset_id], 0) + 1
+        classes.setdefault(r.cls, {"real": 0, "synthetic": 0})[r.source] += 1
+    choices = available_choices(settings)
+    assert (choices.real_datasets, choices.synthetic_datasets) == (real, synthetic)
+    assert choices.classes == classes
+    with session_scope(settings) as session:
+        options = class_options(session)
+    assert [o.name for o in options] == sorted(classes)
+    assert {o.name: {"real": o.real, "synthetic": o.synthetic} for o in options} == classes
