@@ -73,16 +73,21 @@ END $$;
 # (and deletes them), the later ones find none.
 PG_FOLD = f"""
 CREATE OR REPLACE FUNCTION image_counts_fold() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  emptied boolean;
 BEGIN
   WITH mine AS (
     DELETE FROM image_count_deltas WHERE xact = txid_current()
-    RETURNING {_KEY}, n)
-  INSERT INTO image_counts AS c ({_KEY}, n)
-  SELECT {_KEY}, sum(n) FROM mine GROUP BY {_KEY} HAVING sum(n) <> 0
-  -- One order for every transaction: no two can each hold a row the other waits for.
-  ORDER BY {_KEY}
-  ON CONFLICT ({_KEY}) DO UPDATE SET n = c.n + EXCLUDED.n;
-  IF FOUND THEN
+    RETURNING {_KEY}, n),
+  applied AS (
+    INSERT INTO image_counts AS c ({_KEY}, n)
+    SELECT {_KEY}, sum(n) FROM mine GROUP BY {_KEY} HAVING sum(n) <> 0
+    -- One order for every transaction: no two can each hold a row the other waits for.
+    ORDER BY {_KEY}
+    ON CONFLICT ({_KEY}) DO UPDATE SET n = c.n + EXCLUDED.n
+    RETURNING c.n)
+  SELECT bool_or(n <= 0) INTO emptied FROM applied;
+  IF emptied THEN
     -- Only rows this fold just emptied can match, and it holds their locks already.
     DELETE FROM image_counts WHERE n <= 0;
   END IF;
