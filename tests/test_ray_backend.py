@@ -278,6 +278,7 @@ def _kill_ray_worker_running(class_name: str) -> int:
     raise AssertionError(f"no Ray worker runs {class_name}")
 
 
+@pytest.mark.slow
 def test_a_run_whose_ray_worker_dies_resumes_from_its_last_checkpoint(settings, ray_cluster):
     """The Ray worker process training a run is killed once the SynthLab worker holds an
     epoch's checkpoint: the run starts again on another Ray worker from that checkpoint (not
