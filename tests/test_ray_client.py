@@ -2,15 +2,15 @@
 
 A real head node (``ray start --head --block`` on 127.0.0.1, private ports and temp folder,
 token authentication as Ray starts it by default) serves a real SynthLab worker process that
-connects as a Ray Client: a train job runs through it, and ``python -m core cluster`` lists
-the head. A bad or unreachable address is a clear error, quickly. The clients run in their
+connects as a Ray Client: a train job runs through it, and the Admin page (through
+``python -m core cluster --json``) lists the head. A bad or unreachable address is a clear
+error, quickly, there and in the library. The clients run in their
 own processes: one process holds one Ray connection, and the other Ray tests hold theirs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import secrets
 import shutil
@@ -115,7 +115,19 @@ def _client_env(settings, address: str, auth: dict[str, str]) -> dict[str, str]:
             "SYNTHLAB_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
-def test_a_bad_or_unreachable_ray_address_is_a_clear_error_at_once(settings):
+def _admin_cluster_tab(monkeypatch, env: dict[str, str]):  # noqa: ANN001
+    """The Admin page with ``env``, after a click on "Show the cluster's nodes" (the page
+    asks ``python -m core cluster --json`` in a child process)."""
+    from streamlit.testing.v1 import AppTest
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    at = AppTest.from_file(str(ROOT / "pages" / "admin.py"), default_timeout=120).run()
+    assert not at.exception
+    return at.button(key="cluster_refresh").click().run()
+
+
+def test_a_bad_or_unreachable_ray_address_is_a_clear_error_at_once(settings, monkeypatch):
     from core.cluster import ClusterError, cluster_report
 
     on_ray = dataclasses.replace(settings, execution_backend="ray")
@@ -125,19 +137,29 @@ def test_a_bad_or_unreachable_ray_address_is_a_clear_error_at_once(settings):
         with pytest.raises(ClusterError, match=says):
             cluster_report(dataclasses.replace(on_ray, ray_address=address))
     [port] = _free_ports(1)  # closed again: nothing listens there
+    address = f"ray://127.0.0.1:{port}"
     started = time.monotonic()
     with pytest.raises(ClusterError, match=f"nothing answers at 127.0.0.1:{port}.*Ray Client"):
-        cluster_report(dataclasses.replace(on_ray, ray_address=f"ray://127.0.0.1:{port}"))
+        cluster_report(dataclasses.replace(on_ray, ray_address=address))
     assert time.monotonic() - started < 10  # not Ray's own 30 s of silent retries
     import ray
 
     assert not ray.is_initialized()
+    # The Admin page says the same, in one line, and goes on working.
+    at = _admin_cluster_tab(monkeypatch, {"SYNTHLAB_EXECUTION_BACKEND": "ray",
+                                          "SYNTHLAB_RAY_ADDRESS": address})
+    assert [e.value for e in at.error] == [
+        f"No cluster report: error: nothing answers at 127.0.0.1:{port} "
+        f"(SYNTHLAB_RAY_ADDRESS={address}): Connection refused. Is the head running, with its "
+        f"Ray Client server (`ray start --head` opens port 10001), and is the port open from "
+        f"this host?"]
 
 
 @pytest.mark.slow
-def test_a_train_job_runs_through_ray_client_and_the_cluster_lists_the_head(settings, ray_head):
+def test_a_train_job_runs_through_ray_client_and_the_admin_page_lists_the_head(settings, ray_head,
+                                                                              monkeypatch):
     """A real worker process, a Ray Client of the head, trains a run there and writes its
-    checkpoints, model and metrics here; `python -m core cluster` lists the head's node."""
+    checkpoints, model and metrics here; the Admin page lists the head's node."""
     from core.jobs import get_job, job_events
     from core.training.checkpoint import LAST_FILE, MODEL_FILE, run_dir
     from core.training.data import DataSpec
@@ -168,10 +190,11 @@ def test_a_train_job_runs_through_ray_client_and_the_cluster_lists_the_head(sett
     assert (run_dir(settings, run_id) / LAST_FILE).is_file()
     assert any("goes to the Ray cluster" in e.message for e in job_events(job_id, settings=settings))
 
-    cluster = subprocess.run([sys.executable, "-m", "core", "cluster", "--json"], cwd=ROOT,
-                             env=env, capture_output=True, text=True, timeout=120)
-    assert cluster.returncode == 0, cluster.stderr[-3000:]
-    report = json.loads(cluster.stdout)
-    assert report["backend"] == "ray" and report["address"] == address
-    assert [(node["alive"], node["cpus"], node["gpus"]) for node in report["nodes"]] == \
-        [(True, 2.0, 0)]
+    # The Admin page's Cluster tab (through `python -m core cluster --json`) lists the head.
+    at = _admin_cluster_tab(monkeypatch, {**auth, "SYNTHLAB_EXECUTION_BACKEND": "ray",
+                                          "SYNTHLAB_RAY_ADDRESS": address})
+    assert not at.error, [e.value for e in at.error]
+    metrics = {metric.label: metric.value for metric in at.metric}
+    assert (metrics["Nodes"], metrics["GPUs"], metrics["GPUs free"]) == ("1", "0", "0")
+    nodes = at.dataframe[0].value
+    assert nodes[["alive", "CPUs", "GPUs"]].values.tolist() == [[True, 2.0, 0.0]]
