@@ -70,7 +70,11 @@ def connect(settings: Settings | None = None) -> Any:  # noqa: ANN401 - the ray 
         attempts_left -= 1
         try:
             ray.init(**options)
+            if address.startswith("ray://"):
+                _check_head_imports_core(ray, address)
             return ray
+        except ClusterError:
+            raise
         except (ConnectionError, RuntimeError, ValueError) as exc:
             if isinstance(exc, ConnectionAbortedError) and attempts_left:
                 continue
@@ -121,6 +125,18 @@ def _check_reachable(address: str) -> None:
                            f"from this host?") from exc
 
 
+def _check_head_imports_core(ray: Any, address: str) -> None:  # noqa: ANN401
+    """A Ray Client's driver runs on the head, which unpickles SynthLab's functions there:
+    without ``core`` on its Python path every job would fail with a bare import error."""
+    try:
+        ray.put(this_host)  # a function pickled by reference: the head imports core.cluster
+    except ModuleNotFoundError as exc:
+        ray.shutdown()
+        raise ClusterError(f"the Ray cluster at {address} cannot import SynthLab's code "
+                           f"({exc}): start `ray start` on every host with PYTHONPATH set to "
+                           f"a checkout of this commit (README, \"Scale out with Ray\")") from exc
+
+
 def _hint(address: str, exc: BaseException) -> str:
     if "ray[client]" in str(exc):
         return "; install it with pip install -r requirements-ray.txt"
@@ -130,7 +146,8 @@ def _hint(address: str, exc: BaseException) -> str:
         # back, so the client just times out.
         return (". If the cluster uses token authentication (Ray's default), set "
                 "RAY_AUTH_MODE=token here and give this host the cluster's token "
-                "(RAY_AUTH_TOKEN, or a copy of the head's ~/.ray/auth_token)")
+                "(RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, or a copy of the head's "
+                "~/.ray/auth_token)")
     return ""
 
 
