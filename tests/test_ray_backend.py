@@ -281,6 +281,12 @@ def _kill_ray_workers_running(class_name: str) -> list[int]:
     return killed
 
 
+def _scratch_folders(run_id: int) -> list[Path]:
+    import tempfile
+
+    return list(Path(tempfile.gettempdir()).glob(f"synthlab-run{run_id}-*"))
+
+
 @pytest.mark.slow
 def test_a_run_whose_ray_worker_dies_resumes_from_its_last_checkpoint(settings, ray_cluster):
     """The Ray worker process training a run is killed once the SynthLab worker holds an
@@ -312,6 +318,7 @@ def test_a_run_whose_ray_worker_dies_resumes_from_its_last_checkpoint(settings, 
                 killed.append({"epoch": held, "pids": _kill_ray_workers_running("RunTrainer")})
             super().progress(done, total, message, force=force)
 
+    scratch_before = set(_scratch_folders(2))  # the Ray run's id: the second run here
     outcome = {}
     for name, backend, context in (("local", settings, JobContext),
                                    ("ray", on_ray, KillTheRunsWorkerAfterAnEpoch)):
@@ -331,6 +338,8 @@ def test_a_run_whose_ray_worker_dies_resumes_from_its_last_checkpoint(settings, 
     assert train["resumed"] is True and local.metrics["_train"]["resumed"] is False
     assert train["resumed_from"] == {"epoch": killed[0]["epoch"]}
     assert train["epochs_run"] == 4 == len(resumed.history)
+    # The killed worker's scratch folder went with the restart (the finished one's at the end).
+    assert resumed.id == 2 and set(_scratch_folders(resumed.id)) <= scratch_before
 
     def comparable(run):
         return ({k: v for k, v in run.metrics.items() if k != "_train"},

@@ -18,6 +18,7 @@ drivers cannot consume streaming generators.
 from __future__ import annotations
 
 import dataclasses
+import os
 import queue
 import shutil
 import tempfile
@@ -39,13 +40,35 @@ MAX_RESTARTS = 3
 CHECKPOINT_FILES = (LAST_FILE, BEST_FILE)
 
 
+def scratch_folder(run_id: int) -> Path:
+    """A fresh scratch folder for a run on this host, named after this process; first the
+    folders of this run's earlier actors here whose process is gone (a killed process
+    cleans up nothing) are removed."""
+    base = Path(tempfile.gettempdir())
+    for old in base.glob(f"synthlab-run{run_id}-pid*-*"):
+        pid = old.name.split("-pid", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"synthlab-run{run_id}-pid{os.getpid()}-"))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's
+    return True
+
+
 class RunTrainer:
     """One run on one Ray worker: trains in a thread from ``checkpoints`` (files to resume
     from), and hands out ``("epoch", history, files)`` after each epoch, then
     ``("done", outcome, model_bytes, host)``, one per ``next_event`` call."""
 
     def __init__(self, work: RunWork, checkpoints: dict[str, bytes]) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix=f"synthlab-run{work.run_id}-"))
+        self.folder = scratch_folder(work.run_id)
         for name, data in checkpoints.items():
             (self.folder / name).write_bytes(data)
         # One event waits here at most: the epoch after it blocks in the checkpoint writer,
