@@ -46,28 +46,114 @@ def import_ray() -> Any:  # noqa: ANN401 - the ray module
 def connect(settings: Settings | None = None) -> Any:  # noqa: ANN401 - the ray module
     """Join the configured cluster once per process (``ray_address``); returns ``ray``."""
     settings = settings or get_settings()
+    address = check_address(settings.ray_address)
     ray = import_ray()
     if ray.is_initialized():
         return ray
     # Quiet, bounded Ray in a shared process: no repeated-log folding surprises, no
     # worker logs streamed into the SynthLab worker log line by line.
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    address = settings.ray_address.strip() or "auto"
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                "ignore_reinit_error": True}
     if address == "local":
         options["object_store_memory"] = settings.ray_object_store_mb * 1024 * 1024
     elif address.startswith("ray://"):
         # Ray Client: the server starts the driver; only the address is ours to give.
+        _check_reachable(address)
         options = {"address": address}
     else:
         options["address"] = address
+    # Ray Client's server starts a session process per client; under load it has lost one
+    # at start-up (its own race, reported as an initialisation failure): a second one starts.
+    attempts_left = 2 if address.startswith("ray://") else 1
+    while True:
+        attempts_left -= 1
+        try:
+            ray.init(**options)
+            if address.startswith("ray://"):
+                _check_head_imports_core(ray, address)
+            return ray
+        except ClusterError:
+            raise
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            if isinstance(exc, ConnectionAbortedError) and attempts_left:
+                continue
+            raise ClusterError(f"cannot reach the Ray cluster at {address!r} "
+                               f"(SYNTHLAB_RAY_ADDRESS): {_last_line(exc)}"
+                               f"{_hint(address, exc)}") from exc
+
+
+def check_address(address: str) -> str:
+    """``auto``, ``local``, ``ray://host[:port]`` (Ray Client) or ``host:port`` (the head's
+    GCS, for a host that joined with ``ray start``); anything else is a clear error."""
+    address = address.strip() or "auto"
+    if address in ("auto", "local"):
+        return address
+    scheme, has_scheme, rest = address.partition("://")
+    if has_scheme and scheme != "ray":
+        raise ClusterError(f"SYNTHLAB_RAY_ADDRESS={address!r}: use auto, local, "
+                           f"ray://HOST:10001 (Ray Client) or HOST:6379 (a joined cluster's head)")
+    host, port = _host_port(rest if has_scheme else address)
+    if not host or (port is None and not has_scheme) or port == -1:
+        raise ClusterError(f"SYNTHLAB_RAY_ADDRESS={address!r} is not an address: use auto, local, "
+                           f"ray://HOST:10001 (Ray Client) or HOST:6379 (a joined cluster's head)")
+    return address
+
+
+# Seconds to wait for the Ray Client port to accept a connection before saying it is down
+# (Ray itself retries for about 30 s without saying why).
+CLIENT_PORT_TIMEOUT = 5.0
+
+
+def _host_port(target: str) -> tuple[str, int | None]:
+    """``host:port`` -> (host, port); no port -> None; a port that is no number -> -1."""
+    host, colon, port = target.rpartition(":")
+    if not colon:
+        return target, None
+    return host.strip("[]"), int(port) if port.isdigit() else -1
+
+
+def _check_reachable(address: str) -> None:
+    host, port = _host_port(address.removeprefix("ray://"))
+    port = port or 10001  # Ray Client's default
     try:
-        ray.init(**options)
-    except (ConnectionError, RuntimeError) as exc:
-        raise ClusterError(f"cannot reach the Ray cluster at {address!r} "
-                           f"(SYNTHLAB_RAY_ADDRESS): {exc}") from exc
-    return ray
+        socket.create_connection((host, port), timeout=CLIENT_PORT_TIMEOUT).close()
+    except OSError as exc:
+        raise ClusterError(f"nothing answers at {host}:{port} (SYNTHLAB_RAY_ADDRESS={address}): "
+                           f"{exc.strerror or exc}. Is the head running, with its Ray Client "
+                           f"server (`ray start --head` opens port 10001), and is the port open "
+                           f"from this host?") from exc
+
+
+def _check_head_imports_core(ray: Any, address: str) -> None:  # noqa: ANN401
+    """A Ray Client's driver runs on the head, which unpickles SynthLab's functions there:
+    without ``core`` on its Python path every job would fail with a bare import error."""
+    try:
+        ray.put(this_host)  # a function pickled by reference: the head imports core.cluster
+    except ModuleNotFoundError as exc:
+        ray.shutdown()
+        raise ClusterError(f"the Ray cluster at {address} cannot import SynthLab's code "
+                           f"({exc}): start `ray start` on every host with PYTHONPATH set to "
+                           f"a checkout of this commit (README, \"Scale out with Ray\")") from exc
+
+
+def _hint(address: str, exc: BaseException) -> str:
+    if "ray[client]" in str(exc):
+        return "; install it with pip install -r requirements-ray.txt"
+    if address.startswith("ray://") and os.environ.get("RAY_AUTH_MODE", "") != "token":
+        # Ray (2.5x) turns token authentication on by default for the clusters it starts,
+        # and a Ray Client only sends the token when told to; the server then says nothing
+        # back, so the client just times out.
+        return (". If the cluster uses token authentication (Ray's default), set "
+                "RAY_AUTH_MODE=token here and give this host the cluster's token "
+                "(RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, or a copy of the head's "
+                "~/.ray/auth_token)")
+    return ""
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def this_host() -> dict[str, str]:

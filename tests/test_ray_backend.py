@@ -259,6 +259,95 @@ def test_a_repeat_group_trains_and_explains_on_ray_as_locally(settings, ray_clus
         np.testing.assert_array_equal(maps["ray"][image_id], maps["local"][image_id])
 
 
+def _kill_ray_workers_running(class_name: str) -> list[int]:
+    """SIGKILL this test's Ray worker processes titled ``ray::<class_name>...`` (Ray names a
+    worker after what it runs); returns their PIDs. Only our own descendants: other Ray
+    instances on the machine are not ours to touch. All of them: one an earlier test killed
+    may still be on its way out."""
+    import signal
+
+    import psutil
+
+    killed = []
+    for process in psutil.Process().children(recursive=True):
+        try:
+            title = " ".join(process.cmdline())
+        except psutil.Error:
+            continue
+        if title.startswith(f"ray::{class_name}"):
+            os.kill(process.pid, signal.SIGKILL)
+            killed.append(process.pid)
+    assert killed, f"no Ray worker runs {class_name}"
+    return killed
+
+
+def _scratch_folders(run_id: int) -> list[Path]:
+    import tempfile
+
+    return list(Path(tempfile.gettempdir()).glob(f"synthlab-run{run_id}-*"))
+
+
+@pytest.mark.slow
+def test_a_run_whose_ray_worker_dies_resumes_from_its_last_checkpoint(settings, ray_cluster):
+    """The Ray worker process training a run is killed once the SynthLab worker holds an
+    epoch's checkpoint: the run starts again on another Ray worker from that checkpoint (not
+    epoch 0) and ends with the metrics and history of an uninterrupted run."""
+    from core.jobs import JobContext, job_events
+    from core.training.checkpoint import LAST_FILE, load_checkpoint, run_dir
+    from core.training.data import DataSpec
+    from core.training.experiments import ExperimentRequest, create_runs, get_run
+    from core.training.jobs import run_training_job, submit_training
+    from core.training.trainer import TrainConfig
+    from test_training_fixtures import add_fruit_images
+
+    add_fruit_images(settings, "orchard", per_class=8, seed=2)
+    request = ExperimentRequest(data=DataSpec(mode="real"), repeats=1,
+                                train=TrainConfig(epochs=4, patience=0, image_size=16,
+                                                  batch_size=8,
+                                                  widths={"conv1": 4, "conv2": 8, "hidden": 16}))
+    settings = dataclasses.replace(settings, torch_threads=1)  # bit-equal only at one count
+    on_ray = dataclasses.replace(settings, execution_backend="ray", ray_address="local")
+    killed: list[dict] = []
+
+    class KillTheRunsWorkerAfterAnEpoch(JobContext):
+        def progress(self, done, total=None, message=None, *, force=False):
+            run = get_run(self.params["run_ids"][0], self.settings)
+            if not killed and run.history:
+                # The worker has just written this epoch's checkpoint; the Ray worker goes on.
+                held = load_checkpoint(run_dir(self.settings, run.id) / LAST_FILE).epoch
+                killed.append({"epoch": held, "pids": _kill_ray_workers_running("RunTrainer")})
+            super().progress(done, total, message, force=force)
+
+    scratch_before = set(_scratch_folders(2))  # the Ray run's id: the second run here
+    outcome = {}
+    for name, backend, context in (("local", settings, JobContext),
+                                   ("ray", on_ray, KillTheRunsWorkerAfterAnEpoch)):
+        run_ids = create_runs(request, created_by="tester", settings=settings)
+        job_id = submit_training(run_ids, title=name, created_by="tester", settings=settings)
+        run_training_job(context(job_id=job_id, kind="train", params={"run_ids": run_ids},
+                                 settings=backend, worker_id="test"))
+        run = get_run(run_ids[0], settings)
+        assert run.status == "done"
+        outcome[name] = (run, [e.message for e in job_events(job_id, settings=settings)])
+    (local, _), (resumed, log) = outcome["local"], outcome["ray"]
+    assert killed and 1 <= killed[0]["epoch"] < 4, killed
+    assert any("its Ray worker died" in line for line in log), log
+    train = resumed.metrics["_train"]
+    # Resumed from the checkpoint the worker held at the kill (it asks for the next epoch
+    # only after writing one), not from epoch 0.
+    assert train["resumed"] is True and local.metrics["_train"]["resumed"] is False
+    assert train["resumed_from"] == {"epoch": killed[0]["epoch"]}
+    assert train["epochs_run"] == 4 == len(resumed.history)
+    # The killed worker's scratch folder went with the restart (the finished one's at the end).
+    assert resumed.id == 2 and set(_scratch_folders(resumed.id)) <= scratch_before
+
+    def comparable(run):
+        return ({k: v for k, v in run.metrics.items() if k != "_train"},
+                [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")}
+                 for row in run.history], run.seeds)
+    assert comparable(resumed) == comparable(local)
+
+
 def test_cluster_report_lists_this_node(settings, ray_cluster):
     from core.cluster import cluster_report, format_report
 

@@ -217,3 +217,34 @@ def test_threads_come_from_free_cores_or_the_user_and_snapshots_are_copies(tmp_p
     assert published == [1] and saved.epoch == 1
     assert all(torch.equal(saved.model_state[k], taken[k]) for k in taken)
     assert not list(tmp_path.glob(".part-*"))  # nothing half-written left behind
+
+
+def test_a_fit_resumed_from_a_checkpoint_ends_bit_for_bit_as_an_uninterrupted_one(tmp_path) -> None:
+    """The Adam moments saved in a checkpoint are plain (NCHW) tensors while the conv weights
+    train channels-last: loaded as they were, the fused update paired them element by element
+    in memory order, i.e. with the wrong weights, and a resumed run drifted."""
+    import shutil
+
+    X, y = _arrays(per_class=4, offset=0, size=16)
+    val = _arrays(per_class=1, offset=500, size=16)
+    config = TrainConfig(epochs=4, patience=0, image_size=16, batch_size=8,
+                         widths={"conv1": 4, "conv2": 8, "hidden": 16})
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    resumed.mkdir()
+
+    def keep_epoch_two(_row, history):  # the files a run killed in epoch 3 would leave
+        if len(history) == 2:
+            for path in whole.iterdir():
+                shutil.copy(path, resumed / path.name)
+
+    first = Classifier(config, class_names=CLASSES, checkpoint_dir=whole, threads=1,
+                       on_epoch=keep_epoch_two).fit(X, y, validation=val)
+    second = Classifier(config, class_names=CLASSES, checkpoint_dir=resumed,
+                        threads=1).fit(X, y, validation=val)
+    assert second.resumed_from_ == {"epoch": 2} and first.resumed_from_ is None
+
+    def rows(history):
+        return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")}
+                for row in history]
+    assert rows(second.history_) == rows(first.history_)
+    np.testing.assert_array_equal(second.predict_proba(val[0]), first.predict_proba(val[0]))

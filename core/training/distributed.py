@@ -1,18 +1,24 @@
-"""A train job's runs as parallel Ray tasks (``execution_backend = ray``).
+"""A train job's runs in parallel on Ray (``execution_backend = ray``).
 
 The worker prepares each run (``prepare_run``: plans the data, loads the pixels, draws
-every epoch's augmentation) and sends the arrays to a Ray task, which trains with the
-local code (``train_and_evaluate``) in a scratch folder on whatever host it lands on.
-After every epoch the task streams back the epoch's history and its checkpoint files;
-the worker writes them into the run's folder and the run's row, as a local run would.
-When the task's host or process dies, the worker starts the run again on another
-host with the checkpoints it has, so training resumes from the last epoch. At the end
-the task sends the metrics and the model file. Nothing on a remote host touches the
-data folder or the database.
+every epoch's augmentation) and hands the arrays to a ``RunTrainer`` actor, which trains
+with the local code (``train_and_evaluate``) in a scratch folder on whatever host it lands
+on. The worker asks the actor for one event at a time: an epoch's history and checkpoint
+files, which it writes into the run's folder and row as a local run would, and at the end
+the metrics and the model file. Nothing on a remote host touches the data folder or the
+database.
+
+The actor hands out events one by one, from a queue of one: its training runs at most an
+epoch ahead of the checkpoint the worker holds, so its memory stays bounded, and a run whose
+Ray worker or host dies restarts on another from the worker's last checkpoint, losing at
+most the epochs in flight. An actor, not a streaming task: Ray Client (``ray://``)
+drivers cannot consume streaming generators.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import queue
 import shutil
 import tempfile
@@ -29,47 +35,72 @@ from core.training.execution import RunWork, finish_run, prepare_run, train_and_
 from core.training.experiments import _update_run, mark_runs
 from core.training.models import RUN_CANCELLED, RUN_FAILED
 
-# Times a run is started again after its task's host or process died.
+# Times a run is started again after its Ray worker or host died.
 MAX_RESTARTS = 3
 CHECKPOINT_FILES = (LAST_FILE, BEST_FILE)
 
 
-def train_on_host(work: RunWork, checkpoints: dict[str, bytes]):  # noqa: ANN201 - a generator
-    """The Ray task: yields ``("epoch", history, files)`` after each epoch, then
-    ``("done", outcome, model_bytes, host)``. ``checkpoints``: files to resume from."""
-    folder = Path(tempfile.mkdtemp(prefix=f"synthlab-run{work.run_id}-"))
+def scratch_folder(run_id: int) -> Path:
+    """A fresh scratch folder for a run on this host, named after this process; first the
+    folders of this run's earlier actors here whose process is gone (a killed process
+    cleans up nothing) are removed."""
+    base = Path(tempfile.gettempdir())
+    for old in base.glob(f"synthlab-run{run_id}-pid*-*"):
+        pid = old.name.split("-pid", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"synthlab-run{run_id}-pid{os.getpid()}-"))
+
+
+def _process_alive(pid: int) -> bool:
     try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's
+    return True
+
+
+class RunTrainer:
+    """One run on one Ray worker: trains in a thread from ``checkpoints`` (files to resume
+    from), and hands out ``("epoch", history, files)`` after each epoch, then
+    ``("done", outcome, model_bytes, host)``, one per ``next_event`` call."""
+
+    def __init__(self, work: RunWork, checkpoints: dict[str, bytes]) -> None:
+        self.folder = scratch_folder(work.run_id)
         for name, data in checkpoints.items():
-            (folder / name).write_bytes(data)
-        events: queue.Queue = queue.Queue()
+            (self.folder / name).write_bytes(data)
+        # One event waits here at most: the epoch after it blocks in the checkpoint writer,
+        # the one after that in the trainer, until the worker has taken this one.
+        self.events: queue.Queue = queue.Queue(maxsize=1)
+        self.thread = threading.Thread(target=self._train, args=(work,), daemon=True)
+        self.thread.start()
 
+    def _train(self, work: RunWork) -> None:
         def on_epoch(_row: dict[str, Any], history: list[dict[str, Any]]) -> None:
-            files = {name: (folder / name).read_bytes() for name in CHECKPOINT_FILES
-                     if (folder / name).is_file()}
-            events.put(("epoch", list(history), files))
+            files = {name: (self.folder / name).read_bytes() for name in CHECKPOINT_FILES
+                     if (self.folder / name).is_file()}
+            self.events.put(("epoch", list(history), files))
 
-        def train() -> None:
-            try:
-                outcome = train_and_evaluate(work, folder, folder, on_epoch=on_epoch)
-                events.put(("done", outcome, (folder / MODEL_FILE).read_bytes(), this_host()))
-            except BaseException as exc:  # noqa: BLE001 - raised again below, in the task
-                events.put(("error", exc))
+        try:
+            outcome = train_and_evaluate(work, self.folder, self.folder, on_epoch=on_epoch)
+            self.events.put(("done", outcome, (self.folder / MODEL_FILE).read_bytes(),
+                             this_host()))
+        except BaseException as exc:  # noqa: BLE001 - raised again by next_event, on Ray
+            self.events.put(("error", exc))
 
-        thread = threading.Thread(target=train, daemon=True)
-        thread.start()
-        while True:
-            event = events.get()
-            if event[0] == "error":
-                raise event[1]
-            yield event
-            if event[0] == "done":
-                return
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    def next_event(self) -> tuple:
+        event = self.events.get()
+        if event[0] == "error":
+            raise event[1]
+        if event[0] == "done":
+            shutil.rmtree(self.folder, ignore_errors=True)
+        return event
 
 
 class _RunOnRay:
-    """One run's task and what the worker knows of it."""
+    """One run's actor and what the worker knows of it."""
 
     def __init__(self, work: RunWork, settings: Settings) -> None:
         self.work = work
@@ -77,6 +108,8 @@ class _RunOnRay:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.restarts = 0
         self.images_done = 0
+        self.epochs_held = 0  # epochs in the checkpoint the worker wrote last
+        self.actor: Any = None
 
     def checkpoints(self) -> dict[str, bytes]:
         return {name: (self.folder / name).read_bytes() for name in CHECKPOINT_FILES
@@ -90,14 +123,23 @@ def run_training_on_ray(ctx: JobContext, run_ids: list[int], done_units: int,
     ray = connect(settings)
     from ray.exceptions import RayError, RayTaskError
 
-    task = ray.remote(train_on_host)
-    options = {**worker_resources(ray), "max_retries": 0, "num_returns": "streaming"}
-    runs: dict[Any, _RunOnRay] = {}
+    trainer = ray.remote(RunTrainer)
+    options = {**worker_resources(ray), "max_restarts": 0, "max_task_retries": 0}
+    asked: dict[Any, _RunOnRay] = {}  # next_event calls in flight, one per run
 
     def start(run: _RunOnRay) -> None:
-        generator = task.options(name=f"synthlab-run{run.work.run_id}", **options).remote(
-            run.work, run.checkpoints())
-        runs[generator] = run
+        checkpoints = run.checkpoints()
+        if checkpoints and not run.work.resuming:
+            run.work = dataclasses.replace(run.work, resuming=True)
+        run.actor = trainer.options(name=f"synthlab-run{run.work.run_id}-{run.restarts}",
+                                    **options).remote(run.work, checkpoints)
+        asked[run.actor.next_event.remote()] = run
+
+    def stop(run: _RunOnRay) -> None:
+        try:
+            ray.kill(run.actor)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
 
     for run_id in run_ids:
         work = prepare_run(run_id, settings).materialised()
@@ -107,35 +149,37 @@ def run_training_on_ray(ctx: JobContext, run_ids: list[int], done_units: int,
     results: dict[str, Any] = {}
     progress = {"done": done_units}
     try:
-        while runs:
-            ready, _ = ray.wait(list(runs), num_returns=1, timeout=1.0)
+        while asked:
+            ready, _ = ray.wait(list(asked), num_returns=1, timeout=1.0)
             ctx.check_cancelled()
-            for generator in ready:
-                run = runs[generator]
+            for ref in ready:
+                run = asked.pop(ref)
                 try:
-                    event = ray.get(next(generator))
-                except StopIteration:
-                    runs.pop(generator)
-                    continue
-                except RayTaskError as exc:
+                    event = ray.get(ref)
+                except RayTaskError as exc:  # training itself failed: no point in a restart
+                    stop(run)
                     mark_runs([run.work.run_id], RUN_FAILED, settings,
                               error=f"{type(exc.cause).__name__}: {exc.cause}")
                     raise exc.as_instanceof_cause() from None
-                except RayError as exc:  # the task's process or host died
-                    runs.pop(generator)
+                except RayError as exc:  # its process or host died
+                    stop(run)
                     _restart(ctx, run, exc)
                     start(run)
                     continue
                 _record(ctx, run, event, results, progress, total)
+                if event[0] == "epoch":
+                    asked[run.actor.next_event.remote()] = run
+                else:
+                    stop(run)
     except JobCancelled:
-        for generator, run in runs.items():
-            ray.cancel(generator, force=True)
-        mark_runs([run.work.run_id for run in runs.values()], RUN_CANCELLED, settings,
+        for run in asked.values():
+            stop(run)
+        mark_runs([run.work.run_id for run in asked.values()], RUN_CANCELLED, settings,
                   error="cancelled")
         raise
     except BaseException:
-        for generator in runs:
-            ray.cancel(generator, force=True)
+        for run in asked.values():
+            stop(run)
         raise
     return results
 
@@ -145,21 +189,24 @@ def _restart(ctx: JobContext, run: _RunOnRay, exc: Exception) -> None:
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if run.restarts > MAX_RESTARTS:
         mark_runs([run.work.run_id], RUN_FAILED, ctx.settings, error=f"lost its host: {reason}")
-        raise RuntimeError(f"run {run.work.run_id} lost its Ray task {run.restarts} times: "
+        raise RuntimeError(f"run {run.work.run_id} lost its Ray worker {run.restarts} times: "
                            f"{reason}")
-    ctx.log(f"run {run.work.run_id}: its Ray task died ({type(exc).__name__}); resuming from "
-            f"the last checkpoint on another worker", level="warning")
+    held = f"its checkpoint after {run.epochs_held} epoch(s)" if run.epochs_held else \
+        "its last checkpoint, if it has one"
+    ctx.log(f"run {run.work.run_id}: its Ray worker died ({type(exc).__name__}); it starts "
+            f"again on another worker from {held}", level="warning")
 
 
 def _record(ctx: JobContext, run: _RunOnRay, event: tuple, results: dict[str, Any],
             progress: dict[str, int], total: int) -> None:
-    """Write what a task sent: an epoch's checkpoints and history, or the finished run."""
+    """Write what a run's actor sent: an epoch's checkpoints and history, or the finished run."""
     run_id = run.work.run_id
     if event[0] == "epoch":
         _, history, files = event
         for name, data in files.items():
             atomic_write(run.folder / name, data, ctx.settings.tmp_dir)
         _update_run(run_id, ctx.settings, history=history)
+        run.epochs_held = len(history)
         images = _images_done(run.work, history)
         progress["done"] += images - run.images_done
         run.images_done = images

@@ -238,6 +238,8 @@ def train_and_evaluate(work: RunWork, folder: Path, tmp_dir: Path | None, *,
                                              bootstrap_seed=work.bootstrap_seed)
     metrics["_train"] = {"seconds": round(time.perf_counter() - started, 2),
                          "resumed": work.resuming,
+                         # {"epoch": N} (or {"phase_done": 1}): where the resumed fit went on
+                         "resumed_from": classifier.resumed_from_,
                          "epochs_run": len(classifier.history_),
                          "best_epoch": classifier.best_.get("epoch"),
                          "best_val_loss": classifier.best_.get("val_loss"),

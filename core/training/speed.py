@@ -122,11 +122,19 @@ def make_fast_optimizer(cls: type[torch.optim.Optimizer], parameters: Any,
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
     """Load a saved optimizer state but keep this optimizer's implementation: loading
     replaces the groups' options with those saved, and an older checkpoint's say
-    non-fused."""
+    non-fused. Moments are saved as plain (NCHW) tensors while conv weights train
+    channels-last, and the fused update pairs a weight's elements with its moments' in memory
+    order: each moment takes its weight's layout again, or a resumed run updates with the
+    moments of other elements."""
     implementation = [(g.get("fused"), g.get("foreach")) for g in optimizer.param_groups]
     optimizer.load_state_dict(state)
     for group, (fused, foreach) in zip(optimizer.param_groups, implementation):
         group["fused"], group["foreach"] = fused, foreach
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if torch.is_tensor(value) and value.shape == param.shape \
+                        and value.stride() != param.stride():
+                    optimizer.state[param][key] = torch.empty_like(param).copy_(value)
 
 
 _warm_lock = threading.Lock()
