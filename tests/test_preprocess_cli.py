@@ -151,3 +151,21 @@ def test_compare_aspects_samples_across_all_images(settings):
     assert full.distance_after < 0.02
     figure = aspect_figure(full)
     assert [trace.name for trace in figure.data] == ["Real", "Synthetic", "Real", "Synthetic"]
+
+
+def test_aspects_after_shortcuts_give_the_per_image_answers():
+    """The page's shortcuts (one geometry per distinct size when no step draws; the epoch-0
+    seeds kept) give exactly what each image's own seeded geometry gives, which is what
+    training sees."""
+    from core.preprocess import Pipeline, default_pipeline, item_seed
+    from core.preprocess.stats import aspect_ratios_after
+    from core.preprocess.transforms import Letterbox, RandomMargin, Resize
+
+    rng = np.random.default_rng(3)
+    sizes = rng.choice([[120, 80], [80, 120], [64, 64], [300, 100]], size=40).astype(float)
+    for pipeline, seed in ((default_pipeline("real"), 0), (default_pipeline("synthetic"), 7),
+                           (Pipeline((RandomMargin(aspects=(0.8, 1.3)), Letterbox(), Resize(32))), 2)):
+        per_image = [pipeline.geometry(int(w), int(h), item_seed(seed, 0, i)).content_aspect
+                     for i, (w, h) in enumerate(sizes)]
+        assert aspect_ratios_after(sizes, pipeline, seed).tolist() == per_image
+    assert aspect_ratios_after(np.empty((0, 2)), default_pipeline("synthetic")).shape == (0,)

@@ -115,18 +115,32 @@ class AspectComparison:
         return log_aspect_distance(self.real_after, self.synthetic_after)
 
 
-def compare_aspects(session: Session, real_pipeline: Pipeline, synthetic_pipeline: Pipeline, *,
-                    class_name: str | None = None, seed: int = 0,
-                    sample: int = HISTOGRAM_SAMPLE) -> AspectComparison:
+def sample_sizes(session: Session, *, class_name: str | None = None, seed: int = 0,
+                 sample: int = HISTOGRAM_SAMPLE) -> tuple[np.ndarray, np.ndarray]:
+    """``(real, synthetic)`` (width, height) arrays, at most ``sample`` rows each, drawn with
+    ``seed`` from all the class's usable images (no file is opened)."""
     rng = np.random.default_rng(seed)
     real = _subsample(image_sizes(session, ImageFilter(source=SOURCE_REAL, class_name=class_name)), sample, rng)
     synth = _subsample(image_sizes(session, ImageFilter(source=SOURCE_SYNTHETIC, class_name=class_name)),
                        sample, rng)
+    return real, synth
+
+
+def compare_sizes(real: np.ndarray, synth: np.ndarray, real_pipeline: Pipeline,
+                  synthetic_pipeline: Pipeline, *, seed: int = 0) -> AspectComparison:
+    """The aspect ratios of ``sample_sizes``'s rows before and after each pipeline."""
     return AspectComparison(
         real_before=real[:, 0] / real[:, 1] if len(real) else np.empty(0),
         synthetic_before=synth[:, 0] / synth[:, 1] if len(synth) else np.empty(0),
         real_after=aspect_ratios_after(real, real_pipeline, seed),
         synthetic_after=aspect_ratios_after(synth, synthetic_pipeline, seed))
+
+
+def compare_aspects(session: Session, real_pipeline: Pipeline, synthetic_pipeline: Pipeline, *,
+                    class_name: str | None = None, seed: int = 0,
+                    sample: int = HISTOGRAM_SAMPLE) -> AspectComparison:
+    real, synth = sample_sizes(session, class_name=class_name, seed=seed, sample=sample)
+    return compare_sizes(real, synth, real_pipeline, synthetic_pipeline, seed=seed)
 
 
 def _subsample(sizes: np.ndarray, sample: int, rng: np.random.Generator) -> np.ndarray:
