@@ -141,3 +141,24 @@ def test_add_a_model_from_the_no_model_box_selects_it_and_the_form_is_remembered
     other.run()  # another user: their own (here: the default) form
     assert other.number_input(key="gen_per_class").value == 50
     assert other.text_input(key="gen_new_classes").value == ""
+
+
+def test_add_a_model_refuses_what_is_no_hub_id_in_a_sentence(settings):
+    """Typed text that is neither a folder nor a Hub id (``owner/name``) is refused, not
+    added to everyone's model menu; the page shows core's reason as a sentence."""
+    from core.generation.registry import custom_sources
+
+    at = _page().run()
+    for typed, reason in (("not a valid id!!", "Not a Hugging Face model id"),
+                          ("owner/name/extra", "Not a Hugging Face model id"),
+                          ("  ", "Give a Hugging Face model id")):
+        at.text_input(key="gen_add_source_box").set_value(typed)
+        at.button(key="gen_add_button_box").click().run()
+        assert not at.exception
+        errors = [e.value for e in at.error]
+        assert any(e.startswith(reason) for e in errors), errors
+        assert not at.success
+    assert custom_sources(settings) == []
+    at.text_input(key="gen_add_source_box").set_value("segmind/small-sd")  # a real id: added
+    at.button(key="gen_add_button_box").click().run()
+    assert any("selected it" in s.value for s in at.success)
