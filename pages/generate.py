@@ -248,12 +248,12 @@ cols = st.columns(4)
 # The bounds are core's (GenerationConfig refuses anything outside them, from any caller).
 # Defaults through session state (not the widgets' value argument), so a remembered value
 # put there first is not overridden, nor warned about by Streamlit.
-st.session_state.setdefault("gen_per_class", 50)
-st.session_state.setdefault("gen_seed", 0)
-st.session_state.setdefault("gen_batch_size", settings.generation_batch_size)
 form.recall("gen_per_class", within(1, PER_CLASS_MAX))
 form.recall("gen_seed", within(0, MAX_SEED))
 form.recall("gen_batch_size", within(1, BATCH_SIZE_MAX))
+st.session_state.setdefault("gen_per_class", 50)
+st.session_state.setdefault("gen_seed", 0)
+st.session_state.setdefault("gen_batch_size", settings.generation_batch_size)
 form.recall("gen_scheduler", lambda v: v in SCHEDULERS)
 form.recall("gen_dataset", lambda v: isinstance(v, str))
 per_class = cols[0].number_input("Images per class", 1, PER_CLASS_MAX, key="gen_per_class")

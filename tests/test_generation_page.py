@@ -162,3 +162,28 @@ def test_add_a_model_refuses_what_is_no_hub_id_in_a_sentence(settings):
     at.text_input(key="gen_add_source_box").set_value("segmind/small-sd")  # a real id: added
     at.button(key="gen_add_button_box").click().run()
     assert any("selected it" in s.value for s in at.success)
+
+
+def test_the_form_survives_a_visit_to_another_page(settings):
+    """Streamlit drops a page's widget values when another page runs: coming back showed
+    each number at its minimum (1 step, guidance 0, 16 px), the typed classes gone, and
+    saved that over the user's remembered form."""
+    from core.users.form_memory import load_form
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+    at.switch_page("pages/generate.py").run()
+    at.text_input(key="gen_new_classes").set_value("Kiwi")
+    at.number_input(key="gen_per_class").set_value(7)
+    at.number_input(key="gen_steps").set_value(3)
+    at.number_input(key="gen_guidance").set_value(2.5)
+    at.number_input(key="gen_size").set_value(256).run()
+    left = (7, 3, 2.5, 256, "Kiwi")
+    at.switch_page("pages/import_data.py").run()
+    at.switch_page("pages/generate.py").run()
+    assert not at.exception
+    assert (at.number_input(key="gen_per_class").value, at.number_input(key="gen_steps").value,
+            at.number_input(key="gen_guidance").value, at.number_input(key="gen_size").value,
+            at.text_input(key="gen_new_classes").value) == left
+    saved = load_form("anonymous", "generate", settings)
+    assert (saved["gen_per_class"], saved["gen_steps"], saved["gen_guidance"], saved["gen_size"],
+            saved["gen_new_classes"]) == left
