@@ -13,15 +13,14 @@ from core.db.engine import session_scope
 from core.db.models import SOURCE_REAL, SOURCE_SYNTHETIC, Dataset
 from core.preprocess import (BUILTIN_DESCRIPTIONS, DEFAULT_NAMES, Pipeline, PipelineError,
                              list_presets, load_pipeline)
-from core.preprocess.compare import (aspect_figure, image_choices,
-                                     open_image, random_image_id, stretched)
+from core.preprocess.compare import aspect_figure, image_choices, random_image_id
 from core.preprocess.presets import delete_preset, get_preset, save_preset
 from core.preprocess.stats import ImageFilter, random_margin_from_dataset
 from core.preprocess.transforms import (LETTERBOX_FILLS, RESAMPLING, RandomMargin, Transform,
                                         TransformError, transform_types)
 from core.users.permissions import PermissionDenied, can_modify
 from webui import boot, current_identity, error_text, escape_markdown
-from webui.cached import aspect_comparison, preprocess_class_options
+from webui.cached import aspect_comparison, preprocess_class_options, stage_previews
 
 settings = boot()
 identity = current_identity()
@@ -198,21 +197,15 @@ def image_picker(source: str, class_name: str | None) -> int | None:
 def show_stages(source: str, image_id: int | None, pipeline: Pipeline | None, seed: int) -> None:
     if image_id is None or pipeline is None:
         return
-    opened = open_image(settings, image_id)
-    if opened is None:
+    shown = stage_previews(settings, image_id, pipeline, seed, pipeline.output_size or settings.image_size)
+    if shown is None:
         st.warning(f"Image #{image_id} is no longer available.")
         return
-    image, row = opened
-    stages = pipeline.apply_steps(image, seed=seed)
-    size = pipeline.output_size or settings.image_size
-    shown = stages + [("Plain resize (stretched)", stretched(image, size))]
-    st.markdown(f"**{source.capitalize()}** · image #{row.id} · {row.width}x{row.height} · seed {seed}")
-    columns = st.columns(len(shown))
-    for column, (name, stage) in zip(columns, shown):
+    st.markdown(f"**{source.capitalize()}** · image #{shown.image_id} · {shown.width}x{shown.height} · seed {seed}")
+    columns = st.columns(len(shown.stages))
+    for column, (name, width, height, preview) in zip(columns, shown.stages):
         with column:
-            preview = stage.copy()
-            preview.thumbnail((384, 384))
-            st.image(preview, caption=f"{name} · {stage.width}x{stage.height}", width="stretch")
+            st.image(preview, caption=f"{name} · {width}x{height}", width="stretch")
 
 
 # --- what to look at ----------------------------------------------------------------------

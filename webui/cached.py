@@ -128,3 +128,20 @@ def aspect_comparison(settings: Settings, real_pipeline, synthetic_pipeline,  # 
     return _aspect_comparison(settings, json.dumps(real_pipeline.to_dict(), sort_keys=True),
                               json.dumps(synthetic_pipeline.to_dict(), sort_keys=True),
                               class_name, seed, _key(settings))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _stage_previews(_settings: Settings, image_id: int, pipeline_json: str, seed: int, size: int,
+                    key: tuple):  # noqa: ANN202
+    from core.preprocess import Pipeline
+    from core.preprocess.compare import stage_previews as compute
+
+    return compute(_settings, image_id, Pipeline.from_dict(json.loads(pipeline_json)), seed, size)
+
+
+def stage_previews(settings: Settings, image_id: int, pipeline, seed: int, size: int):  # noqa: ANN001, ANN201
+    """``core.preprocess.compare.stage_previews``: one image through its pipeline, kept while
+    nothing changes, so a click elsewhere on Preprocess does not decode and transform the
+    full-size picture again."""
+    return _stage_previews(settings, image_id, json.dumps(pipeline.to_dict(), sort_keys=True),
+                           seed, size, _key(settings))

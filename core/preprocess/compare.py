@@ -94,6 +94,39 @@ def open_image(settings: Settings, image_id: int) -> tuple[PILImage.Image, Image
         return None
 
 
+# The longest side of a stage as the page shows it (columns are narrower than this).
+PREVIEW_SIDE = 384
+
+
+@dataclass(frozen=True)
+class StagePreviews:
+    """One image through a pipeline, as the page shows it: every stage shrunk for display."""
+
+    image_id: int
+    width: int
+    height: int
+    stages: tuple[tuple[str, int, int, PILImage.Image], ...]  # (name, width, height, preview)
+
+
+def stage_previews(settings: Settings, image_id: int, pipeline: Pipeline, seed: int,
+                   size: int) -> StagePreviews | None:
+    """``pipeline.apply_steps`` on the stored picture plus the plain stretched resize, each
+    stage as (name, its real size, a preview at most ``PREVIEW_SIDE`` px); None if the image
+    is gone. The stages are computed at full size (a 12 MP photo letterboxed whole takes
+    about a second), so pages cache this rather than call it on every click."""
+    opened = open_image(settings, image_id)
+    if opened is None:
+        return None
+    image, row = opened
+    shown = pipeline.apply_steps(image, seed=seed) + [("Plain resize (stretched)", stretched(image, size))]
+    previews = []
+    for name, stage in shown:
+        preview = stage.copy() if max(stage.size) > PREVIEW_SIDE else stage
+        preview.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+        previews.append((name, stage.width, stage.height, preview))
+    return StagePreviews(row.id, row.width, row.height, tuple(previews))
+
+
 def stretched(image: PILImage.Image, size: int) -> PILImage.Image:
     """What plain resizing does: the whole picture squeezed to ``size`` x ``size``."""
     return Resize(size).apply(image.convert("RGB"))
