@@ -27,7 +27,7 @@ from core.explain.summary import margin_table
 from core.users.permissions import can_modify
 from core.wording import plural
 from webui import boot, current_identity, error_text, escape_markdown
-from webui.jobs import live_fragment, render_job_list
+from webui.jobs import live_fragment, public_text, render_job_list
 
 settings = boot()
 identity = current_identity()
@@ -248,7 +248,7 @@ def _compare(sample: dict[str, list[int]], key: tuple) -> None:
                            on_click=jobs.request_cancel, args=(job_id,),
                            kwargs={"by": identity, "settings": settings})
         elif job is not None and job.status != jobs.DONE:
-            st.caption(f"Job #{job_id} {job.status}" + (f": {escape_markdown(job.error)}"
+            st.caption(f"Job #{job_id} {job.status}" + (f": {error_text(public_text(job.error))}"
                                                         if job.error else "."))
         _compare_grid(sample, now, computing=active)
 

@@ -120,7 +120,10 @@ with cols[1]:
     _add_model_action("menu")
 added = st.session_state.pop("gen_add_result", None)
 if added is not None:
-    (st.success if added[0] == "success" else st.error)(escape_markdown(added[1]))
+    if added[0] == "success":
+        st.success(escape_markdown(added[1]))
+    else:
+        st.error(error_text(added[1]))
 model_entry = labels.get(choice)
 model_source = model_entry.source if model_entry else ""
 model_ready = bool(model_source) and locate(model_source, settings) is not None
@@ -245,12 +248,12 @@ cols = st.columns(4)
 # The bounds are core's (GenerationConfig refuses anything outside them, from any caller).
 # Defaults through session state (not the widgets' value argument), so a remembered value
 # put there first is not overridden, nor warned about by Streamlit.
-st.session_state.setdefault("gen_per_class", 50)
-st.session_state.setdefault("gen_seed", 0)
-st.session_state.setdefault("gen_batch_size", settings.generation_batch_size)
 form.recall("gen_per_class", within(1, PER_CLASS_MAX))
 form.recall("gen_seed", within(0, MAX_SEED))
 form.recall("gen_batch_size", within(1, BATCH_SIZE_MAX))
+st.session_state.setdefault("gen_per_class", 50)
+st.session_state.setdefault("gen_seed", 0)
+st.session_state.setdefault("gen_batch_size", settings.generation_batch_size)
 form.recall("gen_scheduler", lambda v: v in SCHEDULERS)
 form.recall("gen_dataset", lambda v: isinstance(v, str))
 per_class = cols[0].number_input("Images per class", 1, PER_CLASS_MAX, key="gen_per_class")
@@ -321,7 +324,10 @@ cols[2].button("Queue job", key="gen_queue", type="primary", disabled=queue_conf
                on_click=_queue_job, args=(queue_config, prompt_configs))
 queue_result = st.session_state.pop("gen_queue_result", None)
 if queue_result is not None:
-    (st.success if queue_result[0] == "success" else st.error)(escape_markdown(queue_result[1]))
+    if queue_result[0] == "success":
+        st.success(escape_markdown(queue_result[1]))
+    else:
+        st.error(error_text(queue_result[1]))
 
 
 
@@ -336,7 +342,7 @@ def _draw_preview(run: PreviewRun) -> None:
     elif run.status == CANCELLED:
         st.caption(f"Preview cancelled after {len(images)} of {run.count} images.")
     elif run.status == FAILED:
-        st.error(escape_markdown(run.error))
+        st.error(error_text(run.error))
     if images:
         grid = st.columns(run.count)
         for column, (image, prompt, image_seed) in zip(grid, images):

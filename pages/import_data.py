@@ -194,9 +194,12 @@ def _report() -> None:
     if result["rejected"]:
         st.markdown("**Rejected files**")
         # A table, not a data grid: the grid cuts each cell to one line, and the reason is
-        # what the user needs whole. A long list scrolls in its own box.
-        st.table(pd.DataFrame(result["rejected"]), hide_index=True,
-                 height=420 if len(result["rejected"]) > 10 else "content")
+        # what the user needs whole. A long list scrolls in its own box. A long file name
+        # has no space to wrap at: it breaks anywhere rather than being cut at the cell.
+        with st.container(key="import_rejected"):
+            st.html("<style>.st-key-import_rejected td * { overflow-wrap: anywhere !important; }</style>")
+            st.table(pd.DataFrame(result["rejected"]), hide_index=True,
+                     height=420 if len(result["rejected"]) > 10 else "content")
     if result.get("added_files"):
         listed = len(result["added_files"])
         more = f", first {listed} listed" if listed < result["added"] else ""

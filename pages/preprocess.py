@@ -4,7 +4,6 @@ pipelines, every step shown, the pipelines editable and saved as presets."""
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import numpy as np
 import streamlit as st
@@ -14,15 +13,14 @@ from core.db.engine import session_scope
 from core.db.models import SOURCE_REAL, SOURCE_SYNTHETIC, Dataset
 from core.preprocess import (BUILTIN_DESCRIPTIONS, DEFAULT_NAMES, Pipeline, PipelineError,
                              list_presets, load_pipeline)
-from core.preprocess.compare import (aspect_figure, compare_aspects, image_choices,
-                                     open_image, random_image_id, stretched)
+from core.preprocess.compare import aspect_figure, image_choices, random_image_id
 from core.preprocess.presets import delete_preset, get_preset, save_preset
 from core.preprocess.stats import ImageFilter, random_margin_from_dataset
 from core.preprocess.transforms import (LETTERBOX_FILLS, RESAMPLING, RandomMargin, Transform,
                                         TransformError, transform_types)
 from core.users.permissions import PermissionDenied, can_modify
 from webui import boot, current_identity, error_text, escape_markdown
-from webui.cached import preprocess_class_options
+from webui.cached import aspect_comparison, preprocess_class_options, stage_previews
 
 settings = boot()
 identity = current_identity()
@@ -199,29 +197,15 @@ def image_picker(source: str, class_name: str | None) -> int | None:
 def show_stages(source: str, image_id: int | None, pipeline: Pipeline | None, seed: int) -> None:
     if image_id is None or pipeline is None:
         return
-    opened = open_image(settings, image_id)
-    if opened is None:
+    shown = stage_previews(settings, image_id, pipeline, seed, pipeline.output_size or settings.image_size)
+    if shown is None:
         st.warning(f"Image #{image_id} is no longer available.")
         return
-    image, row = opened
-    stages = pipeline.apply_steps(image, seed=seed)
-    size = pipeline.output_size or settings.image_size
-    shown = stages + [("Plain resize (stretched)", stretched(image, size))]
-    st.markdown(f"**{source.capitalize()}** · image #{row.id} · {row.width}x{row.height} · seed {seed}")
-    columns = st.columns(len(shown))
-    for column, (name, stage) in zip(columns, shown):
+    st.markdown(f"**{source.capitalize()}** · image #{shown.image_id} · {shown.width}x{shown.height} · seed {seed}")
+    columns = st.columns(len(shown.stages))
+    for column, (name, width, height, preview) in zip(columns, shown.stages):
         with column:
-            preview = stage.copy()
-            preview.thumbnail((384, 384))
-            st.image(preview, caption=f"{name} · {stage.width}x{stage.height}", width="stretch")
-
-
-@st.cache_data(ttl=30, show_spinner=False)
-def _aspects(real_json: str, synthetic_json: str, class_name: str | None, seed: int, home: str):  # noqa: ANN202
-    with session_scope(settings) as session:
-        return compare_aspects(session, Pipeline.from_dict(json.loads(real_json)),
-                               Pipeline.from_dict(json.loads(synthetic_json)),
-                               class_name=class_name, seed=seed)
+            st.image(preview, caption=f"{name} · {width}x{height}", width="stretch")
 
 
 # --- what to look at ----------------------------------------------------------------------
@@ -292,8 +276,7 @@ if real_pipeline is None or synthetic_pipeline is None:
 elif total_real + total_synthetic == 0:
     st.caption("No images to measure yet.")
 else:
-    comparison = _aspects(json.dumps(real_pipeline.to_dict()), json.dumps(synthetic_pipeline.to_dict()),
-                          class_name, seed, str(settings.home_path))
+    comparison = aspect_comparison(settings, real_pipeline, synthetic_pipeline, class_name, seed)
     st.plotly_chart(aspect_figure(comparison), key="pp_aspects")
     if len(comparison.real_before) and len(comparison.synthetic_before):
         st.caption(f"Distance between the real and synthetic distributions (mean log-ratio gap, "

@@ -208,11 +208,12 @@ with st.form("reproduce_form", enter_to_submit=False):
                                     key="rp_synth", disabled=not choices.synthetic_datasets)
     recipe_seeds = r3.number_input("Seeds", 1, REPEATS_MAX, 5, key="rp_seeds")
     queue_recipe = st.form_submit_button("Queue the reproduction (8 configurations x seeds)")
-if queue_recipe:
+if queue_recipe and not choices.synthetic_datasets:
+    # Said here, not raised: the page names are markdown, and error messages are escaped.
+    st.error("Cannot start: no synthetic dataset yet. Generate one on **Generate**, or import "
+             "the study's set on **Import**.")
+elif queue_recipe:
     try:
-        if not choices.synthetic_datasets:
-            raise DataError("no synthetic dataset yet: generate one on **Generate** or import "
-                            "the study's set on **Import**")
         plan = queue_reproduction(recipe_real, recipe_synthetic, seeds=int(recipe_seeds),
                                   created_by=user, settings=settings)
         job_id = submit_training(plan.run_ids, title=f"reproduce original ({len(plan.run_ids)} runs)",

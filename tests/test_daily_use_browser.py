@@ -179,3 +179,31 @@ def test_figures_are_readable_at_their_width(server: LiveServer, browser_page,  
     problems += _measure(page, "quiz-analysis", 3, output_dir)
     assert not problems, "\n".join(problems)
     assert "Traceback" not in server.log_tail()
+
+
+@pytest.mark.browser
+def test_rejected_files_are_listed_whole(server: LiveServer, browser_page,  # noqa: F811
+                                         output_dir, tmp_path):
+    """A rejected file's name is what the user must find on disk: a long one was cut at the
+    table cell's edge (the reasons had been made whole; the names had not)."""
+    from core.ingest.jobs import submit_import
+    from core.worker import run_worker
+
+    folder = tmp_path / "drop" / "kiwi"
+    folder.mkdir(parents=True)
+    long_name = "holiday_photos_2024_" + "_".join(["kiwi_from_the_market"] * 4) + ".jpg"
+    (folder / long_name).write_bytes(b"not a picture")
+    submit_import(str(folder.parent), dataset="rejects only", settings=server.settings)
+    run_worker(server.settings, once=True)
+
+    page = browser_page
+    page.goto(f"{server.url}/import_data")
+    wait_for_app(page)
+    table = page.locator('.st-key-import_rejected [data-testid="stTable"]')
+    table.wait_for()
+    table.screenshot(path=output_dir / "rejected-files.png")
+    cut = page.evaluate("""() => [...document.querySelectorAll('[data-testid="stTable"] td')]
+        .flatMap(td => [...td.querySelectorAll('*')].concat([td]))
+        .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)""")
+    assert cut == [], cut
+    assert page.get_by_text(f"kiwi/{long_name}").count() == 1

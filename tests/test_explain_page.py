@@ -95,11 +95,20 @@ def test_explain_page_end_to_end(trained):
     assert compare_job.title.startswith("Compare real vs synthetic") and compare_job.status == "queued"
     assert any("You can leave this page" in p.proto.text for p in at.get("progress"))
     assert not any(m.label.startswith("Mean attribution on margins") for m in at.metric)
+    # A job that fails says why as a sentence (no exception class name), and Show retries.
+    jobs.finish(compare_job.id, jobs.FAILED, error="RuntimeError: not enough memory for the maps",
+                settings=settings)
+    at.run()
+    assert any(c.value == f"Job #{compare_job.id} failed: Not enough memory for the maps"
+               for c in at.caption), [c.value for c in at.caption]
+    at.button(key="x_compare").click().run()
+    compare_job = jobs.list_jobs(kind="explain", settings=settings)[0]
+    assert compare_job.status == "queued"
     run_worker(settings, once=True)
     assert jobs.get_job(compare_job.id, settings).status == jobs.DONE
     at.run()
     assert any(m.label.startswith("Mean attribution on margins (real)") for m in at.metric)
-    assert len(jobs.list_jobs(kind="explain", settings=settings)) == 1  # nothing queued again
+    assert len(jobs.list_jobs(kind="explain", settings=settings)) == 2  # nothing queued again
 
     # A batch job over the run's test images, then the margins per run.
     at.selectbox(key="x_method").set_value("saliency").run()

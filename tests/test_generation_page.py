@@ -141,3 +141,49 @@ def test_add_a_model_from_the_no_model_box_selects_it_and_the_form_is_remembered
     other.run()  # another user: their own (here: the default) form
     assert other.number_input(key="gen_per_class").value == 50
     assert other.text_input(key="gen_new_classes").value == ""
+
+
+def test_add_a_model_refuses_what_is_no_hub_id_in_a_sentence(settings):
+    """Typed text that is neither a folder nor a Hub id (``owner/name``) is refused, not
+    added to everyone's model menu; the page shows core's reason as a sentence."""
+    from core.generation.registry import custom_sources
+
+    at = _page().run()
+    for typed, reason in (("not a valid id!!", "Not a Hugging Face model id"),
+                          ("owner/name/extra", "Not a Hugging Face model id"),
+                          ("  ", "Give a Hugging Face model id")):
+        at.text_input(key="gen_add_source_box").set_value(typed)
+        at.button(key="gen_add_button_box").click().run()
+        assert not at.exception
+        errors = [e.value for e in at.error]
+        assert any(e.startswith(reason) for e in errors), errors
+        assert not at.success
+    assert custom_sources(settings) == []
+    at.text_input(key="gen_add_source_box").set_value("segmind/small-sd")  # a real id: added
+    at.button(key="gen_add_button_box").click().run()
+    assert any("selected it" in s.value for s in at.success)
+
+
+def test_the_form_survives_a_visit_to_another_page(settings):
+    """Streamlit drops a page's widget values when another page runs: coming back showed
+    each number at its minimum (1 step, guidance 0, 16 px), the typed classes gone, and
+    saved that over the user's remembered form."""
+    from core.users.form_memory import load_form
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+    at.switch_page("pages/generate.py").run()
+    at.text_input(key="gen_new_classes").set_value("Kiwi")
+    at.number_input(key="gen_per_class").set_value(7)
+    at.number_input(key="gen_steps").set_value(3)
+    at.number_input(key="gen_guidance").set_value(2.5)
+    at.number_input(key="gen_size").set_value(256).run()
+    left = (7, 3, 2.5, 256, "Kiwi")
+    at.switch_page("pages/import_data.py").run()
+    at.switch_page("pages/generate.py").run()
+    assert not at.exception
+    assert (at.number_input(key="gen_per_class").value, at.number_input(key="gen_steps").value,
+            at.number_input(key="gen_guidance").value, at.number_input(key="gen_size").value,
+            at.text_input(key="gen_new_classes").value) == left
+    saved = load_form("anonymous", "generate", settings)
+    assert (saved["gen_per_class"], saved["gen_steps"], saved["gen_guidance"], saved["gen_size"],
+            saved["gen_new_classes"]) == left

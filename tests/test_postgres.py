@@ -127,6 +127,12 @@ def test_migrations_import_gallery_train_and_check_on_postgres(pg_settings, tmp_
     assert gallery.count(gallery.GalleryFilter(classes=["banana"])) == 12
     page = gallery.page(gallery.GalleryFilter(), sort="oldest", limit=5, offset=5)
     assert len(page.rows) == 5 and page.total == 24
+    from core.db.engine import session_scope
+    from core.preprocess.stats import ImageFilter, image_sizes
+
+    with session_scope(pg_settings) as session:  # read through the driver's own cursor
+        sizes = image_sizes(session, ImageFilter(source="real", class_name="banana"))
+    assert sizes.tolist() == [[40.0, 32.0]] * 12
 
     run = _cli("train", "--train", "real", "--epochs", "2", "--image-size", "32", "--seed", "3")
     assert "accuracy" in json.dumps(run)

@@ -151,3 +151,47 @@ def test_compare_aspects_samples_across_all_images(settings):
     assert full.distance_after < 0.02
     figure = aspect_figure(full)
     assert [trace.name for trace in figure.data] == ["Real", "Synthetic", "Real", "Synthetic"]
+
+
+def test_aspects_after_shortcuts_give_the_per_image_answers():
+    """The page's shortcuts (one geometry per distinct size when no step draws; the epoch-0
+    seeds kept) give exactly what each image's own seeded geometry gives, which is what
+    training sees."""
+    from core.preprocess import Pipeline, default_pipeline, item_seed
+    from core.preprocess.stats import aspect_ratios_after
+    from core.preprocess.transforms import Letterbox, RandomMargin, Resize
+
+    rng = np.random.default_rng(3)
+    sizes = rng.choice([[120, 80], [80, 120], [64, 64], [300, 100]], size=40).astype(float)
+    for pipeline, seed in ((default_pipeline("real"), 0), (default_pipeline("synthetic"), 7),
+                           (Pipeline((RandomMargin(aspects=(0.8, 1.3)), Letterbox(), Resize(32))), 2)):
+        per_image = [pipeline.geometry(int(w), int(h), item_seed(seed, 0, i)).content_aspect
+                     for i, (w, h) in enumerate(sizes)]
+        assert aspect_ratios_after(sizes, pipeline, seed).tolist() == per_image
+    assert aspect_ratios_after(np.empty((0, 2)), default_pipeline("synthetic")).shape == (0,)
+
+
+def test_stage_previews_are_small_and_say_the_real_sizes(settings):
+    """Preprocess shows each stage shrunk (what it caches and sends), captioned with the
+    stage's real size; the last pipeline stage is what the pipeline makes."""
+    from sqlalchemy import select
+
+    from core.db.engine import session_scope
+    from core.db.models import Image as ImageRow
+    from core.preprocess import default_pipeline
+    from core.preprocess.compare import PREVIEW_SIDE, stage_previews
+    from core.store import ImageStore
+
+    add_images(settings, [(fruit_image("plum", 1, (600, 320)), "plum", "real")])
+    with session_scope(settings) as session:
+        image_id, path = session.execute(select(ImageRow.id, ImageRow.path)).one()
+    pipeline = default_pipeline("original-real")  # letterboxes the full-size picture
+    shown = stage_previews(settings, image_id, pipeline, seed=3, size=64)
+    assert (shown.width, shown.height) == (600, 320)
+    assert [(name, w, h) for name, w, h, _ in shown.stages] == [
+        ("Original", 600, 320), ("Letterbox", 600, 600), ("Resize", 64, 64),
+        ("Plain resize (stretched)", 64, 64)]
+    assert all(max(preview.size) <= PREVIEW_SIDE for *_, preview in shown.stages)
+    made = pipeline.apply(ImageStore(settings).open_rgb(path), seed=3)
+    assert np.array_equal(np.asarray(shown.stages[2][3]), np.asarray(made))
+    assert stage_previews(settings, image_id + 99, pipeline, seed=3, size=64) is None

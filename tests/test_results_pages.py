@@ -90,6 +90,12 @@ def test_train_page_submits_a_job_and_reports_bad_input(settings) -> None:
     assert not app.exception
     assert "not enough synthetic images" in app.error[0].value
     assert list_runs(settings=settings) == []  # nothing half-created
+    # The reproduction without a synthetic dataset: says where to get one, the page names
+    # in bold (not as escaped asterisks).
+    next(b for b in app.button if b.label.startswith("Queue the reproduction")).click().run()
+    reason = app.error[0].value
+    assert "**Generate**" in reason and "\\*" not in reason, reason
+    assert list_runs(settings=settings) == []
 
     app.radio(key="t_mode").set_value("real")
     app.number_input(key="t_epochs").set_value(1)

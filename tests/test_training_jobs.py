@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -239,6 +240,9 @@ def test_job_says_evaluating_after_its_last_batch_and_reruns_are_identical(setti
     assert done == total > 0 and "**evaluating**" in line and "left" not in line
     assert seen[-1][2] is None  # the run's result clears the stage
     assert any("evaluating" in e.message for e in job_events(job_id, settings=pinned))
+    # The log says the accuracy as people read it ("62.5%"), not as a float prints.
+    done_line = next(e.message for e in job_events(job_id, settings=pinned) if " done: " in e.message)
+    assert re.fullmatch(rf"run {first} done: real-test accuracy \d{{1,3}}\.\d%", done_line), done_line
 
     from core.training.execution import execute_run
     again = execute_run(second, pinned)

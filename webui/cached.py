@@ -13,6 +13,7 @@ Home's list of diffusion models, which comes from folders, not the database).
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -100,3 +101,49 @@ def diffusion_models(settings: Settings) -> list:
     """``core.generation.registry.list_models`` (it walks the model folders and the Hugging
     Face cache): a model downloaded outside SynthLab shows within ``page_cache_seconds``."""
     return _diffusion_models(settings, _key(settings))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _aspect_sizes(_settings: Settings, class_name: str | None, seed: int, key: tuple) -> tuple:
+    from core.db.engine import session_scope
+    from core.preprocess.compare import sample_sizes
+
+    with session_scope(_settings) as session:
+        return sample_sizes(session, class_name=class_name, seed=seed)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _aspect_comparison(_settings: Settings, real_json: str, synthetic_json: str,
+                       class_name: str | None, seed: int, key: tuple):  # noqa: ANN202
+    from core.preprocess import Pipeline
+    from core.preprocess.compare import compare_sizes
+
+    real, synthetic = _aspect_sizes(_settings, class_name, seed, key)
+    return compare_sizes(real, synthetic, Pipeline.from_dict(json.loads(real_json)),
+                         Pipeline.from_dict(json.loads(synthetic_json)), seed=seed)
+
+
+def aspect_comparison(settings: Settings, real_pipeline, synthetic_pipeline,  # noqa: ANN001, ANN201
+                      class_name: str | None, seed: int):
+    """``core.preprocess.compare.compare_aspects``: the sampled sizes (one query per source)
+    are cached apart, so editing a pipeline only recomputes its geometry."""
+    return _aspect_comparison(settings, json.dumps(real_pipeline.to_dict(), sort_keys=True),
+                              json.dumps(synthetic_pipeline.to_dict(), sort_keys=True),
+                              class_name, seed, _key(settings))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _stage_previews(_settings: Settings, image_id: int, pipeline_json: str, seed: int, size: int,
+                    key: tuple):  # noqa: ANN202
+    from core.preprocess import Pipeline
+    from core.preprocess.compare import stage_previews as compute
+
+    return compute(_settings, image_id, Pipeline.from_dict(json.loads(pipeline_json)), seed, size)
+
+
+def stage_previews(settings: Settings, image_id: int, pipeline, seed: int, size: int):  # noqa: ANN001, ANN201
+    """``core.preprocess.compare.stage_previews``: one image through its pipeline, kept while
+    nothing changes, so a click elsewhere on Preprocess does not decode and transform the
+    full-size picture again."""
+    return _stage_previews(settings, image_id, json.dumps(pipeline.to_dict(), sort_keys=True),
+                           seed, size, _key(settings))

@@ -197,8 +197,15 @@ def add_custom_model(source: str, *, label: str | None = None, added_by: str | N
     source = source.strip()
     if not source:
         raise ValueError("give a Hugging Face model id (owner/name) or a folder path")
-    if looks_like_path(source) and not is_model_folder(Path(source).expanduser()):
-        raise ValueError(f"{source} is not a diffusers model folder (no model_index.json in it)")
+    if looks_like_path(source):
+        if not is_model_folder(Path(source).expanduser()):
+            raise ValueError(f"{source} is not a diffusers model folder (no model_index.json in it)")
+    else:
+        from core.ingest.huggingface import is_hub_id
+
+        if not is_hub_id(source):  # it would sit in everyone's model menu, never loadable
+            raise ValueError(f"not a Hugging Face model id (owner/name) nor a folder path "
+                             f"(starting with / or ~): {source!r}")
 
     def write(session) -> None:  # noqa: ANN001
         if session.scalar(select(CustomModel).where(CustomModel.source == source)) is None:

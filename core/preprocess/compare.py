@@ -95,6 +95,39 @@ def open_image(settings: Settings, image_id: int) -> tuple[PILImage.Image, Image
         return None
 
 
+# The longest side of a stage as the page shows it (columns are narrower than this).
+PREVIEW_SIDE = 384
+
+
+@dataclass(frozen=True)
+class StagePreviews:
+    """One image through a pipeline, as the page shows it: every stage shrunk for display."""
+
+    image_id: int
+    width: int
+    height: int
+    stages: tuple[tuple[str, int, int, PILImage.Image], ...]  # (name, width, height, preview)
+
+
+def stage_previews(settings: Settings, image_id: int, pipeline: Pipeline, seed: int,
+                   size: int) -> StagePreviews | None:
+    """``pipeline.apply_steps`` on the stored picture plus the plain stretched resize, each
+    stage as (name, its real size, a preview at most ``PREVIEW_SIDE`` px); None if the image
+    is gone. The stages are computed at full size (a 12 MP photo letterboxed whole takes
+    about a second), so pages cache this rather than call it on every click."""
+    opened = open_image(settings, image_id)
+    if opened is None:
+        return None
+    image, row = opened
+    shown = pipeline.apply_steps(image, seed=seed) + [("Plain resize (stretched)", stretched(image, size))]
+    previews = []
+    for name, stage in shown:
+        preview = stage.copy() if max(stage.size) > PREVIEW_SIDE else stage
+        preview.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+        previews.append((name, stage.width, stage.height, preview))
+    return StagePreviews(row.id, row.width, row.height, tuple(previews))
+
+
 def stretched(image: PILImage.Image, size: int) -> PILImage.Image:
     """What plain resizing does: the whole picture squeezed to ``size`` x ``size``."""
     return Resize(size).apply(image.convert("RGB"))
@@ -116,18 +149,32 @@ class AspectComparison:
         return log_aspect_distance(self.real_after, self.synthetic_after)
 
 
-def compare_aspects(session: Session, real_pipeline: Pipeline, synthetic_pipeline: Pipeline, *,
-                    class_name: str | None = None, seed: int = 0,
-                    sample: int = HISTOGRAM_SAMPLE) -> AspectComparison:
+def sample_sizes(session: Session, *, class_name: str | None = None, seed: int = 0,
+                 sample: int = HISTOGRAM_SAMPLE) -> tuple[np.ndarray, np.ndarray]:
+    """``(real, synthetic)`` (width, height) arrays, at most ``sample`` rows each, drawn with
+    ``seed`` from all the class's usable images (no file is opened)."""
     rng = np.random.default_rng(seed)
     real = _subsample(image_sizes(session, ImageFilter(source=SOURCE_REAL, class_name=class_name)), sample, rng)
     synth = _subsample(image_sizes(session, ImageFilter(source=SOURCE_SYNTHETIC, class_name=class_name)),
                        sample, rng)
+    return real, synth
+
+
+def compare_sizes(real: np.ndarray, synth: np.ndarray, real_pipeline: Pipeline,
+                  synthetic_pipeline: Pipeline, *, seed: int = 0) -> AspectComparison:
+    """The aspect ratios of ``sample_sizes``'s rows before and after each pipeline."""
     return AspectComparison(
         real_before=real[:, 0] / real[:, 1] if len(real) else np.empty(0),
         synthetic_before=synth[:, 0] / synth[:, 1] if len(synth) else np.empty(0),
         real_after=aspect_ratios_after(real, real_pipeline, seed),
         synthetic_after=aspect_ratios_after(synth, synthetic_pipeline, seed))
+
+
+def compare_aspects(session: Session, real_pipeline: Pipeline, synthetic_pipeline: Pipeline, *,
+                    class_name: str | None = None, seed: int = 0,
+                    sample: int = HISTOGRAM_SAMPLE) -> AspectComparison:
+    real, synth = sample_sizes(session, class_name=class_name, seed=seed, sample=sample)
+    return compare_sizes(real, synth, real_pipeline, synthetic_pipeline, seed=seed)
 
 
 def _subsample(sizes: np.ndarray, sample: int, rng: np.random.Generator) -> np.ndarray:

@@ -10,6 +10,8 @@ match between real and synthetic sets.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import chain
 
 import numpy as np
 from sqlalchemy import select
@@ -45,8 +47,19 @@ def image_sizes(session: Session, filters: ImageFilter = ImageFilter(), *,
     query = query.order_by(Image.id)
     if limit:
         query = query.limit(limit)
-    rows = session.execute(query).all()
-    return np.asarray(rows, dtype=np.float64).reshape(-1, 2)
+    # The driver's own cursor and fromiter over the flat values: the Preprocess page reads
+    # every image's size (66,000 rows at 100,000 images). np.asarray(rows) probed each Row
+    # for the array protocols (1.3 s), and SQLAlchemy's Rows cost 0.21 s against the
+    # driver's 0.07 s. The statement is compiled by the session's own dialect.
+    connection = session.connection()
+    compiled = query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(str(compiled))
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    return np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=2 * len(rows)).reshape(-1, 2)
 
 
 def aspect_ratios(session: Session, filters: ImageFilter = ImageFilter(), *,
@@ -56,12 +69,29 @@ def aspect_ratios(session: Session, filters: ImageFilter = ImageFilter(), *,
     return sizes[:, 0] / sizes[:, 1] if len(sizes) else np.empty(0)
 
 
+@lru_cache(maxsize=8)
+def _epoch_zero_seeds(seed: int, count: int) -> tuple[int, ...]:
+    """``item_seed(seed, 0, i)`` for ``i < count`` (a SeedSequence each: kept, as the page
+    asks again with the same seed at every pipeline edit; ``count`` is rounded up by the
+    caller so that other class filters reuse it)."""
+    return tuple(item_seed(seed, 0, index) for index in range(count))
+
+
 def aspect_ratios_after(sizes: np.ndarray, pipeline: Pipeline, seed: int = 0) -> np.ndarray:
     """Content aspect ratio of each (width, height) after ``pipeline``; image ``i`` is
     seeded as the cache seeds it in epoch 0, so this is what training sees."""
+    if not len(sizes):
+        return np.empty(0)
+    if not any(step.is_random for step in pipeline.steps):
+        # No step draws: the geometry depends on the size alone, and sizes repeat a lot.
+        unique, inverse = np.unique(sizes, axis=0, return_inverse=True)
+        aspects = np.array([pipeline.geometry(int(width), int(height)).content_aspect
+                            for width, height in unique])
+        return aspects[inverse.reshape(-1)]
+    seeds = _epoch_zero_seeds(int(seed), -(-len(sizes) // 8192) * 8192)
     out = np.empty(len(sizes))
     for index, (width, height) in enumerate(sizes):
-        out[index] = pipeline.geometry(int(width), int(height), item_seed(seed, 0, index)).content_aspect
+        out[index] = pipeline.geometry(int(width), int(height), seeds[index]).content_aspect
     return out
 
 

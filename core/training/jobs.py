@@ -92,7 +92,9 @@ def run_training_job(ctx: JobContext) -> dict[str, Any]:
         real = (run.metrics or {}).get("real_test", {})
         results[str(run_id)] = {"accuracy": real.get("accuracy"), "f1_macro": real.get("f1"),
                                 "f1_weighted": real.get("f1_weighted")}
-        ctx.log(f"run {run_id} done: real-test accuracy {real.get('accuracy')}")
+        accuracy = real.get("accuracy")
+        ctx.log(f"run {run_id} done: " + (f"real-test accuracy {accuracy:.1%}" if accuracy is not None
+                                          else "no real test images to score it on"))
         ctx.set_result({"runs": results})
     ctx.progress(total, total, "done", force=True)
     return {"runs": results, "run_ids": run_ids}
