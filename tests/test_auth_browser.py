@@ -52,7 +52,10 @@ def test_password_gate_in_the_browser(tmp_path, output_dir):
             assert page.get_by_label("Your name", exact=True).count() == 0
             page.screenshot(path=str(output_dir / "signed-in.png"))
 
-            # Remembered: a reload and a new tab need no new sign-in.
+            # Remembered: a reload and a new tab need no new sign-in. The cookie is written by
+            # a script at the end of the signed-in page's run, which can come after "Signed
+            # in as" shows (seen on a loaded host): reload once the browser has it.
+            page.wait_for_function("document.cookie.includes('synthlab_session=')")
             page.reload()
             expect(page.get_by_text("Signed in as")).to_be_visible()
             expect(page.get_by_role("heading", name="Gallery", exact=True)).to_be_visible()

@@ -190,9 +190,9 @@ def test_unusable_data_folder_is_reported_plainly(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from tests.tiny_sd import build_tiny_sd
+    from tests.tiny_sd import tiny_sd_for_session
 
-    return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd")
+    return tiny_sd_for_session(tmp_path_factory)
 
 
 @pytest.mark.slow

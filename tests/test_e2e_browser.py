@@ -26,11 +26,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def e2e_data(tmp_path_factory) -> dict[str, Path]:
-    from tests.tiny_sd import build_tiny_sd
+    from tests.tiny_sd import tiny_sd_for_session
 
     base = tmp_path_factory.mktemp("e2e")
     real = make_imagefolder(base / "fruit-photos", CLASSES, per_class=8, size=(40, 32))
-    model = build_tiny_sd(base / "models" / "tiny-sd")
+    model = tiny_sd_for_session(tmp_path_factory)
     return {"home": base / "synthlab-home", "real": real, "model": model}
 
 

@@ -7,8 +7,9 @@ and each test gets its own copy of the folder, so tests cannot disturb each othe
 
 from __future__ import annotations
 
+import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
@@ -83,9 +84,8 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
-@pytest.fixture(scope="module")
-def trained_template(tmp_path_factory) -> tuple[Path, TrainedRun]:
-    home = tmp_path_factory.mktemp("explain-template") / "home"
+def _build_template(folder: Path) -> None:
+    home = folder / "home"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SYNTHLAB_HOME", str(home))
         patch.setenv("SYNTHLAB_AUTOSTART_WORKER", "0")
@@ -95,7 +95,17 @@ def trained_template(tmp_path_factory) -> tuple[Path, TrainedRun]:
             info = build_trained_run(get_settings())
         finally:
             dispose_engines()
-    return home, info
+    (folder / "run.json").write_text(json.dumps(asdict(info)))
+
+
+@pytest.fixture(scope="module")
+def trained_template(tmp_path_factory) -> tuple[Path, TrainedRun]:
+    """The data folder with the finished run, built once per test run for every module and
+    xdist worker (tests/run_wide.py); tests get copies (``trained``), never this folder."""
+    from tests.run_wide import build_once
+
+    folder = build_once(tmp_path_factory, "explain-template", _build_template)
+    return folder / "home", TrainedRun(**json.loads((folder / "run.json").read_text()))
 
 
 @pytest.fixture()

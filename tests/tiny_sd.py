@@ -18,8 +18,14 @@ __all__ = ["PROMPT_WORDS", "TINY_SIZE", "TINY_STEPS", "build_tiny_sd", "tiny_sd_
 
 
 def tiny_sd_for_session(tmp_path_factory) -> Path:  # noqa: ANN001 - pytest's TempPathFactory
-    """One tiny model per pytest session, shared by every test module that asks for it."""
-    return build_tiny_sd(tmp_path_factory.getbasetemp() / "shared-models" / "tiny-sd")
+    """One tiny model per test run, shared by every test module and xdist worker that asks
+    for it (tests/run_wide.py). It is alone in its folder: tests point
+    ``SYNTHLAB_LOCAL_MODELS_DIR`` at that folder and expect only this model there."""
+    from tests.run_wide import build_once
+
+    models = build_once(tmp_path_factory, "shared-models",
+                        lambda folder: build_tiny_sd(folder / "tiny-sd"))
+    return models / "tiny-sd"
 
 
 if __name__ == "__main__":  # pragma: no cover - handy by hand: python -m tests.tiny_sd DIR
