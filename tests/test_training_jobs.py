@@ -253,3 +253,17 @@ def test_job_says_evaluating_after_its_last_batch_and_reruns_are_identical(setti
     untimed = [[{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")}
                 for row in run.history] for run in (one, two)]
     assert untimed[0] == untimed[1]
+
+
+def test_create_runs_hands_over_the_plans_it_made_so_the_cli_plans_once(settings) -> None:
+    from core.training.experiments import plan_for_run
+
+    add_fruit_images(settings, "orchard", per_class=6, seed=3)
+    request = ExperimentRequest(data=DataSpec(mode="real"), repeats=2,
+                                train=TrainConfig(epochs=1, image_size=16, patience=0))
+    plans: dict = {}
+    run_ids = create_runs(request, created_by="tester", settings=settings, plans=plans)
+    # The first repeat's data was planned to validate the request; the second repeat
+    # subsamples with its own seed, so it is planned when it runs.
+    assert list(plans) == run_ids[:1]
+    assert plans[run_ids[0]] == plan_for_run(get_run(run_ids[0], settings), settings)

@@ -157,11 +157,12 @@ def _train(args: argparse.Namespace) -> int:
             raise CliError(f"--threads must be 0 (choose from the free cores) or more, not {args.threads}")
         settings = dataclasses.replace(settings, torch_threads=args.threads)
     request = _request(args, settings)
+    plans: dict[int, Any] = {}
     try:
-        run_ids = create_runs(request, created_by="cli", settings=settings)
+        run_ids = create_runs(request, created_by="cli", settings=settings, plans=plans)
     except DataError as exc:
         raise CliError(str(exc)) from exc
-    results = train_in_foreground(run_ids, settings)
+    results = train_in_foreground(run_ids, settings, plans=plans)
     payload: dict[str, Any] = {"run_ids": run_ids, "runs": results}
     if len(run_ids) > 1:
         payload["summary"] = variant_summaries(list_runs(ids=run_ids, settings=settings))
@@ -184,8 +185,12 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def train_in_foreground(run_ids: list[int], settings: Any) -> list[dict[str, Any]]:
-    """Execute queued runs in this process with a progress bar; one result entry per run."""
+def train_in_foreground(run_ids: list[int], settings: Any,
+                        plans: dict[int, Any] | None = None) -> list[dict[str, Any]]:
+    """Execute queued runs in this process with a progress bar; one result entry per run.
+
+    ``plans``: what ``create_runs(..., plans=)`` planned for these runs just now (the others
+    are planned here)."""
     from tqdm import tqdm
 
     from core.training.data import DataError
@@ -193,9 +198,10 @@ def train_in_foreground(run_ids: list[int], settings: Any) -> list[dict[str, Any
     from core.training.experiments import get_run, labelled, mark_runs, plan_for_run
     from core.training.models import RUN_CANCELLED, RUN_FAILED
 
-    plans, units = {}, {}
+    plans, units = dict(plans or {}), {}
     for run_id in run_ids:
-        plans[run_id] = plan_for_run(get_run(run_id, settings), settings)
+        if run_id not in plans:
+            plans[run_id] = plan_for_run(get_run(run_id, settings), settings)
         units[run_id] = training_units(plans[run_id][1], plans[run_id][2])
     total = sum(units.values())
     done = 0

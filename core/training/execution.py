@@ -198,7 +198,7 @@ def train_and_evaluate(work: RunWork, folder: Path, tmp_dir: Path | None, *,
 
     Returns ``{"metrics", "curves", "history"}``. Reads and writes nothing but ``folder``.
     """
-    from core.training.speed import warm_optimizer_imports
+    from core.training.speed import cpu_settings, warm_optimizer_imports
 
     warm_optimizer_imports()  # overlaps the model's set-up below
     started = time.perf_counter()
@@ -233,7 +233,10 @@ def train_and_evaluate(work: RunWork, folder: Path, tmp_dir: Path | None, *,
     metrics: dict[str, Any] = {}
     curves: dict[str, Any] = {}
     for key, (pixels, labels) in work.eval_sets.items():
-        proba = classifier.predict_proba(pixels)
+        # With the fit's threads and flushed denormals, not torch's default of every core,
+        # which a busy host slows as much as it would the fit (speed.py).
+        with cpu_settings(classifier.threads):
+            proba = classifier.predict_proba(pixels)
         metrics[key], curves[key] = evaluate(labels, proba, work.class_names,
                                              bootstrap_seed=work.bootstrap_seed)
     metrics["_train"] = {"seconds": round(time.perf_counter() - started, 2),

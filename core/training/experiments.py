@@ -9,6 +9,7 @@ continues. The trained model file is written before the row says ``done``.
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import shutil
@@ -103,16 +104,24 @@ def expand_request(request: ExperimentRequest) -> list[tuple[DataSpec, TrainConf
 def create_runs(request: ExperimentRequest | list[ExperimentRequest], *,
                 created_by: str | None = None, settings: Settings | None = None,
                 validate: bool = True, group_kind: str | None = None,
-                group_name: str | None = None) -> list[int]:
+                group_name: str | None = None,
+                plans: dict[int, tuple[DataSpec, TrainConfig, ExperimentData]] | None = None,
+                ) -> list[int]:
     """Insert queued runs for the request(s) (validating the data first) and return their
-    ids. Several requests (a recipe such as ``reproduce original``) make one group."""
+    ids. Several requests (a recipe such as ``reproduce original``) make one group.
+
+    ``plans``: filled with ``run id -> what plan_for_run would return now`` for the runs
+    whose data the validation planned, so a caller that trains them at once (the CLI) does
+    not plan them again (1 to 2 s at 4,400 images)."""
     settings = settings or get_settings()
     requests = request if isinstance(request, list) else [request]
     planned = [(req, data, train) for req in requests for data, train in expand_request(req)]
+    validated: dict[str, ExperimentData] = {}
     if validate:
         for req in requests:
             for data, _ in expand_request(req)[:: max(1, req.repeats)]:
-                plan_experiment(data, settings)  # raises DataError with a clear message
+                # raises DataError with a clear message
+                validated[_spec_key(data)] = plan_experiment(data, settings)
     grouped = len(planned) > 1
     group_id = uuid.uuid4().hex[:12] if grouped else None
     if grouped and group_kind is None:
@@ -137,7 +146,19 @@ def create_runs(request: ExperimentRequest | list[ExperimentRequest], *,
             session.flush()
             ids.append(run.id)
         return ids
-    return run_write(write, settings)
+    run_ids = run_write(write, settings)
+    if plans is not None:
+        for run_id, (_, data, train) in zip(run_ids, planned):
+            if _spec_key(data) in validated:
+                # As plan_for_run reads them back from the run's JSON config.
+                plans[run_id] = (DataSpec.from_dict(json.loads(_spec_key(data))),
+                                 TrainConfig.from_dict(json.loads(json.dumps(train.to_dict()))),
+                                 validated[_spec_key(data)])
+    return run_ids
+
+
+def _spec_key(data: DataSpec) -> str:
+    return json.dumps(data.to_dict(), sort_keys=True)
 
 
 def attach_job(run_ids: list[int], job_id: int, settings: Settings | None = None) -> None:

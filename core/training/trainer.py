@@ -42,6 +42,8 @@ BATCH_SIZE_MAX = 1024
 WEIGHT_DECAY_MAX = 1.0
 IMAGE_SIZE_MIN, IMAGE_SIZE_MAX = 16, 512
 PATIENCE_MAX = 100
+# Images per forward pass when evaluating on the CPU (validation, test sets, predictions).
+EVAL_BATCH_CPU = 32
 
 PixelSource = np.ndarray | Callable[[int], np.ndarray]
 EpochCallback = Callable[[dict[str, Any], list[dict[str, Any]]], None]
@@ -455,7 +457,9 @@ class Classifier:
         pixels = X if isinstance(X, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(X))
         use_amp = self.config.mixed_precision and self.device.type == "cuda"
         out = []
-        step = max(self.config.batch_size, 256)
+        # On the CPU, batches of 32 keep a batch's activations in the caches: 1.4 to 2x faster
+        # per image than 256 here (validation runs every epoch; issue 14).
+        step = EVAL_BATCH_CPU if self.device.type == "cpu" else max(self.config.batch_size, 256)
         # inference_mode: no autograd bookkeeping at all (cheaper than no_grad).
         with torch.inference_mode():
             for start in range(0, len(pixels), step):
