@@ -20,7 +20,7 @@ from core.generation.loading import SCHEDULERS, ModelNotAvailable, load_tokenize
 from core.generation.preview import CANCELLED, FAILED, PreviewRun
 from core.generation.prompts import (DEFAULT_NEGATIVE, PromptConfig, PromptError,
                                      default_prompt_config, expand_prompts, token_warnings)
-from core.generation.registry import add_custom_model, list_models, locate
+from core.generation.registry import add_custom_model, list_models, locate, remove_custom_model
 from core.generation.seeds import MAX_SEED
 from core.jobs import DONE, RUNNING, list_jobs
 from core.store import ImageStore
@@ -76,6 +76,21 @@ def _add_model(input_key: str) -> None:
     st.session_state["gen_add_result"] = (
         "success", f"Added {entry.label if entry else source} to the model list and selected it.{where}")
     st.session_state[input_key] = ""
+
+
+def _remove_model(source: str) -> None:
+    """The remove button's callback: off everyone's list (files untouched), said either way."""
+    from core.users.permissions import PermissionDenied
+
+    try:
+        removed = remove_custom_model(source, by=current_identity(), settings=settings)
+    except PermissionDenied as exc:
+        st.session_state["gen_add_result"] = ("error", str(exc))
+        return
+    st.session_state.pop("gen_model", None)  # the menu falls back to the default model
+    st.session_state["gen_add_result"] = (
+        ("success", f"Removed {source} from the model list; its files are untouched.")
+        if removed else ("error", f"{source} was already off the list."))
 
 
 def _add_model_action(where: str) -> None:
@@ -137,6 +152,10 @@ elif model_entry is not None and model_entry.preset:
     st.caption(f"{model_entry.preset.notes}. Loads from `{model_entry.location}`.")
 elif model_entry is not None and model_entry.location:
     st.caption(f"Loads from `{model_entry.location}`.")
+if model_entry is not None and model_entry.kind == "custom":
+    st.button("Remove this model from the list", key="gen_remove_model",
+              help="Takes it off everyone's model menu; its files and the jobs that used it stay.",
+              on_click=_remove_model, args=(model_entry.source,))
 
 # Parameters follow the chosen model's preset until the user changes them.
 defaults = model_entry.defaults() if model_entry else {"size": 512, "steps": 25, "guidance": 7.5}

@@ -162,6 +162,14 @@ def test_add_a_model_refuses_what_is_no_hub_id_in_a_sentence(settings):
     at.text_input(key="gen_add_source_box").set_value("segmind/small-sd")  # a real id: added
     at.button(key="gen_add_button_box").click().run()
     assert any("selected it" in s.value for s in at.success)
+    # ... and taken off the list again from the page (not downloaded: nothing else to keep).
+    assert at.selectbox(key="gen_model").value.startswith("segmind/small-sd")
+    at.button(key="gen_remove_model").click().run()
+    assert not at.exception
+    assert any("Removed segmind/small-sd from the model list" in s.value for s in at.success)
+    assert custom_sources(settings) == []
+    assert not any(o.startswith("segmind/small-sd") for o in at.selectbox(key="gen_model").options)
+    assert "gen_remove_model" not in [b.key for b in at.button]  # a preset is selected now
 
 
 def test_the_form_survives_a_visit_to_another_page(settings):

@@ -133,3 +133,25 @@ def test_gallery_disables_changes_to_others_images(server, tmp_path):
     for label in ("Relabel", "Exclude", "Delete"):
         button = next(b for b in at.button if b.label == label)
         assert button.disabled and "Only root (who added this image)" in button.help, label
+
+
+def test_a_user_added_model_is_removed_only_by_its_adder_or_an_admin_and_audited(server):
+    """Anyone may add a model to the shared menu; taking it off is the adder's or an admin's
+    call, its files stay, and the audit log says who did it."""
+    from core.generation.registry import add_custom_model, custom_sources, remove_custom_model
+
+    bob = Identity("bob", auth_mode=AUTH_PASSWORD, verified=True)
+    root = Identity("root", is_admin=True, auth_mode=AUTH_PASSWORD, verified=True)
+    add_custom_model("lab/roots-model", added_by="root", settings=server)
+    add_custom_model("lab/bobs-model", added_by="bob", settings=server)
+    with pytest.raises(PermissionDenied, match="may not delete the model lab/roots-model added by root; "):
+        remove_custom_model("lab/roots-model", by=bob, settings=server)
+    assert remove_custom_model("lab/bobs-model", by=bob, settings=server)
+    assert not remove_custom_model("lab/bobs-model", by=bob, settings=server)  # already gone
+    assert remove_custom_model("lab/roots-model", by=root, settings=server)
+    assert custom_sources(server) == []
+    entries = [(e.actor, e.action, e.target_id) for e in audit.entries(settings=server)
+               if e.action in ("model_remove", "refused")]
+    assert entries[:2] == [("root", "model_remove", "lab/roots-model"),
+                           ("bob", "model_remove", "lab/bobs-model")]
+    assert entries[2][:2] == ("bob", "refused")

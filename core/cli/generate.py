@@ -48,6 +48,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     models = subparsers.add_parser("models", help="list model presets and which are on this machine")
     models.add_argument("--json", action="store_true", help="machine-readable output")
+    models.add_argument("--add", metavar="SOURCE",
+                        help="add a Hub id (owner/name) or a diffusers folder to everyone's list")
+    models.add_argument("--remove", metavar="SOURCE",
+                        help="take a user-added model off the list (its files stay)")
+    models.add_argument("--user", default="cli", help="recorded in the audit log")
     models.set_defaults(func=_models)
 
 
@@ -206,10 +211,24 @@ class _ProgressContext(JobContext):
 def _models(args: argparse.Namespace) -> int:
     from core.config import get_settings
     from core.db.engine import init_db
-    from core.generation.registry import list_models
+    from core.generation.registry import add_custom_model, list_models, remove_custom_model
 
     settings = get_settings()
     init_db(settings)
+    if args.add:
+        try:
+            add_custom_model(args.add, added_by=args.user, settings=settings)
+        except ValueError as exc:
+            raise CliError(str(exc)) from exc
+        print(f"added {args.add.strip()} to the model list")
+        return 0
+    if args.remove:
+        if not remove_custom_model(args.remove, by=args.user, settings=settings):
+            raise CliError(f"{args.remove.strip()} is not a user-added model (see `python -m core "
+                           "models`: presets, the Hugging Face cache and the models folder are "
+                           "listed by themselves)")
+        print(f"removed {args.remove.strip()} from the model list (its files are untouched)")
+        return 0
     entries = list_models(settings)
     if args.json:
         print_json([{"source": e.source, "label": e.label, "kind": e.kind,

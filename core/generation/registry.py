@@ -11,10 +11,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
 from core.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from core.users.identity import Identity
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,38 @@ def add_custom_model(source: str, *, label: str | None = None, added_by: str | N
         if session.scalar(select(CustomModel).where(CustomModel.source == source)) is None:
             session.add(CustomModel(source=source, label=label, added_by=added_by))
     run_write(write, settings)
+
+
+def remove_custom_model(source: str, *, by: "Identity | str | None" = None,
+                        settings: Settings | None = None) -> bool:
+    """Take a user-added model off everyone's list; its files stay where they are (a Hub
+    download stays in the Hugging Face cache, a folder is not touched) and jobs that used it
+    keep their records. Only the user who added it or an admin may, in the sign-in modes;
+    audited. False when no such user-added model is listed."""
+    from core.db.engine import run_write
+    from core.generation.models import CustomModel
+    from core.users import audit
+    from core.users.identity import Identity  # noqa: F811 - the runtime isinstance needs it
+    from core.users.permissions import actor_name, refusals_audited, require_current
+
+    source = source.strip()
+    identity = by if isinstance(by, Identity) else None
+
+    def delete(session) -> bool:  # noqa: ANN001
+        row = session.scalar(select(CustomModel).where(CustomModel.source == source))
+        if row is None:
+            return False
+        if identity is not None:
+            added = f" added by {row.added_by}" if row.added_by else ""
+            require_current(identity, row.added_by, "delete", f"the model {source}{added}",
+                            session=session)
+        session.delete(row)
+        audit.record(session, actor_name(by), "model_remove", target_kind="model",
+                     target_id=source, detail={"label": row.label, "added_by": row.added_by})
+        return True
+
+    with refusals_audited(settings):
+        return run_write(delete, settings)
 
 
 def list_models(settings: Settings | None = None) -> list[ModelEntry]:
