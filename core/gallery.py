@@ -231,16 +231,9 @@ def counts_by_class_and_source(settings: Settings | None = None, *,
                                include_excluded: bool = False) -> list[dict[str, Any]]:
     """``[{class, display_name, source, count}]`` for charts and ``stats``."""
     with session_scope(settings) as session:
-        query = (select(ImageClass.name, ImageClass.display_name, ImageCount.source,
-                        func.sum(ImageCount.n))
-                 .join(ImageClass, ImageCount.class_id == ImageClass.id)
-                 .group_by(ImageClass.name, ImageClass.display_name, ImageCount.source)
-                 .having(func.sum(ImageCount.n) > 0)
-                 .order_by(ImageClass.name, ImageCount.source))
-        if not include_excluded:
-            query = query.where(ImageCount.excluded == False)  # noqa: E712 - SQL, indexable
-        return [{"class": name, "display_name": display, "source": source, "count": int(n)}
-                for name, display, source, n in session.execute(query)]
+        rows = gallery_sql.class_source_counts(session, include_excluded=include_excluded)
+    return [{"class": name, "display_name": display, "source": source, "count": n}
+            for name, display, source, n in rows]
 
 
 def stats(settings: Settings | None = None) -> dict[str, Any]:

@@ -174,6 +174,21 @@ def count_by_class(session: Session, flt: Any) -> dict[int, int]:
     return {class_id: int(n) for class_id, n in found if n}
 
 
+def class_source_counts(session: Session, *, include_excluded: bool = False
+                        ) -> list[tuple[str, str | None, str, int]]:
+    """``(class name, display name, source, images)`` for every class and source with any,
+    by class name: the count table's few rows summed (exact), not the images counted."""
+    query = (select(ImageClass.name, ImageClass.display_name, ImageCount.source,
+                    func.sum(ImageCount.n))
+             .join(ImageClass, ImageCount.class_id == ImageClass.id)
+             .group_by(ImageClass.name, ImageClass.display_name, ImageCount.source)
+             .having(func.sum(ImageCount.n) > 0)
+             .order_by(ImageClass.name, ImageCount.source))
+    if not include_excluded:
+        query = query.where(ImageCount.excluded == False)  # noqa: E712 - SQL, indexable
+    return [(name, display, source, int(n)) for name, display, source, n in session.execute(query)]
+
+
 def _counts_where(query: Select, flt: Any, session: Session) -> Select:
     return _narrowed(query, flt, session, ImageCount, no_split="")
 

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from core.config import Settings
 from core.db.engine import session_scope
-from core.db.models import SOURCE_REAL, SOURCE_SYNTHETIC, Image, ImageClass, ImageCount
+from core.db.models import SOURCE_REAL, SOURCE_SYNTHETIC, Image, ImageClass
+from core.gallery_sql import class_source_counts
 from core.preprocess.pipeline import Pipeline
 from core.preprocess.stats import ImageFilter, aspect_ratios_after, image_sizes, log_aspect_distance
 from core.preprocess.transforms import Resize
@@ -41,12 +42,7 @@ class ImageChoice:
 def class_options(session: Session) -> list[ClassOption]:
     """Classes with their count of usable real and synthetic images (from the trigger-kept
     count table: its few rows summed, not the images counted)."""
-    rows = session.execute(
-        select(ImageClass.name, ImageClass.display_name, ImageCount.source, func.sum(ImageCount.n))
-        .join(ImageCount, ImageCount.class_id == ImageClass.id)
-        .where(ImageCount.excluded == False)  # noqa: E712 - SQL
-        .group_by(ImageClass.name, ImageClass.display_name, ImageCount.source)
-        .order_by(ImageClass.name)).all()
+    rows = class_source_counts(session)
     counts: dict[str, dict[str, int | str]] = {}
     for name, display, source, count in rows:
         entry = counts.setdefault(name, {"display": display, SOURCE_REAL: 0, SOURCE_SYNTHETIC: 0})

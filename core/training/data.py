@@ -34,6 +34,7 @@ from sqlalchemy import select
 from core.config import Settings, get_settings
 from core.db.engine import session_scope
 from core.db.models import SOURCE_REAL, SOURCE_SYNTHETIC, Dataset, Image, ImageClass, ImageCount
+from core.gallery_sql import class_source_counts
 from core.neardup import Limits
 from core.training.families import (merge_near_duplicate_families, near_duplicates_across,
                                     pin_to_real_split, without_near_duplicates_of)
@@ -449,10 +450,8 @@ def available_choices(settings: Settings | None = None) -> Choices:
             select(Dataset.name, ImageCount.source, func.sum(ImageCount.n))
             .join(ImageCount, ImageCount.dataset_id == Dataset.id).where(usable)
             .group_by(Dataset.name, ImageCount.source)).all()
-        per_class = session.execute(
-            select(ImageClass.name, ImageCount.source, func.sum(ImageCount.n))
-            .join(ImageCount, ImageCount.class_id == ImageClass.id).where(usable)
-            .group_by(ImageClass.name, ImageCount.source)).all()
+        per_class = [(name, source, n) for name, _display, source, n
+                     in class_source_counts(session)]
     real = {name: int(n) for name, source, n in per_dataset if source == SOURCE_REAL}
     synthetic = {name: int(n) for name, source, n in per_dataset if source == SOURCE_SYNTHETIC}
     classes: dict[str, dict[str, int]] = {}
