@@ -149,11 +149,12 @@ def create_runs(request: ExperimentRequest | list[ExperimentRequest], *,
     run_ids = run_write(write, settings)
     if plans is not None:
         for run_id, (_, data, train) in zip(run_ids, planned):
-            if _spec_key(data) in validated:
+            key = _spec_key(data)
+            if key in validated:
                 # As plan_for_run reads them back from the run's JSON config.
-                plans[run_id] = (DataSpec.from_dict(json.loads(_spec_key(data))),
+                plans[run_id] = (DataSpec.from_dict(json.loads(key)),
                                  TrainConfig.from_dict(json.loads(json.dumps(train.to_dict()))),
-                                 validated[_spec_key(data)])
+                                 validated[key])
     return run_ids
 
 
