@@ -78,6 +78,17 @@ def _add_model(input_key: str) -> None:
     st.session_state[input_key] = ""
 
 
+def _default_label(labels: dict[str, object]) -> str | None:
+    """The configured default model when it is here, else the first available one; with
+    none here, the model the no-model advice recommends (not another one)."""
+    here = {label: e for label, e in labels.items() if e.available}
+    return (next((label for label, e in here.items()
+                  if settings.default_model in (e.source, e.location)), None)
+            or next(iter(here), None)
+            or next((label for label, e in labels.items() if e.source == "stabilityai/sd-turbo"),
+                    None))
+
+
 def _remove_model(source: str) -> None:
     """The remove button's callback: off everyone's list (files untouched), said either way."""
     from core.users.permissions import PermissionDenied
@@ -87,7 +98,13 @@ def _remove_model(source: str) -> None:
     except PermissionDenied as exc:
         st.session_state["gen_add_result"] = ("error", str(exc))
         return
-    st.session_state.pop("gen_model", None)  # the menu falls back to the default model
+    # The menu shows the default model again: set, not just dropped, or the browser keeps
+    # showing the removed one while the page goes on with the default.
+    fallback = _default_label(_model_labels(list_models(settings)))
+    if fallback is None:
+        st.session_state.pop("gen_model", None)
+    else:
+        st.session_state["gen_model"] = fallback
     st.session_state["gen_add_result"] = (
         ("success", f"Removed {source} from the model list; its files are untouched.")
         if removed else ("error", f"{source} was already off the list."))
@@ -116,15 +133,7 @@ if not available:
         _add_model_action("box")
 
 labels = _model_labels(entries)
-# The configured default model first when it is here, else the first available one.
-default_label = next((label for label, e in labels.items()
-                      if e.available and settings.default_model in (e.source, e.location)), None)
-if default_label is None and available:
-    default_label = next((label for label, e in labels.items() if e.available), None)
-if default_label is None and not available:
-    # Nothing here yet: preselect the model the advice above recommends, not another one.
-    default_label = next((label for label, e in labels.items()
-                          if e.source == "stabilityai/sd-turbo"), None)
+default_label = _default_label(labels)
 options = list(labels)
 if default_label:
     options.insert(0, options.pop(options.index(default_label)))

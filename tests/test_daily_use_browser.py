@@ -207,3 +207,31 @@ def test_rejected_files_are_listed_whole(server: LiveServer, browser_page,  # no
         .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)""")
     assert cut == [], cut
     assert page.get_by_text(f"kiwi/{long_name}").count() == 1
+
+
+@pytest.mark.browser
+def test_a_removed_model_leaves_the_menu_in_the_browser(server: LiveServer, browser_page,  # noqa: F811
+                                                        output_dir):
+    """Taking a user-added model off the list: the menu the user sees moves to the model the
+    page goes on with (dropping the choice left the removed model shown in the browser,
+    while the page had fallen back to another)."""
+    from playwright.sync_api import expect
+
+    from core.generation.registry import add_custom_model, custom_sources
+
+    add_custom_model("lab/example-sd", added_by="ann", settings=server.settings)
+    page = browser_page
+    page.goto(f"{server.url}/generate")
+    wait_for_app(page)
+    menu = page.get_by_role("combobox", name="Model")
+    menu.click()
+    page.get_by_role("option", name="lab/example-sd").first.click()
+    wait_for_app(page)
+    expect(menu).to_have_value("lab/example-sd  (not downloaded)")
+    page.get_by_role("button", name="Remove this model from the list").click()
+    expect(page.get_by_text("Removed lab/example-sd from the model list").first).to_be_visible()
+    wait_for_app(page)
+    page.screenshot(path=output_dir / "model-removed.png")
+    expect(menu).to_have_value("SD-Turbo  (not downloaded)")
+    expect(page.get_by_text("SD-Turbo is not downloaded yet").first).to_be_visible()
+    assert custom_sources(server.settings) == []
